@@ -1,0 +1,19 @@
+// Collects this ISA variant's kernels into its table (compiled once per ISA).
+#include "kernel_table.h"
+#include "vec.h"
+
+namespace vllm::cpu::VLLM_ISA_NS {
+
+void rms_norm(const RmsNormArgs& args);
+void fused_add_rms_norm(const FusedAddRmsNormArgs& args);
+
+#define VLLM_STR2(x) #x
+#define VLLM_STR(x) VLLM_STR2(x)
+
+const KernelTable& kernel_table() {
+  static const KernelTable table{VLLM_STR(VLLM_ISA_NS), &rms_norm,
+                                 &fused_add_rms_norm};
+  return table;
+}
+
+}  // namespace vllm::cpu::VLLM_ISA_NS

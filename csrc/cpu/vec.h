@@ -1,0 +1,228 @@
+// One small float vector type over AVX-512, AVX2 or plain C++.
+//
+// Kernel sources include this header and are compiled once per ISA variant
+// with exactly one of VLLM_ISA_AVX512 / VLLM_ISA_AVX2 / VLLM_ISA_SCALAR
+// defined; everything lands in namespace vllm::cpu::VLLM_ISA_NS so the
+// variants link into one library side by side. Keep this header (and the
+// kernels) free of torch and of std containers: an inline function emitted
+// by an AVX-512 translation unit must never be the copy a baseline caller
+// links against.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(VLLM_ISA_AVX512) || defined(VLLM_ISA_AVX2)
+#include <immintrin.h>
+#endif
+
+#if defined(VLLM_ISA_AVX512)
+#define VLLM_ISA_NS avx512
+#elif defined(VLLM_ISA_AVX2)
+#define VLLM_ISA_NS avx2
+#elif defined(VLLM_ISA_SCALAR)
+#define VLLM_ISA_NS scalar
+#else
+#error "define one of VLLM_ISA_AVX512, VLLM_ISA_AVX2, VLLM_ISA_SCALAR"
+#endif
+
+namespace vllm::cpu {
+
+// 16-bit float storage types; kernels never do arithmetic on them directly.
+struct bf16_t { uint16_t bits; };
+struct fp16_t { uint16_t bits; };
+
+namespace VLLM_ISA_NS {
+namespace {
+
+// ---- scalar conversions (tails and the scalar variant) ----
+inline float bits_to_float(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+inline uint32_t float_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits;
+}
+inline float to_float(float x) { return x; }
+inline float to_float(bf16_t x) { return bits_to_float(uint32_t(x.bits) << 16); }
+inline float to_float(fp16_t x) {
+  const uint32_t h = x.bits;
+  const uint32_t sign = (h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | (man << 13));
+  if (exp == 0) {
+    if (man == 0) return bits_to_float(sign);
+    // subnormal half: value = man * 2^-24
+    float f = std::ldexp(float(man), -24);
+    return sign ? -f : f;
+  }
+  return bits_to_float(sign | ((exp + 112) << 23) | (man << 13));
+}
+inline void from_float(float x, float* out) { *out = x; }
+inline void from_float(float x, bf16_t* out) {
+  uint32_t bits = float_to_bits(x);
+  if (std::isnan(x)) { out->bits = uint16_t((bits >> 16) | 0x40); return; }
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even
+  out->bits = uint16_t(bits >> 16);
+}
+inline void from_float(float x, fp16_t* out) {
+  const uint32_t bits = float_to_bits(x);
+  const uint16_t sign = uint16_t((bits >> 16) & 0x8000u);
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs >= 0x7f800000u) {  // inf or nan
+    out->bits = sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u);
+    return;
+  }
+  if (abs >= 0x477ff000u) { out->bits = sign | 0x7c00u; return; }  // overflow
+  if (abs < 0x38800000u) {  // result is subnormal or zero: scale and round
+    const float scaled = bits_to_float(abs) * 16777216.0f;  // * 2^24
+    out->bits = sign | uint16_t(std::nearbyint(scaled));
+    return;
+  }
+  uint32_t mant = abs + 0xfffu + ((abs >> 13) & 1u);  // round to nearest even
+  out->bits = sign | uint16_t((mant - 0x38000000u) >> 13);
+}
+// ---- the vector type ----
+#if defined(VLLM_ISA_AVX512)
+struct FloatVec {
+  static constexpr int kWidth = 16;
+  __m512 v;
+  FloatVec() : v(_mm512_setzero_ps()) {}
+  explicit FloatVec(float x) : v(_mm512_set1_ps(x)) {}
+  explicit FloatVec(__m512 x) : v(x) {}
+  static FloatVec load(const float* p) { return FloatVec(_mm512_loadu_ps(p)); }
+  static FloatVec load(const bf16_t* p) {
+    __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return FloatVec(_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
+  }
+  static FloatVec load(const fp16_t* p) {
+    return FloatVec(_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+  }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+  void store(bf16_t* p) const {
+#if defined(__AVX512BF16__)
+    __m256i h = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v));
+#else
+    __m512i bits = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff)));
+    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7fc00000));
+    __m256i h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(rounded, 16));
+#endif
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+  }
+  void store(fp16_t* p) const {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  FloatVec operator+(FloatVec o) const { return FloatVec(_mm512_add_ps(v, o.v)); }
+  FloatVec operator*(FloatVec o) const { return FloatVec(_mm512_mul_ps(v, o.v)); }
+  static FloatVec fma(FloatVec a, FloatVec b, FloatVec c) {
+    return FloatVec(_mm512_fmadd_ps(a.v, b.v, c.v));
+  }
+  float reduce_add() const { return _mm512_reduce_add_ps(v); }
+};
+#elif defined(VLLM_ISA_AVX2)
+struct FloatVec {
+  static constexpr int kWidth = 8;
+  __m256 v;
+  FloatVec() : v(_mm256_setzero_ps()) {}
+  explicit FloatVec(float x) : v(_mm256_set1_ps(x)) {}
+  explicit FloatVec(__m256 x) : v(x) {}
+  static FloatVec load(const float* p) { return FloatVec(_mm256_loadu_ps(p)); }
+  static FloatVec load(const bf16_t* p) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return FloatVec(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+  }
+  static FloatVec load(const fp16_t* p) {
+    return FloatVec(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+  void store(float* p) const { _mm256_storeu_ps(p, v); }
+  void store(bf16_t* p) const {
+    __m256i bits = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+    __m256i rounded = _mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
+    __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+    rounded = _mm256_castps_si256(_mm256_blendv_ps(
+        _mm256_castsi256_ps(rounded), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)), nan));
+    __m256i shifted = _mm256_srli_epi32(rounded, 16);
+    // packus works per 128-bit lane: pack, then gather the two low quads.
+    __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(shifted, shifted), 0xd8);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+  }
+  void store(fp16_t* p) const {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  FloatVec operator+(FloatVec o) const { return FloatVec(_mm256_add_ps(v, o.v)); }
+  FloatVec operator*(FloatVec o) const { return FloatVec(_mm256_mul_ps(v, o.v)); }
+  static FloatVec fma(FloatVec a, FloatVec b, FloatVec c) {
+    return FloatVec(_mm256_fmadd_ps(a.v, b.v, c.v));
+  }
+  float reduce_add() const {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    __m128 s = _mm_add_ps(lo, hi);
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+  }
+};
+#else
+struct FloatVec {
+  static constexpr int kWidth = 8;
+  float v[kWidth];
+  FloatVec() { for (float& x : v) x = 0.f; }
+  explicit FloatVec(float x) { for (float& y : v) y = x; }
+  template <typename T>
+  static FloatVec load(const T* p) {
+    FloatVec r;
+    for (int i = 0; i < kWidth; ++i) r.v[i] = to_float(p[i]);
+    return r;
+  }
+  template <typename T>
+  void store(T* p) const { for (int i = 0; i < kWidth; ++i) from_float(v[i], p + i); }
+  FloatVec operator+(FloatVec o) const { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = v[i] + o.v[i]; return r; }
+  FloatVec operator*(FloatVec o) const { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = v[i] * o.v[i]; return r; }
+  static FloatVec fma(FloatVec a, FloatVec b, FloatVec c) {
+    FloatVec r;
+    for (int i = 0; i < kWidth; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+    return r;
+  }
+  float reduce_add() const { float s = 0.f; for (float x : v) s += x; return s; }
+};
+#endif
+
+// Round every lane to T's precision and back (identity for float); kernels
+// use it where the reference rounds an intermediate to the input dtype.
+template <typename T>
+inline FloatVec round_to(FloatVec x) {
+  alignas(64) T tmp[FloatVec::kWidth];
+  x.store(tmp);
+  return FloatVec::load(tmp);
+}
+template <>
+inline FloatVec round_to<float>(FloatVec x) { return x; }
+
+// Loads/stores of the last n < kWidth elements of a row, zero-padded.
+template <typename T>
+inline FloatVec load_tail(const T* p, int n) {
+  alignas(64) T tmp[FloatVec::kWidth];
+  std::memset(tmp, 0, sizeof(tmp));
+  std::memcpy(tmp, p, sizeof(T) * n);
+  return FloatVec::load(tmp);
+}
+template <typename T>
+inline void store_tail(FloatVec x, T* p, int n) {
+  alignas(64) T tmp[FloatVec::kWidth];
+  x.store(tmp);
+  std::memcpy(p, tmp, sizeof(T) * n);
+}
+
+}  // namespace
+}  // namespace VLLM_ISA_NS
+}  // namespace vllm::cpu
