@@ -12,7 +12,8 @@ execute_process(
   ERROR_VARIABLE _settings_err)
 if(NOT _settings_rc EQUAL 0)
   string(STRIP "${_settings_err}" _settings_err)
-  message(FATAL_ERROR "${_settings_err}")
+  # A leading space keeps CMake from re-wrapping the one-line message.
+  message(FATAL_ERROR " ${_settings_err}")
 endif()
 include("${_settings_file}")
 

@@ -7,6 +7,7 @@ before CMake, with the one-line message from build_env.
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import build_env
@@ -22,6 +23,10 @@ def dynamic_metadata(settings, project):
     print(f"vllm build: VLLM_TARGET_DEVICE={config.target_device} "
           f"({config.detection_reason}); version {config.version}",
           file=sys.stderr)
+    if not config.verbose:
+        # `cmake --build` turns verbose on when VERBOSE merely exists (even
+        # VERBOSE=0); the spec's VERBOSE is an integer flag, so drop it.
+        os.environ.pop("VERBOSE", None)
     fragment = {"version": config.version}
     if config.torch is not None and config.target_device not in build_env.PURE_PYTHON_DEVICES:
         public = config.torch.version.split("+")[0]

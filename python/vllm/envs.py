@@ -464,9 +464,10 @@ def markdown_table() -> str:
     lines = ["| Variable | When read | Default | Accepted | Meaning |",
              "|---|---|---|---|---|"]
     for var in _REGISTRY:
-        default = _describe_default(var)
-        lines.append(f"| `{var.name}` | {var.phase} | {default} | "
-                     f"{var.accepted} | {var.doc} |")
+        cells = [f"`{var.name}`", var.phase, _describe_default(var),
+                 var.accepted, var.doc]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells)
+                     + " |")
     return "\n".join(lines) + "\n"
 
 
