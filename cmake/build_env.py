@@ -25,6 +25,7 @@ BASE_VERSION = "0.1.0"
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_INFO_NAME = "vllm/_build_info.json"
 DEFAULT_CUDA_ARCHS = "7.5 8.0 8.6 8.9 9.0a 10.0 12.0"
+DEFAULT_ROCM_ARCHS = "gfx90a;gfx942"
 PURE_PYTHON_DEVICES = ("neuron", "openvino", "tpu", "xpu", "hpu")
 
 
@@ -64,6 +65,7 @@ class BuildConfig:
     python_tag: str
     torch: Optional[TorchInfo]
     precompiled_wheel: Optional[str] = None
+    # CMake CUDA_ARCHITECTURES for cuda, gfx targets for rocm.
     cuda_archs: list[str] = field(default_factory=list)
     nvcc: Optional[str] = None
 
@@ -267,6 +269,10 @@ def resolve() -> BuildConfig:
     if device == "cuda":
         archs = parse_cuda_arch_list(
             _read(envs, "TORCH_CUDA_ARCH_LIST") or DEFAULT_CUDA_ARCHS)
+    elif device == "rocm":
+        archs = [a for a in re.split(r"[;\s,]+",
+                                     _read(envs, "PYTORCH_ROCM_ARCH") or DEFAULT_ROCM_ARCHS)
+                 if a]
     return BuildConfig(target_device=device, device_detected=detected,
                        detection_reason=reason, cuda_archs=archs, **common)
 
@@ -298,7 +304,8 @@ def write_cmake(config: BuildConfig, out: Path) -> None:
         "VLLM_TORCH_VERSION": torch_info.version if torch_info else "",
         "VLLM_TORCH_CMAKE_PREFIX": torch_info.cmake_prefix if torch_info else "",
         "VLLM_TORCH_CUDA_VERSION": (torch_info.cuda or "") if torch_info else "",
-        "VLLM_CUDA_ARCHS": config.cuda_archs,
+        "VLLM_CUDA_ARCHS": config.cuda_archs if config.target_device == "cuda" else [],
+        "VLLM_HIP_ARCHS": config.cuda_archs if config.target_device == "rocm" else [],
         "VLLM_NVCC": config.nvcc or "",
         "VLLM_CUTLASS_DIR": _cutlass_include_dir() or "",
     }

@@ -10,12 +10,14 @@ function(_vllm_json_list out)
   set(${out} "[${joined}]" PARENT_SCOPE)
 endfunction()
 
-# vllm_write_build_info(MODULES <names> [CPU_ISAS <isas>] [CUDA_ARCHS <archs>])
+# vllm_write_build_info(MODULES <names> [CPU_ISAS <isas>] [CUDA_ARCHS <archs>]
+#                       [HIP_ARCHS <archs>])
 function(vllm_write_build_info)
-  cmake_parse_arguments(ARG "" "" "MODULES;CPU_ISAS;CUDA_ARCHS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "MODULES;CPU_ISAS;CUDA_ARCHS;HIP_ARCHS" ${ARGN})
   _vllm_json_list(modules ${ARG_MODULES})
   _vllm_json_list(cpu_isas ${ARG_CPU_ISAS})
   _vllm_json_list(cuda_archs ${ARG_CUDA_ARCHS})
+  _vllm_json_list(hip_archs ${ARG_HIP_ARCHS})
   set(compiler "")
   if(CMAKE_CXX_COMPILER_ID)
     set(compiler "${CMAKE_CXX_COMPILER_ID} ${CMAKE_CXX_COMPILER_VERSION}")
@@ -31,6 +33,7 @@ function(vllm_write_build_info)
   \"compiled_modules\": ${modules},
   \"cpu_isa_variants\": ${cpu_isas},
   \"cuda_archs\": ${cuda_archs},
+  \"hip_archs\": ${hip_archs},
   \"compiler\": \"${compiler}\",
   \"precompiled_from\": null
 }

@@ -17,6 +17,19 @@ if(NOT _settings_rc EQUAL 0)
 endif()
 include("${_settings_file}")
 
+# A build directory serves one device and one torch: reusing it for another
+# would mix compilers, flags and torch headers in one cache.
+set(_configured_for "${VLLM_TARGET_DEVICE} with torch ${VLLM_TORCH_VERSION}")
+if(NOT VLLM_PRECOMPILED_WHEEL AND DEFINED CACHE{VLLM_CONFIGURED_FOR}
+   AND NOT VLLM_CONFIGURED_FOR STREQUAL _configured_for)
+  message(FATAL_ERROR " vllm build configuration error: ${CMAKE_BINARY_DIR} was "
+    "configured for ${VLLM_CONFIGURED_FOR}, not ${_configured_for}; remove that "
+    "directory or set VLLM_TARGET_DEVICE explicitly (each device gets its own)")
+endif()
+if(NOT VLLM_PRECOMPILED_WHEEL)
+  set(VLLM_CONFIGURED_FOR "${_configured_for}" CACHE INTERNAL "")
+endif()
+
 if(VLLM_DEVICE_DETECTED)
   message(STATUS "VLLM_TARGET_DEVICE unset: building for ${VLLM_TARGET_DEVICE} "
                  "(${VLLM_DEVICE_REASON})")

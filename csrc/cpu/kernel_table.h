@@ -7,9 +7,11 @@
 
 #include <cstdint>
 
+#include "../core/dtype.h"
+
 namespace vllm::cpu {
 
-enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+using vllm::DType;
 
 // Rows of `hidden` elements; strides are in elements between rows.
 struct RmsNormArgs {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,10 +24,16 @@ def build_info() -> dict[str, Any]:
 
 
 def installed_torch_version() -> Optional[str]:
+    """torch.__version__ (with its local tag, e.g. +cpu), as the build saw it.
+
+    Distribution metadata can drop the local tag (2.14.1 for 2.14.1+cu130),
+    so ask torch itself; importing torch is safe, only our modules are not.
+    """
     try:
-        return metadata.version("torch")
-    except metadata.PackageNotFoundError:
+        import torch
+    except ImportError:
         return None
+    return torch.__version__
 
 
 def check_torch_matches() -> None:

@@ -222,6 +222,9 @@ _var("TORCH_CUDA_ARCH_LIST", _str, None,
      "archs separated by ';' or spaces, e.g. '8.0 9.0a'",
      "CUDA archs to compile (torch's variable); unset means the project "
      "default list.", "build")
+_var("PYTORCH_ROCM_ARCH", _str, None, "gfx archs separated by ';', e.g. gfx90a;gfx942",
+     "ROCm archs to compile (torch's variable); unset means gfx90a;gfx942.",
+     "build")
 _var("VLLM_CUTLASS_SRC_DIR", _expanded_path, None, PATH,
      "Local CUTLASS checkout whose include/ the CUDA build uses instead of "
      "the nvidia-cutlass wheel's headers.", "build")

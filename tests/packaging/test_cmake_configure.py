@@ -1,0 +1,81 @@
+"""Configure-only CMake runs: each build variable's effect on the generated
+build, and impossible settings failing at configure time."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.utils import REPO_ROOT, clean_env, tool
+
+pytestmark = pytest.mark.build
+
+
+def configure(build_dir, **env) -> subprocess.CompletedProcess:
+    cmd = [tool("cmake"), "-S", str(REPO_ROOT), "-B", str(build_dir), "-G", "Ninja",
+           f"-DPython_EXECUTABLE={sys.executable}"]
+    return subprocess.run(cmd, env=clean_env(**env), capture_output=True, text=True,
+                          timeout=300)
+
+
+def cache_value(build_dir, name) -> str:
+    text = (build_dir / "CMakeCache.txt").read_text()
+    return re.search(rf"^{name}:\w+=(.*)$", text, re.M).group(1)
+
+
+@pytest.mark.skipif(torch.version.cuda is not None, reason="needs a CPU-only torch")
+def test_cuda_with_cpu_torch_fails_at_configure(tmp_path):
+    proc = configure(tmp_path, VLLM_TARGET_DEVICE="cuda")
+    assert proc.returncode != 0
+    assert ("vllm build configuration error: VLLM_TARGET_DEVICE=cuda but the installed "
+            f"torch {torch.__version__} has no CUDA support") in proc.stderr
+
+
+def test_unknown_device_lists_accepted_values(tmp_path):
+    proc = configure(tmp_path, VLLM_TARGET_DEVICE="gpu")
+    assert proc.returncode != 0
+    assert "VLLM_TARGET_DEVICE='gpu' is invalid" in proc.stderr
+    assert "cuda | rocm | cpu | neuron | openvino | tpu | xpu | hpu" in proc.stderr
+
+
+def test_pure_python_device_says_so(tmp_path):
+    proc = configure(tmp_path, VLLM_TARGET_DEVICE="openvino")
+    assert proc.returncode == 0, proc.stderr
+    assert "no kernels are compiled" in proc.stdout
+    assert not (tmp_path / "CMakeFiles" / "_C.dir").exists()
+
+
+@pytest.mark.parametrize("value,expected", [(None, "RelWithDebInfo"), ("Debug", "Debug"),
+                                            ("Release", "Release")])
+def test_build_type(tmp_path, value, expected):
+    env = {"VLLM_TARGET_DEVICE": "cpu"}
+    if value:
+        env["CMAKE_BUILD_TYPE"] = value
+    proc = configure(tmp_path, **env)
+    assert proc.returncode == 0, proc.stderr
+    assert cache_value(tmp_path, "CMAKE_BUILD_TYPE") == expected
+
+
+def test_bad_build_type_fails_at_configure(tmp_path):
+    proc = configure(tmp_path, CMAKE_BUILD_TYPE="Fastest")
+    assert proc.returncode != 0
+    assert "CMAKE_BUILD_TYPE='Fastest' is invalid" in proc.stderr
+
+
+def test_jobs_become_ninja_pools(tmp_path):
+    proc = configure(tmp_path, VLLM_TARGET_DEVICE="cpu", MAX_JOBS="3", NVCC_THREADS="2")
+    assert proc.returncode == 0, proc.stderr
+    rules = (tmp_path / "CMakeFiles" / "rules.ninja").read_text()
+    rules += (tmp_path / "build.ninja").read_text()
+    assert re.search(r"pool vllm_compile\s+depth = 3", rules)
+    assert re.search(r"pool vllm_cuda\s+depth = 1", rules)
+    assert "pool = vllm_compile" in (tmp_path / "build.ninja").read_text()
+
+
+def test_detected_device_is_logged(tmp_path):
+    proc = configure(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "VLLM_TARGET_DEVICE unset: building for" in proc.stdout
