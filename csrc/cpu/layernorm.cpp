@@ -12,6 +12,9 @@ namespace vllm::cpu::VLLM_ISA_NS {
 namespace {
 
 constexpr int W = FloatVec::kWidth;
+// Below this many elements an OpenMP fork/join (microseconds, more with
+// OMP_WAIT_POLICY=PASSIVE) costs more than the whole row loop.
+constexpr int64_t kParallelMinElements = 1 << 15;
 
 template <typename T>
 float sum_of_squares(const T* x, int64_t n) {
@@ -67,7 +70,7 @@ void rms_norm_typed(const RmsNormArgs& a) {
   const T* in = static_cast<const T*>(a.input);
   const T* w = static_cast<const T*>(a.weight);
   T* out = static_cast<T*>(a.out);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (a.num_rows * a.hidden >= kParallelMinElements)
   for (int64_t r = 0; r < a.num_rows; ++r) {
     const T* x = in + r * a.input_row_stride;
     const float mean_sq = sum_of_squares(x, a.hidden) / float(a.hidden);
@@ -81,7 +84,7 @@ void fused_add_rms_norm_typed(const FusedAddRmsNormArgs& a) {
   T* in = static_cast<T*>(a.input);
   T* res = static_cast<T*>(a.residual);
   const T* w = static_cast<const T*>(a.weight);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (a.num_rows * a.hidden >= kParallelMinElements)
   for (int64_t r = 0; r < a.num_rows; ++r) {
     T* x = in + r * a.input_row_stride;
     T* z = res + r * a.residual_row_stride;
