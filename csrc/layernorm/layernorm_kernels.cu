@@ -16,6 +16,22 @@ struct alignas(sizeof(T) * N) Pack {
 template <typename T>
 constexpr int kVec = 16 / sizeof(T);
 
+// out = T(T(x * scale) * w), as the reference rounds; this thread's packs.
+template <typename T, int V>
+__device__ __forceinline__ void scale_and_store(Pack<T, V>* out, const Pack<T, V>* x,
+                                                const Pack<T, V>* w, int64_t packs,
+                                                float scale) {
+  for (int64_t i = threadIdx.x; i < packs; i += blockDim.x) {
+    Pack<T, V> p = x[i], g = w[i], r;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      const T normed = from_float<T>(to_float(p.v[j]) * scale);
+      r.v[j] = from_float<T>(to_float(normed) * to_float(g.v[j]));
+    }
+    out[i] = r;
+  }
+}
+
 template <typename T, bool kVectorised>
 __global__ void rms_norm_kernel(T* __restrict__ out, const T* __restrict__ input,
                                 const T* __restrict__ weight, int64_t hidden,
@@ -33,17 +49,7 @@ __global__ void rms_norm_kernel(T* __restrict__ out, const T* __restrict__ input
     for (int j = 0; j < V; ++j) { float f = to_float(p.v[j]); sum += f * f; }
   }
   const float scale = rsqrtf(block_sum(sum) / float(hidden) + eps);
-  const P* wp = reinterpret_cast<const P*>(weight);
-  P* yp = reinterpret_cast<P*>(y);
-  for (int64_t i = threadIdx.x; i < packs; i += blockDim.x) {
-    P p = xp[i], w = wp[i], r;
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      T normed = from_float<T>(to_float(p.v[j]) * scale);
-      r.v[j] = from_float<T>(to_float(normed) * to_float(w.v[j]));
-    }
-    yp[i] = r;
-  }
+  scale_and_store(reinterpret_cast<P*>(y), xp, reinterpret_cast<const P*>(weight), packs, scale);
 }
 
 template <typename T, bool kVectorised>
@@ -67,16 +73,7 @@ __global__ void fused_add_rms_norm_kernel(T* __restrict__ input, T* __restrict__
     zp[i] = z;
   }
   const float scale = rsqrtf(block_sum(sum) / float(hidden) + eps);
-  const P* wp = reinterpret_cast<const P*>(weight);
-  for (int64_t i = threadIdx.x; i < packs; i += blockDim.x) {
-    P z = zp[i], w = wp[i], r;
-#pragma unroll
-    for (int j = 0; j < V; ++j) {
-      T normed = from_float<T>(to_float(z.v[j]) * scale);
-      r.v[j] = from_float<T>(to_float(normed) * to_float(w.v[j]));
-    }
-    xp[i] = r;
-  }
+  scale_and_store(xp, zp, reinterpret_cast<const P*>(weight), packs, scale);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -87,81 +84,85 @@ int block_size_for(int64_t work) {
   return int(threads < 1024 ? threads : 1024);
 }
 
+// 16-byte packs need the row length, both row strides and every pointer to
+// be multiples of the pack.
+template <typename T>
+bool can_vectorise(int64_t hidden, int64_t stride_a, int64_t stride_b, const void* p,
+                   const void* q, const void* r) {
+  return hidden % kVec<T> == 0 && stride_a % kVec<T> == 0 && stride_b % kVec<T> == 0 &&
+         aligned16(p) && aligned16(q) && aligned16(r);
+}
+
+// Launch `vectorised` on 16-byte packs when allowed, else `scalar`: the same
+// kernel instantiated for packs of kVec<T> and of 1 element.
+template <typename T, typename Kernel, typename... Args>
+int launch(Kernel vectorised, Kernel scalar, bool use_vectorised, int64_t rows, int64_t hidden,
+           vllm_stream_t stream, Args... args) {
+  const dim3 grid{static_cast<unsigned>(rows)};
+  if (use_vectorised) {
+    vectorised<<<grid, block_size_for(hidden / kVec<T>), 0, stream>>>(args...);
+  } else {
+    scalar<<<grid, block_size_for(hidden), 0, stream>>>(args...);
+  }
+  return int(VLLM_LAUNCH_ERROR());
+}
+
 template <typename T>
 int rms_norm_typed(void* out, const void* input, const void* weight, int64_t rows,
                    int64_t hidden, int64_t in_stride, int64_t out_stride, float eps,
                    vllm_stream_t stream) {
-  const bool vec = hidden % kVec<T> == 0 && in_stride % kVec<T> == 0 &&
-                   out_stride % kVec<T> == 0 && aligned16(out) && aligned16(input) &&
-                   aligned16(weight);
-  const dim3 grid{static_cast<unsigned>(rows)};
-  if (vec) {
-    rms_norm_kernel<T, true><<<grid, block_size_for(hidden / kVec<T>), 0, stream>>>(
-        static_cast<T*>(out), static_cast<const T*>(input), static_cast<const T*>(weight),
-        hidden, in_stride, out_stride, eps);
-  } else {
-    rms_norm_kernel<T, false><<<grid, block_size_for(hidden), 0, stream>>>(
-        static_cast<T*>(out), static_cast<const T*>(input), static_cast<const T*>(weight),
-        hidden, in_stride, out_stride, eps);
-  }
-  return int(VLLM_LAUNCH_ERROR());
+  return launch<T>(&rms_norm_kernel<T, true>, &rms_norm_kernel<T, false>,
+                   can_vectorise<T>(hidden, in_stride, out_stride, out, input, weight), rows,
+                   hidden, stream, static_cast<T*>(out), static_cast<const T*>(input),
+                   static_cast<const T*>(weight), hidden, in_stride, out_stride, eps);
 }
 
 template <typename T>
 int fused_add_typed(void* input, void* residual, const void* weight, int64_t rows,
                     int64_t hidden, int64_t in_stride, int64_t res_stride, float eps,
                     vllm_stream_t stream) {
-  const bool vec = hidden % kVec<T> == 0 && in_stride % kVec<T> == 0 &&
-                   res_stride % kVec<T> == 0 && aligned16(input) && aligned16(residual) &&
-                   aligned16(weight);
-  const dim3 grid{static_cast<unsigned>(rows)};
-  if (vec) {
-    fused_add_rms_norm_kernel<T, true><<<grid, block_size_for(hidden / kVec<T>), 0, stream>>>(
-        static_cast<T*>(input), static_cast<T*>(residual), static_cast<const T*>(weight),
-        hidden, in_stride, res_stride, eps);
-  } else {
-    fused_add_rms_norm_kernel<T, false><<<grid, block_size_for(hidden), 0, stream>>>(
-        static_cast<T*>(input), static_cast<T*>(residual), static_cast<const T*>(weight),
-        hidden, in_stride, res_stride, eps);
-  }
-  return int(VLLM_LAUNCH_ERROR());
+  return launch<T>(&fused_add_rms_norm_kernel<T, true>, &fused_add_rms_norm_kernel<T, false>,
+                   can_vectorise<T>(hidden, in_stride, res_stride, input, residual, weight),
+                   rows, hidden, stream, static_cast<T*>(input), static_cast<T*>(residual),
+                   static_cast<const T*>(weight), hidden, in_stride, res_stride, eps);
 }
+
+// Instantiate `fn` for the runtime dtype.
+template <template <typename> class Fn, typename... Args>
+int by_dtype(DType dtype, Args... args) {
+  switch (dtype) {
+    case DType::kFloat32: return Fn<float>::call(args...);
+    case DType::kBFloat16: return Fn<vllm_bf16_t>::call(args...);
+    case DType::kFloat16: return Fn<vllm_fp16_t>::call(args...);
+  }
+  return -1;
+}
+
+template <typename T>
+struct RmsNorm {
+  template <typename... Args>
+  static int call(Args... args) { return rms_norm_typed<T>(args...); }
+};
+template <typename T>
+struct FusedAddRmsNorm {
+  template <typename... Args>
+  static int call(Args... args) { return fused_add_typed<T>(args...); }
+};
 
 }  // namespace
 
 int launch_rms_norm(void* out, const void* input, const void* weight, int64_t rows,
                     int64_t hidden, int64_t in_stride, int64_t out_stride, float eps,
                     DType dtype, void* stream) {
-  auto s = static_cast<vllm_stream_t>(stream);
-  switch (dtype) {
-    case DType::kFloat32:
-      return rms_norm_typed<float>(out, input, weight, rows, hidden, in_stride, out_stride, eps, s);
-    case DType::kBFloat16:
-      return rms_norm_typed<vllm_bf16_t>(out, input, weight, rows, hidden, in_stride,
-                                         out_stride, eps, s);
-    case DType::kFloat16:
-      return rms_norm_typed<vllm_fp16_t>(out, input, weight, rows, hidden, in_stride,
-                                         out_stride, eps, s);
-  }
-  return -1;
+  return by_dtype<RmsNorm>(dtype, out, input, weight, rows, hidden, in_stride, out_stride, eps,
+                           static_cast<vllm_stream_t>(stream));
 }
 
 int launch_fused_add_rms_norm(void* input, void* residual, const void* weight, int64_t rows,
                               int64_t hidden, int64_t in_stride, int64_t res_stride, float eps,
                               DType dtype, void* stream) {
-  auto s = static_cast<vllm_stream_t>(stream);
-  switch (dtype) {
-    case DType::kFloat32:
-      return fused_add_typed<float>(input, residual, weight, rows, hidden, in_stride,
-                                    res_stride, eps, s);
-    case DType::kBFloat16:
-      return fused_add_typed<vllm_bf16_t>(input, residual, weight, rows, hidden, in_stride,
-                                          res_stride, eps, s);
-    case DType::kFloat16:
-      return fused_add_typed<vllm_fp16_t>(input, residual, weight, rows, hidden, in_stride,
-                                          res_stride, eps, s);
-  }
-  return -1;
+  return by_dtype<FusedAddRmsNorm>(dtype, input, residual, weight, rows, hidden, in_stride,
+                                   res_stride, eps, static_cast<vllm_stream_t>(stream));
 }
 
 const char* error_string(int code) {
