@@ -68,6 +68,7 @@ class BuildConfig:
     # CMake CUDA_ARCHITECTURES for cuda, gfx targets for rocm.
     cuda_archs: list[str] = field(default_factory=list)
     nvcc: Optional[str] = None
+    cutlass_include: Optional[str] = None
 
     @property
     def version_suffix(self) -> str:
@@ -273,8 +274,10 @@ def resolve() -> BuildConfig:
         archs = [a for a in re.split(r"[;\s,]+",
                                      _read(envs, "PYTORCH_ROCM_ARCH") or DEFAULT_ROCM_ARCHS)
                  if a]
+    cutlass = cutlass_include_dir(envs) if device == "cuda" else None
     return BuildConfig(target_device=device, device_detected=detected,
-                       detection_reason=reason, cuda_archs=archs, **common)
+                       detection_reason=reason, cuda_archs=archs,
+                       cutlass_include=cutlass, **common)
 
 
 def _cmake_quote(value) -> str:
@@ -307,15 +310,15 @@ def write_cmake(config: BuildConfig, out: Path) -> None:
         "VLLM_CUDA_ARCHS": config.cuda_archs if config.target_device == "cuda" else [],
         "VLLM_HIP_ARCHS": config.cuda_archs if config.target_device == "rocm" else [],
         "VLLM_NVCC": config.nvcc or "",
-        "VLLM_CUTLASS_DIR": _cutlass_include_dir() or "",
+        "VLLM_CUTLASS_DIR": config.cutlass_include or "",
     }
     lines = [f"set({key} {_cmake_quote(val)})" for key, val in values.items()]
     out.write_text("\n".join(lines) + "\n")
 
 
-def _cutlass_include_dir() -> Optional[str]:
-    """CUTLASS headers: VLLM_CUTLASS_SRC_DIR, else the nvidia-cutlass wheel."""
-    envs = load_envs()
+def cutlass_include_dir(envs) -> Optional[str]:
+    """CUTLASS headers: VLLM_CUTLASS_SRC_DIR, else the nvidia-cutlass wheel's
+    copy (cutlass_library/source/include), else None. Never downloads."""
     local = _read(envs, "VLLM_CUTLASS_SRC_DIR")
     if local:
         include = Path(local) / "include"

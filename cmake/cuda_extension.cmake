@@ -10,6 +10,7 @@ set(CMAKE_CUDA_STANDARD 20)
 set(CMAKE_CXX_STANDARD_REQUIRED ON)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 include(torch_extension)
+include(cuda_archs)
 
 # torch's CMake config looks for the toolkit itself; an nvcc wrapper script
 # on PATH misleads it, so hand it the root CMake found by running nvcc.
@@ -37,29 +38,6 @@ string(REGEX REPLACE "-gencode[ =]+arch=[^ ]+" "" CMAKE_CUDA_FLAGS "${CMAKE_CUDA
 if(VLLM_CUTLASS_DIR)
   message(STATUS "vllm: CUTLASS headers from ${VLLM_CUTLASS_DIR}")
 endif()
-
-# vllm_cuda_archs(<out> [MIN <major.minor>] [ONLY <arch codes>]): the subset of
-# the requested archs a source supports (e.g. MIN 8.0 for Marlin, ONLY 90a
-# for Hopper-only kernels). An empty result means: do not build that source.
-function(vllm_cuda_archs out)
-  cmake_parse_arguments(ARG "" "MIN" "ONLY" ${ARGN})
-  set(result "")
-  foreach(arch IN LISTS VLLM_CUDA_ARCHS)
-    string(REGEX MATCH "^[0-9]+[af]?" code "${arch}")
-    string(REGEX MATCH "^[0-9]+" number "${arch}")
-    if(ARG_MIN)
-      string(REPLACE "." "" min_number "${ARG_MIN}")
-      if(number LESS min_number)
-        continue()
-      endif()
-    endif()
-    if(ARG_ONLY AND NOT code IN_LIST ARG_ONLY)
-      continue()
-    endif()
-    list(APPEND result "${arch}")
-  endforeach()
-  set(${out} "${result}" PARENT_SCOPE)
-endfunction()
 
 # vllm_cuda_objects(<name> ARCHS <archs> SOURCES <.cu files>): device code
 # compiled with NVCC_THREADS threads in the vllm_cuda job pool.

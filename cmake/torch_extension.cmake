@@ -20,7 +20,10 @@ function(vllm_add_extension name)
   target_link_libraries(${name} PRIVATE torch)
   # Hidden symbols: nothing of ours leaks into, or is taken from, other
   # libraries in the process; PyInit_* is exported by PyMODINIT_FUNC.
+  # No RPATH: libtorch and its libgomp are already loaded by `import torch`
+  # (vllm imports it first), and a build-tree RPATH would only point at them.
   set_target_properties(${name} PROPERTIES
-    CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
+    CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON
+    SKIP_BUILD_RPATH ON)
   install(TARGETS ${name} LIBRARY DESTINATION vllm)
 endfunction()

@@ -74,7 +74,7 @@ void rms_norm_typed(const RmsNormArgs& a) {
   for (int64_t r = 0; r < a.num_rows; ++r) {
     const T* x = in + r * a.input_row_stride;
     const float mean_sq = sum_of_squares(x, a.hidden) / float(a.hidden);
-    const float scale = 1.0f / std::sqrt(mean_sq + a.epsilon);
+    const float scale = 1.0f / __builtin_sqrtf(mean_sq + a.epsilon);
     scale_row(out + r * a.out_row_stride, x, w, scale, a.hidden);
   }
 }
@@ -90,7 +90,7 @@ void fused_add_rms_norm_typed(const FusedAddRmsNormArgs& a) {
     T* z = res + r * a.residual_row_stride;
     add_into(z, x, a.hidden);
     const float mean_sq = sum_of_squares(z, a.hidden) / float(a.hidden);
-    const float scale = 1.0f / std::sqrt(mean_sq + a.epsilon);
+    const float scale = 1.0f / __builtin_sqrtf(mean_sq + a.epsilon);
     scale_row(x, z, w, scale, a.hidden);
   }
 }

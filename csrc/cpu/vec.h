@@ -6,10 +6,12 @@
 // variants link into one library side by side. Keep this header (and the
 // kernels) free of torch and of std containers: an inline function emitted
 // by an AVX-512 translation unit must never be the copy a baseline caller
-// links against.
+// links against. For the same reason math goes through __builtin_* (inlined,
+// or a call into libm), never through <cmath>'s inline std:: overloads, which
+// an unoptimised (Debug) build emits as weak symbols shared across objects.
+// (std::memcpy/memset are plain libc functions, safe.)
 #pragma once
 
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -57,7 +59,7 @@ inline float to_float(fp16_t x) {
   if (exp == 0) {
     if (man == 0) return bits_to_float(sign);
     // subnormal half: value = man * 2^-24
-    float f = std::ldexp(float(man), -24);
+    float f = float(man) * 5.9604644775390625e-08f;  // 2^-24
     return sign ? -f : f;
   }
   return bits_to_float(sign | ((exp + 112) << 23) | (man << 13));
@@ -65,7 +67,7 @@ inline float to_float(fp16_t x) {
 inline void from_float(float x, float* out) { *out = x; }
 inline void from_float(float x, bf16_t* out) {
   uint32_t bits = float_to_bits(x);
-  if (std::isnan(x)) { out->bits = uint16_t((bits >> 16) | 0x40); return; }
+  if (__builtin_isnan(x)) { out->bits = uint16_t((bits >> 16) | 0x40); return; }
   bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even
   out->bits = uint16_t(bits >> 16);
 }
@@ -80,7 +82,7 @@ inline void from_float(float x, fp16_t* out) {
   if (abs >= 0x477ff000u) { out->bits = sign | 0x7c00u; return; }  // overflow
   if (abs < 0x38800000u) {  // result is subnormal or zero: scale and round
     const float scaled = bits_to_float(abs) * 16777216.0f;  // * 2^24
-    out->bits = sign | uint16_t(std::nearbyint(scaled));
+    out->bits = sign | uint16_t(__builtin_nearbyintf(scaled));
     return;
   }
   uint32_t mant = abs + 0xfffu + ((abs >> 13) & 1u);  // round to nearest even
@@ -190,7 +192,7 @@ struct FloatVec {
   FloatVec operator*(FloatVec o) const { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = v[i] * o.v[i]; return r; }
   static FloatVec fma(FloatVec a, FloatVec b, FloatVec c) {
     FloatVec r;
-    for (int i = 0; i < kWidth; ++i) r.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
+    for (int i = 0; i < kWidth; ++i) r.v[i] = __builtin_fmaf(a.v[i], b.v[i], c.v[i]);
     return r;
   }
   float reduce_add() const { float s = 0.f; for (float x : v) s += x; return s; }

@@ -155,3 +155,27 @@ def test_precompiled_off_spellings_ignore_the_location(tmp_path):
         config = resolved(VLLM_USE_PRECOMPILED=off, VLLM_PRECOMPILED_WHEEL_LOCATION=str(wheel),
                           VLLM_TARGET_DEVICE="cpu")
         assert config["precompiled_wheel"] is None
+
+
+def _build_env_module():
+    sys.path.insert(0, str(BUILD_ENV.parent))
+    try:
+        import build_env
+    finally:
+        sys.path.pop(0)
+    return build_env
+
+
+def test_cutlass_headers_from_a_local_checkout(tmp_path, monkeypatch):
+    build_env = _build_env_module()
+    (tmp_path / "include" / "cutlass").mkdir(parents=True)
+    (tmp_path / "include" / "cutlass" / "cutlass.h").write_text("// header\n")
+    monkeypatch.setenv("VLLM_CUTLASS_SRC_DIR", str(tmp_path))
+    assert build_env.cutlass_include_dir(build_env.load_envs()) == str(tmp_path / "include")
+
+
+def test_cutlass_checkout_without_headers_is_refused(tmp_path, monkeypatch):
+    build_env = _build_env_module()
+    monkeypatch.setenv("VLLM_CUTLASS_SRC_DIR", str(tmp_path))
+    with pytest.raises(build_env.BuildConfigError, match="VLLM_CUTLASS_SRC_DIR"):
+        build_env.cutlass_include_dir(build_env.load_envs())

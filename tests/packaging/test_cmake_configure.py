@@ -3,6 +3,7 @@ build, and impossible settings failing at configure time."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -79,3 +80,43 @@ def test_detected_device_is_logged(tmp_path):
     proc = configure(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "VLLM_TARGET_DEVICE unset: building for" in proc.stdout
+
+
+def test_cuda_arch_gating_per_source(tmp_path):
+    script = tmp_path / "archs.cmake"
+    script.write_text(f"""
+include("{REPO_ROOT / 'cmake' / 'cuda_archs.cmake'}")
+set(VLLM_CUDA_ARCHS 75-real 80-real 86 90a-real 100a-real)
+vllm_cuda_archs(all)
+vllm_cuda_archs(ampere_up MIN 8.0)
+vllm_cuda_archs(hopper ONLY 90a)
+vllm_cuda_archs(none ONLY 90a MIN 10.0)
+message("all=${{all}}|ampere_up=${{ampere_up}}|hopper=${{hopper}}|none=${{none}}")
+""")
+    proc = subprocess.run([tool("cmake"), "-P", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ("all=75-real;80-real;86;90a-real;100a-real|"
+                                   "ampere_up=80-real;86;90a-real;100a-real|"
+                                   "hopper=90a-real|none=")
+
+
+def test_isa_objects_share_no_weak_functions(tmp_path):
+    """The AVX-512/AVX2 kernel objects must not emit weak (COMDAT) functions:
+    the linker could hand such a copy, compiled with AVX-512, to baseline
+    code. Checked on a Debug build, where nothing is inlined."""
+    nm = shutil.which("nm")
+    if not nm:
+        pytest.skip("no nm")
+    proc = configure(tmp_path, VLLM_TARGET_DEVICE="cpu", CMAKE_BUILD_TYPE="Debug")
+    assert proc.returncode == 0, proc.stderr
+    built = subprocess.run([tool("ninja"), "-C", str(tmp_path), "vllm_cpu_avx512",
+                            "vllm_cpu_avx2"], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    objects = list(tmp_path.glob("CMakeFiles/vllm_cpu_avx*.dir/csrc/cpu/*.o"))
+    assert len(objects) >= 4
+    weak = []
+    for obj in objects:
+        symbols = subprocess.run([nm, "-C", str(obj)], capture_output=True, text=True).stdout
+        weak += [f"{obj.name}: {line}" for line in symbols.splitlines()
+                 if re.match(r"^[0-9a-f]* +[WV] ", line) and "DW.ref." not in line]
+    assert weak == []
