@@ -10,4 +10,30 @@ TORCH_LIBRARY(_C, ops) {
   ops.def(
       "fused_add_rms_norm(Tensor! input, Tensor! residual, Tensor weight, "
       "float epsilon) -> ()");
+
+  // Gated activations: out[..., d] = act(x[..., :d]) * x[..., d:].
+  ops.def("silu_and_mul(Tensor! out, Tensor input) -> ()");
+  ops.def("gelu_and_mul(Tensor! out, Tensor input) -> ()");
+  ops.def("gelu_tanh_and_mul(Tensor! out, Tensor input) -> ()");
+  // Element-wise GELU variants: out = act(input).
+  ops.def("gelu_new(Tensor! out, Tensor input) -> ()");
+  ops.def("gelu_fast(Tensor! out, Tensor input) -> ()");
+  ops.def("gelu_quick(Tensor! out, Tensor input) -> ()");
+
+  // Rotary embedding, in place on query and (optional) key.
+  ops.def(
+      "rotary_embedding(Tensor positions, Tensor! query, Tensor!? key, int head_size, "
+      "Tensor cos_sin_cache, bool is_neox) -> ()");
+
+  // KV cache, per layer key_cache/value_cache [num_blocks, num_kv_heads,
+  // block_size, head_size]: write tokens to their slots (negative = skip).
+  ops.def(
+      "reshape_and_cache(Tensor key, Tensor value, Tensor! key_cache, Tensor! value_cache, "
+      "Tensor slot_mapping, str kv_cache_dtype, Tensor k_scale, Tensor v_scale) -> ()");
+  // Copy blocks src -> dst (pairs in block_mapping [n, 2]) in every layer.
+  ops.def(
+      "copy_blocks(Tensor(a!)[] key_caches, Tensor(b!)[] value_caches, "
+      "Tensor block_mapping) -> ()");
+  // Copy blocks of one cache tensor into another (e.g. device <-> host).
+  ops.def("swap_blocks(Tensor src, Tensor! dst, Tensor block_mapping) -> ()");
 }

@@ -6,13 +6,16 @@ namespace vllm::cpu::VLLM_ISA_NS {
 
 void rms_norm(const RmsNormArgs& args);
 void fused_add_rms_norm(const FusedAddRmsNormArgs& args);
+void act_and_mul(const ActivationArgs& args);
+void activation(const ActivationArgs& args);
+void rotary_embedding(const RotaryArgs& args);
 
 #define VLLM_STR2(x) #x
 #define VLLM_STR(x) VLLM_STR2(x)
 
 const KernelTable& kernel_table() {
-  static const KernelTable table{VLLM_STR(VLLM_ISA_NS), &rms_norm,
-                                 &fused_add_rms_norm};
+  static const KernelTable table{VLLM_STR(VLLM_ISA_NS), &rms_norm, &fused_add_rms_norm,
+                                 &act_and_mul, &activation, &rotary_embedding};
   return table;
 }
 

@@ -39,10 +39,47 @@ struct FusedAddRmsNormArgs {
   DType dtype;
 };
 
+// Element-wise activations. For the *_and_mul ops a row holds 2 * `width`
+// inputs (gate, then up) and `width` outputs; for the plain ones, `width` each.
+enum class Activation : int { kSilu, kGelu, kGeluTanh, kGeluNew, kGeluFast, kGeluQuick };
+
+struct ActivationArgs {
+  void* out;
+  const void* input;
+  int64_t num_rows;
+  int64_t width;
+  int64_t input_row_stride;
+  int64_t out_row_stride;
+  Activation kind;
+  DType dtype;
+};
+
+// In place on query/key rows of `head_size`; the first `rot_dim` of each head
+// rotate. NeoX pairs (i, i + rot_dim/2), GPT-J pairs (2i, 2i+1). cos_sin row
+// for position p: rot_dim/2 cosines then rot_dim/2 sines.
+struct RotaryArgs {
+  const int64_t* positions;
+  void* query;
+  void* key;  // may be null
+  const void* cos_sin_cache;
+  int64_t num_tokens;
+  int64_t num_heads;
+  int64_t num_kv_heads;
+  int64_t head_size;
+  int64_t rot_dim;
+  int64_t query_token_stride;
+  int64_t key_token_stride;
+  bool is_neox;
+  DType dtype;
+};
+
 struct KernelTable {
   const char* isa;
   void (*rms_norm)(const RmsNormArgs&);
   void (*fused_add_rms_norm)(const FusedAddRmsNormArgs&);
+  void (*act_and_mul)(const ActivationArgs&);
+  void (*activation)(const ActivationArgs&);
+  void (*rotary_embedding)(const RotaryArgs&);
 };
 
 // One per compiled variant; defined in kernel_table.cpp built per ISA.

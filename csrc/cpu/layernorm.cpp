@@ -5,16 +5,12 @@
 // is multiplied by the weight, and the product is rounded again on store.
 #include <omp.h>
 
-#include "kernel_table.h"
-#include "vec.h"
+#include "dispatch.h"
 
 namespace vllm::cpu::VLLM_ISA_NS {
 namespace {
 
 constexpr int W = FloatVec::kWidth;
-// Below this many elements an OpenMP fork/join (microseconds, more with
-// OMP_WAIT_POLICY=PASSIVE) costs more than the whole row loop.
-constexpr int64_t kParallelMinElements = 1 << 15;
 
 template <typename T>
 float sum_of_squares(const T* x, int64_t n) {
@@ -92,15 +88,6 @@ void fused_add_rms_norm_typed(const FusedAddRmsNormArgs& a) {
     const float mean_sq = sum_of_squares(z, a.hidden) / float(a.hidden);
     const float scale = 1.0f / __builtin_sqrtf(mean_sq + a.epsilon);
     scale_row(x, z, w, scale, a.hidden);
-  }
-}
-
-template <template <typename> class Fn, typename Args>
-void by_dtype(const Args& args) {
-  switch (args.dtype) {
-    case DType::kFloat32: Fn<float>::run(args); break;
-    case DType::kBFloat16: Fn<bf16_t>::run(args); break;
-    case DType::kFloat16: Fn<fp16_t>::run(args); break;
   }
 }
 

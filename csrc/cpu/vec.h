@@ -124,6 +124,25 @@ struct FloatVec {
   }
   FloatVec operator+(FloatVec o) const { return FloatVec(_mm512_add_ps(v, o.v)); }
   FloatVec operator*(FloatVec o) const { return FloatVec(_mm512_mul_ps(v, o.v)); }
+  FloatVec operator-(FloatVec o) const { return FloatVec(_mm512_sub_ps(v, o.v)); }
+  FloatVec operator/(FloatVec o) const { return FloatVec(_mm512_div_ps(v, o.v)); }
+  static FloatVec max(FloatVec a, FloatVec b) { return FloatVec(_mm512_max_ps(a.v, b.v)); }
+  static FloatVec min(FloatVec a, FloatVec b) { return FloatVec(_mm512_min_ps(a.v, b.v)); }
+  FloatVec round() const {
+    return FloatVec(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  // 2^n for integer-valued n in [-126, 127], built from the exponent bits.
+  static FloatVec pow2(FloatVec n) {
+    __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127));
+    return FloatVec(_mm512_castsi512_ps(_mm512_slli_epi32(e, 23)));
+  }
+  // |mag| with the sign of `sign`.
+  static FloatVec copysign(FloatVec mag, FloatVec sign) {
+    const __m512i m = _mm512_set1_epi32(0x7fffffff);
+    return FloatVec(_mm512_castsi512_ps(
+        _mm512_or_si512(_mm512_and_si512(m, _mm512_castps_si512(mag.v)),
+                        _mm512_andnot_si512(m, _mm512_castps_si512(sign.v)))));
+  }
   static FloatVec fma(FloatVec a, FloatVec b, FloatVec c) {
     return FloatVec(_mm512_fmadd_ps(a.v, b.v, c.v));
   }
@@ -163,6 +182,21 @@ struct FloatVec {
   }
   FloatVec operator+(FloatVec o) const { return FloatVec(_mm256_add_ps(v, o.v)); }
   FloatVec operator*(FloatVec o) const { return FloatVec(_mm256_mul_ps(v, o.v)); }
+  FloatVec operator-(FloatVec o) const { return FloatVec(_mm256_sub_ps(v, o.v)); }
+  FloatVec operator/(FloatVec o) const { return FloatVec(_mm256_div_ps(v, o.v)); }
+  static FloatVec max(FloatVec a, FloatVec b) { return FloatVec(_mm256_max_ps(a.v, b.v)); }
+  static FloatVec min(FloatVec a, FloatVec b) { return FloatVec(_mm256_min_ps(a.v, b.v)); }
+  FloatVec round() const {
+    return FloatVec(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  static FloatVec pow2(FloatVec n) {
+    __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127));
+    return FloatVec(_mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
+  }
+  static FloatVec copysign(FloatVec mag, FloatVec sign) {
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    return FloatVec(_mm256_or_ps(_mm256_andnot_ps(sign_bit, mag.v), _mm256_and_ps(sign_bit, sign.v)));
+  }
   static FloatVec fma(FloatVec a, FloatVec b, FloatVec c) {
     return FloatVec(_mm256_fmadd_ps(a.v, b.v, c.v));
   }
@@ -190,6 +224,21 @@ struct FloatVec {
   void store(T* p) const { for (int i = 0; i < kWidth; ++i) from_float(v[i], p + i); }
   FloatVec operator+(FloatVec o) const { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = v[i] + o.v[i]; return r; }
   FloatVec operator*(FloatVec o) const { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = v[i] * o.v[i]; return r; }
+  FloatVec operator-(FloatVec o) const { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = v[i] - o.v[i]; return r; }
+  FloatVec operator/(FloatVec o) const { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = v[i] / o.v[i]; return r; }
+  static FloatVec max(FloatVec a, FloatVec b) { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i]; return r; }
+  static FloatVec min(FloatVec a, FloatVec b) { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = a.v[i] < b.v[i] ? a.v[i] : b.v[i]; return r; }
+  FloatVec round() const { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = __builtin_nearbyintf(v[i]); return r; }
+  static FloatVec pow2(FloatVec n) {
+    FloatVec r;
+    for (int i = 0; i < kWidth; ++i) r.v[i] = bits_to_float(uint32_t(int32_t(n.v[i]) + 127) << 23);
+    return r;
+  }
+  static FloatVec copysign(FloatVec mag, FloatVec sign) {
+    FloatVec r;
+    for (int i = 0; i < kWidth; ++i) r.v[i] = __builtin_copysignf(mag.v[i], sign.v[i]);
+    return r;
+  }
   static FloatVec fma(FloatVec a, FloatVec b, FloatVec c) {
     FloatVec r;
     for (int i = 0; i < kWidth; ++i) r.v[i] = __builtin_fmaf(a.v[i], b.v[i], c.v[i]);
@@ -209,6 +258,52 @@ inline FloatVec round_to(FloatVec x) {
 }
 template <>
 inline FloatVec round_to<float>(FloatVec x) { return x; }
+
+// e^x to about 2 ulp: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6
+// polynomial (Cephes' expf coefficients), scaled by 2^n in two steps so
+// results down to the denormals (and 0 below) come out right. Saturates at
+// e^88.7 above.
+inline FloatVec exp(FloatVec x) {
+  x = FloatVec::min(FloatVec::max(x, FloatVec(-104.0f)), FloatVec(88.7f));
+  const FloatVec n = (x * FloatVec(1.44269504088896341f)).round();
+  FloatVec r = FloatVec::fma(n, FloatVec(-0.693359375f), x);
+  r = FloatVec::fma(n, FloatVec(2.12194440e-4f), r);
+  FloatVec p(1.9875691500e-4f);
+  p = FloatVec::fma(p, r, FloatVec(1.3981999507e-3f));
+  p = FloatVec::fma(p, r, FloatVec(8.3334519073e-3f));
+  p = FloatVec::fma(p, r, FloatVec(4.1665795894e-2f));
+  p = FloatVec::fma(p, r, FloatVec(1.6666665459e-1f));
+  p = FloatVec::fma(p, r, FloatVec(5.0000001201e-1f));
+  p = FloatVec::fma(p * r, r, r + FloatVec(1.0f));
+  const FloatVec half_n = (n * FloatVec(0.5f)).round();
+  return p * FloatVec::pow2(half_n) * FloatVec::pow2(n - half_n);
+}
+
+// 1 / (1 + e^-x), without cancellation for either sign of x.
+inline FloatVec sigmoid(FloatVec x) {
+  return FloatVec(1.0f) / (FloatVec(1.0f) + exp(FloatVec(0.0f) - x));
+}
+
+// 1 + erf(z) from erfc(|z|) (relative error below 1.2e-7, Numerical Recipes'
+// Chebyshev fit), with no cancellation for negative z, where GELU is small.
+inline FloatVec one_plus_erf(FloatVec z) {
+  const FloatVec a = FloatVec::copysign(z, FloatVec(1.0f));  // |z|
+  const FloatVec t = FloatVec(1.0f) / FloatVec::fma(FloatVec(0.5f), a, FloatVec(1.0f));
+  FloatVec p(0.17087277f);
+  p = FloatVec::fma(p, t, FloatVec(-0.82215223f));
+  p = FloatVec::fma(p, t, FloatVec(1.48851587f));
+  p = FloatVec::fma(p, t, FloatVec(-1.13520398f));
+  p = FloatVec::fma(p, t, FloatVec(0.27886807f));
+  p = FloatVec::fma(p, t, FloatVec(-0.18628806f));
+  p = FloatVec::fma(p, t, FloatVec(0.09678418f));
+  p = FloatVec::fma(p, t, FloatVec(0.37409196f));
+  p = FloatVec::fma(p, t, FloatVec(1.00002368f));
+  p = FloatVec::fma(p, t, FloatVec(-1.26551223f));
+  const FloatVec erfc_a = t * exp(p - a * a);
+  // s = sign(z): (1 + s) - s erfc(|z|) is 2 - erfc(z) or erfc(|z|), exactly.
+  const FloatVec s = FloatVec::copysign(FloatVec(1.0f), z);
+  return FloatVec::fma(FloatVec(0.0f) - s, erfc_a, FloatVec(1.0f) + s);
+}
 
 // Loads/stores of the last n < kWidth elements of a row, zero-padded.
 template <typename T>

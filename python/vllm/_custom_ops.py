@@ -43,6 +43,58 @@ def fused_add_rms_norm(input: torch.Tensor, residual: torch.Tensor,
     torch.ops._C.fused_add_rms_norm(input, residual, weight, epsilon)
 
 
+# ---------------------------------------------------------------- activation
+def silu_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
+    torch.ops._C.silu_and_mul(out, x)
+
+
+def gelu_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
+    torch.ops._C.gelu_and_mul(out, x)
+
+
+def gelu_tanh_and_mul(out: torch.Tensor, x: torch.Tensor) -> None:
+    torch.ops._C.gelu_tanh_and_mul(out, x)
+
+
+def gelu_new(out: torch.Tensor, x: torch.Tensor) -> None:
+    torch.ops._C.gelu_new(out, x)
+
+
+def gelu_fast(out: torch.Tensor, x: torch.Tensor) -> None:
+    torch.ops._C.gelu_fast(out, x)
+
+
+def gelu_quick(out: torch.Tensor, x: torch.Tensor) -> None:
+    torch.ops._C.gelu_quick(out, x)
+
+
+# ---------------------------------------------------------------- rotary
+def rotary_embedding(positions: torch.Tensor, query: torch.Tensor,
+                     key: torch.Tensor | None, head_size: int,
+                     cos_sin_cache: torch.Tensor, is_neox: bool) -> None:
+    torch.ops._C.rotary_embedding(positions, query, key, head_size,
+                                  cos_sin_cache, is_neox)
+
+
+# ---------------------------------------------------------------- kv cache
+def reshape_and_cache(key: torch.Tensor, value: torch.Tensor,
+                      key_cache: torch.Tensor, value_cache: torch.Tensor,
+                      slot_mapping: torch.Tensor, kv_cache_dtype: str,
+                      k_scale: torch.Tensor, v_scale: torch.Tensor) -> None:
+    torch.ops._C.reshape_and_cache(key, value, key_cache, value_cache,
+                                   slot_mapping, kv_cache_dtype, k_scale, v_scale)
+
+
+def copy_blocks(key_caches: list[torch.Tensor], value_caches: list[torch.Tensor],
+                block_mapping: torch.Tensor) -> None:
+    torch.ops._C.copy_blocks(key_caches, value_caches, block_mapping)
+
+
+def swap_blocks(src: torch.Tensor, dst: torch.Tensor,
+                block_mapping: torch.Tensor) -> None:
+    torch.ops._C.swap_blocks(src, dst, block_mapping)
+
+
 # ---------------------------------------------------------------- fakes
 if _C is not None:
 
@@ -52,4 +104,29 @@ if _C is not None:
 
     @torch.library.register_fake("_C::fused_add_rms_norm")
     def _fused_add_rms_norm_fake(input, residual, weight, epsilon) -> None:
+        return None
+
+    def _out_input_fake(out, input) -> None:
+        return None
+
+    for _name in ("silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul", "gelu_new",
+                  "gelu_fast", "gelu_quick"):
+        torch.library.register_fake(f"_C::{_name}")(_out_input_fake)
+
+    @torch.library.register_fake("_C::reshape_and_cache")
+    def _reshape_and_cache_fake(key, value, key_cache, value_cache, slot_mapping,
+                                kv_cache_dtype, k_scale, v_scale) -> None:
+        return None
+
+    @torch.library.register_fake("_C::copy_blocks")
+    def _copy_blocks_fake(key_caches, value_caches, block_mapping) -> None:
+        return None
+
+    @torch.library.register_fake("_C::swap_blocks")
+    def _swap_blocks_fake(src, dst, block_mapping) -> None:
+        return None
+
+    @torch.library.register_fake("_C::rotary_embedding")
+    def _rotary_embedding_fake(positions, query, key, head_size, cos_sin_cache,
+                               is_neox) -> None:
         return None

@@ -1,0 +1,71 @@
+// Checks of the KV-cache ops, shared by every device's bindings.
+//
+// Cache layout (both devices): key_cache and value_cache are each
+// [num_blocks, num_kv_heads, block_size, head_size]; a block is contiguous,
+// and within it each head's tokens are contiguous rows of head_size.
+#pragma once
+
+#include <string>
+
+#include "tensor_checks.h"
+
+namespace vllm {
+
+struct CacheShape {
+  int64_t num_tokens, num_kv_heads, head_size, num_blocks, block_size;
+  int64_t key_stride, value_stride;
+};
+
+inline void check_kv_cache_dtype(const std::string& kv_cache_dtype, const char* op) {
+  TORCH_CHECK(kv_cache_dtype == "auto", op, ": kv_cache_dtype '", kv_cache_dtype,
+              "' is not supported; only 'auto' (the model dtype) is");
+}
+
+inline CacheShape check_reshape_and_cache(const at::Tensor& key, const at::Tensor& value,
+                                          const at::Tensor& key_cache,
+                                          const at::Tensor& value_cache,
+                                          const at::Tensor& slot_mapping) {
+  constexpr const char* op = "reshape_and_cache";
+  TORCH_CHECK(key_cache.dim() == 4 && key_cache.is_contiguous(), op,
+              ": key_cache must be a contiguous [num_blocks, num_kv_heads, block_size, "
+              "head_size] tensor, got ", key_cache.sizes());
+  TORCH_CHECK(value_cache.sizes() == key_cache.sizes() && value_cache.is_contiguous(), op,
+              ": value_cache must be contiguous and shaped like key_cache");
+  check_same_dtype_device(key, key_cache, op, "key");
+  check_same_dtype_device(value, key_cache, op, "value");
+  check_same_dtype_device(value_cache, key_cache, op, "value_cache");
+  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.dim() == 1, op,
+              ": slot_mapping must be a 1-D int64 tensor");
+  CacheShape s{};
+  s.num_blocks = key_cache.size(0);
+  s.num_kv_heads = key_cache.size(1);
+  s.block_size = key_cache.size(2);
+  s.head_size = key_cache.size(3);
+  s.num_tokens = slot_mapping.size(0);
+  const int64_t per_token = s.num_kv_heads * s.head_size;
+  TORCH_CHECK(key.numel() == s.num_tokens * per_token, op, ": key of shape ", key.sizes(),
+              " does not hold ", s.num_tokens, " tokens x ", s.num_kv_heads, " heads x ",
+              s.head_size);
+  TORCH_CHECK(value.numel() == key.numel(), op, ": value and key differ in size");
+  s.key_stride = s.num_tokens == 0 ? per_token : token_stride(key, 1, op, "key");
+  s.value_stride = s.num_tokens == 0 ? per_token : token_stride(value, 1, op, "value");
+  return s;
+}
+
+// Pairs (src, dst) of a [n, 2] int64 block mapping, as a CPU tensor.
+inline at::Tensor check_block_mapping(const at::Tensor& mapping, int64_t src_blocks,
+                                      int64_t dst_blocks, const char* op) {
+  TORCH_CHECK(mapping.dim() == 2 && mapping.size(1) == 2 && mapping.scalar_type() == at::kLong,
+              op, ": block_mapping must be an int64 [n, 2] tensor of (src, dst) pairs");
+  at::Tensor pairs = mapping.to(at::kCPU).contiguous();
+  const int64_t* p = pairs.data_ptr<int64_t>();
+  for (int64_t i = 0; i < pairs.size(0); ++i) {
+    TORCH_CHECK(p[2 * i] >= 0 && p[2 * i] < src_blocks && p[2 * i + 1] >= 0 &&
+                    p[2 * i + 1] < dst_blocks,
+                op, ": block pair (", p[2 * i], ", ", p[2 * i + 1], ") is out of range [0, ",
+                src_blocks, ") x [0, ", dst_blocks, ")");
+  }
+  return pairs;
+}
+
+}  // namespace vllm

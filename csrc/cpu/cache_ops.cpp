@@ -1,0 +1,106 @@
+// KV-cache ops on CPU: scatter new keys/values into their slots, copy blocks
+// (copy-on-write of shared prefixes), swap blocks between caches. Pure data
+// movement, so compiled once (baseline ISA) and parallel over tokens/pairs.
+#include <omp.h>
+
+#include <cstring>
+#include <torch/library.h>
+
+#include "../core/cache_checks.h"
+
+namespace vllm::cpu_ops {
+namespace {
+
+constexpr int64_t kParallelMinBytes = 1 << 18;
+
+}  // namespace
+
+void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
+                       at::Tensor& value_cache, const at::Tensor& slot_mapping,
+                       const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+                       const at::Tensor& v_scale) {
+  constexpr const char* op = "reshape_and_cache";
+  check_kv_cache_dtype(kv_cache_dtype, op);
+  const CacheShape s = check_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping);
+  if (s.num_tokens == 0) return;
+  const int64_t* slots = slot_mapping.data_ptr<int64_t>();
+  const int64_t capacity = s.num_blocks * s.block_size;
+  for (int64_t t = 0; t < s.num_tokens; ++t) {
+    TORCH_CHECK(slots[t] < capacity, op, ": slot ", slots[t], " of token ", t,
+                " is beyond the cache's ", capacity, " slots");
+  }
+  const int64_t esize = key.element_size();
+  const int64_t row_bytes = s.head_size * esize;
+  const char* k_src = static_cast<const char*>(key.data_ptr());
+  const char* v_src = static_cast<const char*>(value.data_ptr());
+  char* k_dst = static_cast<char*>(key_cache.data_ptr());
+  char* v_dst = static_cast<char*>(value_cache.data_ptr());
+#pragma omp parallel for schedule(static) \
+    if (2 * s.num_tokens * s.num_kv_heads * row_bytes >= kParallelMinBytes)
+  for (int64_t t = 0; t < s.num_tokens; ++t) {
+    const int64_t slot = slots[t];
+    if (slot < 0) continue;  // padding
+    const int64_t block = slot / s.block_size, offset = slot % s.block_size;
+    for (int64_t h = 0; h < s.num_kv_heads; ++h) {
+      const int64_t dst = ((block * s.num_kv_heads + h) * s.block_size + offset) * row_bytes;
+      std::memcpy(k_dst + dst, k_src + (t * s.key_stride + h * s.head_size) * esize, row_bytes);
+      std::memcpy(v_dst + dst, v_src + (t * s.value_stride + h * s.head_size) * esize, row_bytes);
+    }
+  }
+}
+
+void copy_blocks(const std::vector<at::Tensor>& key_caches,
+                 const std::vector<at::Tensor>& value_caches, const at::Tensor& block_mapping) {
+  constexpr const char* op = "copy_blocks";
+  TORCH_CHECK(key_caches.size() == value_caches.size(), op,
+              ": key_caches and value_caches must have one tensor per layer each");
+  if (key_caches.empty()) return;
+  std::vector<at::Tensor> caches(key_caches);
+  caches.insert(caches.end(), value_caches.begin(), value_caches.end());
+  const int64_t num_blocks = caches[0].size(0);
+  for (const at::Tensor& c : caches) {
+    TORCH_CHECK(c.is_contiguous() && c.dim() >= 2 && c.sizes() == caches[0].sizes() &&
+                    c.scalar_type() == caches[0].scalar_type(),
+                op, ": every cache must be contiguous with one shape and dtype");
+  }
+  const at::Tensor pairs = check_block_mapping(block_mapping, num_blocks, num_blocks, op);
+  const int64_t* p = pairs.data_ptr<int64_t>();
+  const int64_t num_pairs = pairs.size(0);
+  const int64_t block_bytes = caches[0].numel() / num_blocks * caches[0].element_size();
+  const int64_t num_caches = int64_t(caches.size());
+#pragma omp parallel for schedule(static) \
+    if (num_caches * num_pairs * block_bytes >= kParallelMinBytes)
+  for (int64_t job = 0; job < num_caches * num_pairs; ++job) {
+    const int64_t c = job / num_pairs, i = job % num_pairs;
+    char* base = static_cast<char*>(caches[c].data_ptr());
+    std::memcpy(base + p[2 * i + 1] * block_bytes, base + p[2 * i] * block_bytes, block_bytes);
+  }
+}
+
+void swap_blocks(const at::Tensor& src, at::Tensor& dst, const at::Tensor& block_mapping) {
+  constexpr const char* op = "swap_blocks";
+  TORCH_CHECK(src.device().is_cpu() && dst.device().is_cpu(), op,
+              ": the CPU implementation moves blocks between CPU tensors");
+  TORCH_CHECK(src.is_contiguous() && dst.is_contiguous(), op, ": caches must be contiguous");
+  TORCH_CHECK(src.scalar_type() == dst.scalar_type() && src.dim() == dst.dim() &&
+                  src.sizes().slice(1) == dst.sizes().slice(1),
+              op, ": src and dst must share dtype and block shape");
+  const at::Tensor pairs = check_block_mapping(block_mapping, src.size(0), dst.size(0), op);
+  const int64_t* p = pairs.data_ptr<int64_t>();
+  const int64_t num_pairs = pairs.size(0);
+  const int64_t block_bytes = src.size(0) == 0 ? 0 : src.numel() / src.size(0) * src.element_size();
+  const char* from = static_cast<const char*>(src.data_ptr());
+  char* to = static_cast<char*>(dst.data_ptr());
+#pragma omp parallel for schedule(static) if (num_pairs * block_bytes >= kParallelMinBytes)
+  for (int64_t i = 0; i < num_pairs; ++i) {
+    std::memcpy(to + p[2 * i + 1] * block_bytes, from + p[2 * i] * block_bytes, block_bytes);
+  }
+}
+
+}  // namespace vllm::cpu_ops
+
+TORCH_LIBRARY_IMPL(_C, CPU, ops) {
+  ops.impl("reshape_and_cache", &vllm::cpu_ops::reshape_and_cache);
+  ops.impl("copy_blocks", &vllm::cpu_ops::copy_blocks);
+  ops.impl("swap_blocks", &vllm::cpu_ops::swap_blocks);
+}
