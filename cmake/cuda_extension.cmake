@@ -58,8 +58,9 @@ function(vllm_cuda_objects name)
 endfunction()
 
 vllm_cuda_archs(_all_archs)
-vllm_cuda_objects(vllm_cuda_layernorm ARCHS ${_all_archs}
-  SOURCES csrc/layernorm/layernorm_kernels.cu)
+vllm_cuda_objects(vllm_cuda_core_kernels ARCHS ${_all_archs}
+  SOURCES csrc/layernorm/layernorm_kernels.cu csrc/activation/activation_kernels.cu
+          csrc/pos_encoding/rotary_kernels.cu csrc/cache/cache_kernels.cu)
 
 vllm_add_extension(_C
   SOURCES csrc/core/module_init.cpp csrc/torch_bindings.cpp csrc/cuda/torch_bindings_cuda.cpp

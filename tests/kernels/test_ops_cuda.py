@@ -1,0 +1,91 @@
+"""Activation, rotary and KV-cache ops on the GPU against the same references
+as the CPU tests. Skipped cleanly without a GPU or without a GPU build."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vllm
+from vllm import _custom_ops as ops
+from vllm.attention.kv_cache_layout import kv_cache_shape
+
+from tests.kernels.reference import (act_and_mul_ref, activation_ref, cos_sin_cache_ref,
+                                     reshape_and_cache_ref, rotary_ref)
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"),
+    pytest.mark.skipif(vllm.build_info().get("target_device") not in ("cuda", "rocm"),
+                       reason="needs a CUDA or ROCm build of vllm"),
+]
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2),
+       torch.float16: dict(rtol=2e-3, atol=1e-3)}
+GATED = {"silu": ops.silu_and_mul, "gelu": ops.gelu_and_mul, "gelu_tanh": ops.gelu_tanh_and_mul}
+PLAIN = {"gelu_new": ops.gelu_new, "gelu_fast": ops.gelu_fast, "gelu_quick": ops.gelu_quick}
+
+
+@pytest.mark.parametrize("kind", sorted(GATED))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_act_and_mul_cuda(kind, dtype):
+    x = torch.randn(37, 2 * 2816, dtype=dtype, device="cuda") * 4
+    out = torch.full((37, 2816), float("nan"), dtype=dtype, device="cuda")
+    GATED[kind](out, x)
+    torch.testing.assert_close(out.cpu(), act_and_mul_ref(kind, x.cpu()), **TOL[dtype])
+
+
+@pytest.mark.parametrize("kind", sorted(PLAIN))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_cuda(kind, dtype):
+    x = torch.randn(9, 1000, dtype=dtype, device="cuda") * 4
+    out = torch.full_like(x, float("nan"))
+    PLAIN[kind](out, x)
+    torch.testing.assert_close(out.cpu(), activation_ref(kind, x.cpu()), **TOL[dtype])
+
+
+@pytest.mark.parametrize("is_neox", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_size,rot_dim", [(64, 64), (128, 64), (256, 256)])
+def test_rotary_cuda(is_neox, dtype, head_size, rot_dim):
+    cache = cos_sin_cache_ref(4096, rot_dim, 10000.0, dtype)
+    positions = torch.randint(0, 4096, (13,))
+    query = torch.randn(13, 9 * head_size, dtype=dtype)
+    key = torch.randn(13, 3 * head_size, dtype=dtype)
+    expected_q, expected_k = rotary_ref(positions, query, key, head_size, cache, is_neox)
+    q, k = query.cuda(), key.cuda()
+    ops.rotary_embedding(positions.cuda(), q, k, head_size, cache.cuda(), is_neox)
+    torch.testing.assert_close(q.cpu(), expected_q, **TOL[dtype])
+    torch.testing.assert_close(k.cpu(), expected_k, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_reshape_and_cache_cuda(dtype, block_size):
+    shape = kv_cache_shape(8, block_size, 3, 128, "cuda")
+    key_cache, value_cache = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+    key = torch.randn(37, 3, 128).to(dtype)
+    value = torch.randn(37, 3, 128).to(dtype)
+    slots = torch.randperm(8 * block_size)[:37]
+    slots[::5] = -1
+    expected_k, expected_v = reshape_and_cache_ref(key, value, key_cache, value_cache, slots)
+    kc, vc = key_cache.cuda(), value_cache.cuda()
+    scale = torch.tensor(1.0, device="cuda")
+    ops.reshape_and_cache(key.cuda(), value.cuda(), kc, vc, slots.cuda(), "auto", scale, scale)
+    assert torch.equal(kc.cpu(), expected_k) and torch.equal(vc.cpu(), expected_v)
+
+
+def test_copy_and_swap_blocks_cuda():
+    caches = [torch.randn(kv_cache_shape(10, 16, 2, 64), device="cuda") for _ in range(4)]
+    expected = [c.clone() for c in caches]
+    mapping = torch.tensor([[0, 5], [9, 2]])
+    for c in expected:
+        for src, dst in mapping.tolist():
+            c[dst] = c[src]
+    ops.copy_blocks(caches[:2], caches[2:], mapping)
+    for got, want in zip(caches, expected):
+        assert torch.equal(got, want)
+    host = torch.zeros(kv_cache_shape(4, 16, 2, 64))
+    ops.swap_blocks(caches[0], host, torch.tensor([[5, 1]]))
+    torch.cuda.synchronize()
+    assert torch.equal(host[1], caches[0][5].cpu())
