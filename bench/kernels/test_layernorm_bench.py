@@ -17,20 +17,11 @@ from vllm import _custom_ops as ops
 # a Llama-7B-sized row for contrast.
 SHAPES = [(1, 576), (64, 576), (512, 576), (64, 4096)]
 DTYPES = [torch.float32, torch.bfloat16]
-THREADS = [1, 2]
 
 
 def torch_native(out, x, w, eps):
     xf = x.float()
     out.copy_((xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w)
-
-
-@pytest.fixture(params=THREADS, ids=lambda t: f"{t}t")
-def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("impl", ["vllm", "torch"])

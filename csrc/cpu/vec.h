@@ -131,6 +131,12 @@ struct FloatVec {
   FloatVec round() const {
     return FloatVec(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
+  // 1/x to ~1 ulp: 14-bit estimate refined by one Newton step (a division
+  // costs several times more).
+  FloatVec reciprocal() const {
+    const __m512 r = _mm512_rcp14_ps(v);
+    return FloatVec(_mm512_mul_ps(r, _mm512_fnmadd_ps(v, r, _mm512_set1_ps(2.0f))));
+  }
   // 2^n for integer-valued n in [-126, 127], built from the exponent bits.
   static FloatVec pow2(FloatVec n) {
     __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127));
@@ -189,6 +195,11 @@ struct FloatVec {
   FloatVec round() const {
     return FloatVec(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
+  // 1/x: 12-bit estimate and one Newton step (~23 bits).
+  FloatVec reciprocal() const {
+    const __m256 r = _mm256_rcp_ps(v);
+    return FloatVec(_mm256_mul_ps(r, _mm256_fnmadd_ps(v, r, _mm256_set1_ps(2.0f))));
+  }
   static FloatVec pow2(FloatVec n) {
     __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127));
     return FloatVec(_mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
@@ -229,6 +240,7 @@ struct FloatVec {
   static FloatVec max(FloatVec a, FloatVec b) { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i]; return r; }
   static FloatVec min(FloatVec a, FloatVec b) { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = a.v[i] < b.v[i] ? a.v[i] : b.v[i]; return r; }
   FloatVec round() const { FloatVec r; for (int i = 0; i < kWidth; ++i) r.v[i] = __builtin_nearbyintf(v[i]); return r; }
+  FloatVec reciprocal() const { return FloatVec(1.0f) / *this; }
   static FloatVec pow2(FloatVec n) {
     FloatVec r;
     for (int i = 0; i < kWidth; ++i) r.v[i] = bits_to_float(uint32_t(int32_t(n.v[i]) + 127) << 23);
@@ -281,14 +293,14 @@ inline FloatVec exp(FloatVec x) {
 
 // 1 / (1 + e^-x), without cancellation for either sign of x.
 inline FloatVec sigmoid(FloatVec x) {
-  return FloatVec(1.0f) / (FloatVec(1.0f) + exp(FloatVec(0.0f) - x));
+  return (FloatVec(1.0f) + exp(FloatVec(0.0f) - x)).reciprocal();
 }
 
 // 1 + erf(z) from erfc(|z|) (relative error below 1.2e-7, Numerical Recipes'
 // Chebyshev fit), with no cancellation for negative z, where GELU is small.
 inline FloatVec one_plus_erf(FloatVec z) {
   const FloatVec a = FloatVec::copysign(z, FloatVec(1.0f));  // |z|
-  const FloatVec t = FloatVec(1.0f) / FloatVec::fma(FloatVec(0.5f), a, FloatVec(1.0f));
+  const FloatVec t = FloatVec::fma(FloatVec(0.5f), a, FloatVec(1.0f)).reciprocal();
   FloatVec p(0.17087277f);
   p = FloatVec::fma(p, t, FloatVec(-0.82215223f));
   p = FloatVec::fma(p, t, FloatVec(1.48851587f));
