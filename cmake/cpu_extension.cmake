@@ -13,7 +13,8 @@ set(VLLM_CPU_KERNEL_SOURCES
   csrc/cpu/kernel_table.cpp
   csrc/cpu/layernorm.cpp
   csrc/cpu/activation.cpp
-  csrc/cpu/rotary.cpp)
+  csrc/cpu/rotary.cpp
+  csrc/cpu/attention.cpp)
 
 set(_avx512_flags -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c)
 check_cxx_compiler_flag("-mavx512bf16 -mavx512vnni" VLLM_CXX_HAS_AVX512_BF16)
@@ -43,7 +44,8 @@ endforeach()
 
 vllm_add_extension(_C
   SOURCES csrc/core/module_init.cpp csrc/torch_bindings.cpp
-          csrc/cpu/torch_bindings_cpu.cpp csrc/cpu/cache_ops.cpp csrc/cpu/isa_dispatch.cpp
+          csrc/cpu/torch_bindings_cpu.cpp csrc/cpu/cache_ops.cpp
+          csrc/cpu/attention_bindings_cpu.cpp csrc/cpu/isa_dispatch.cpp
   OBJECTS ${_objects})
 target_compile_definitions(_C PRIVATE VLLM_HAS_CPU_KERNELS ${_dispatch_defs})
 target_link_libraries(_C PRIVATE OpenMP::OpenMP_CXX)

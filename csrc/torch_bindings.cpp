@@ -36,4 +36,35 @@ TORCH_LIBRARY(_C, ops) {
       "Tensor block_mapping) -> ()");
   // Copy blocks of one cache tensor into another (e.g. device <-> host).
   ops.def("swap_blocks(Tensor src, Tensor! dst, Tensor block_mapping) -> ()");
+
+  // Decode attention over the paged cache: query [num_seqs, num_heads,
+  // head_size], block_tables [num_seqs, max_blocks] int32, seq_lens int32.
+  // The blocksparse arguments exist for vLLM compatibility; only their
+  // defaults (0, 0, 0, 0) are accepted.
+  ops.def(
+      "paged_attention_v1(Tensor! out, Tensor query, Tensor key_cache, Tensor value_cache, "
+      "int num_kv_heads, float scale, Tensor block_tables, Tensor seq_lens, int block_size, "
+      "int max_seq_len, Tensor? alibi_slopes, str kv_cache_dtype, Tensor k_scale, "
+      "Tensor v_scale, int tp_rank, int blocksparse_local_blocks, "
+      "int blocksparse_vert_stride, int blocksparse_block_size, "
+      "int blocksparse_head_sliding_step) -> ()");
+  // v2: the context split into partitions of 512 tokens, then reduced.
+  // exp_sums/max_logits [num_seqs, num_heads, max_num_partitions] fp32,
+  // tmp_out [num_seqs, num_heads, max_num_partitions, head_size].
+  ops.def(
+      "paged_attention_v2(Tensor! out, Tensor! exp_sums, Tensor! max_logits, "
+      "Tensor! tmp_out, Tensor query, Tensor key_cache, Tensor value_cache, "
+      "int num_kv_heads, float scale, Tensor block_tables, Tensor seq_lens, int block_size, "
+      "int max_seq_len, Tensor? alibi_slopes, str kv_cache_dtype, Tensor k_scale, "
+      "Tensor v_scale, int tp_rank, int blocksparse_local_blocks, "
+      "int blocksparse_vert_stride, int blocksparse_block_size, "
+      "int blocksparse_head_sliding_step) -> ()");
+  // Prefill / chunked prefill: query [num_tokens, num_heads, head_size]; the
+  // tokens query_start_loc[i]..query_start_loc[i+1] are the last positions
+  // of sequence i (seq_lens[i] long, their K/V already in the cache).
+  ops.def(
+      "paged_attention_prefill(Tensor! out, Tensor query, Tensor key_cache, "
+      "Tensor value_cache, int num_kv_heads, float scale, Tensor block_tables, "
+      "Tensor query_start_loc, Tensor seq_lens, Tensor? alibi_slopes, str kv_cache_dtype, "
+      "Tensor k_scale, Tensor v_scale) -> ()");
 }

@@ -9,13 +9,15 @@ void fused_add_rms_norm(const FusedAddRmsNormArgs& args);
 void act_and_mul(const ActivationArgs& args);
 void activation(const ActivationArgs& args);
 void rotary_embedding(const RotaryArgs& args);
+void paged_attention(const PagedAttentionArgs& args);
 
 #define VLLM_STR2(x) #x
 #define VLLM_STR(x) VLLM_STR2(x)
 
 const KernelTable& kernel_table() {
   static const KernelTable table{VLLM_STR(VLLM_ISA_NS), &rms_norm, &fused_add_rms_norm,
-                                 &act_and_mul, &activation, &rotary_embedding};
+                                 &act_and_mul, &activation, &rotary_embedding,
+                                 &paged_attention};
   return table;
 }
 

@@ -95,6 +95,54 @@ def swap_blocks(src: torch.Tensor, dst: torch.Tensor,
     torch.ops._C.swap_blocks(src, dst, block_mapping)
 
 
+# ---------------------------------------------------------------- attention
+PARTITION_SIZE = 512  # context tokens per paged_attention_v2 partition
+
+
+def paged_attention_v1(out: torch.Tensor, query: torch.Tensor, key_cache: torch.Tensor,
+                       value_cache: torch.Tensor, num_kv_heads: int, scale: float,
+                       block_tables: torch.Tensor, seq_lens: torch.Tensor,
+                       block_size: int, max_seq_len: int,
+                       alibi_slopes: torch.Tensor | None, kv_cache_dtype: str,
+                       k_scale: torch.Tensor, v_scale: torch.Tensor, tp_rank: int = 0,
+                       blocksparse_local_blocks: int = 0, blocksparse_vert_stride: int = 0,
+                       blocksparse_block_size: int = 0,
+                       blocksparse_head_sliding_step: int = 0) -> None:
+    torch.ops._C.paged_attention_v1(
+        out, query, key_cache, value_cache, num_kv_heads, scale, block_tables, seq_lens,
+        block_size, max_seq_len, alibi_slopes, kv_cache_dtype, k_scale, v_scale, tp_rank,
+        blocksparse_local_blocks, blocksparse_vert_stride, blocksparse_block_size,
+        blocksparse_head_sliding_step)
+
+
+def paged_attention_v2(out: torch.Tensor, exp_sum: torch.Tensor, max_logits: torch.Tensor,
+                       tmp_out: torch.Tensor, query: torch.Tensor, key_cache: torch.Tensor,
+                       value_cache: torch.Tensor, num_kv_heads: int, scale: float,
+                       block_tables: torch.Tensor, seq_lens: torch.Tensor,
+                       block_size: int, max_seq_len: int,
+                       alibi_slopes: torch.Tensor | None, kv_cache_dtype: str,
+                       k_scale: torch.Tensor, v_scale: torch.Tensor, tp_rank: int = 0,
+                       blocksparse_local_blocks: int = 0, blocksparse_vert_stride: int = 0,
+                       blocksparse_block_size: int = 0,
+                       blocksparse_head_sliding_step: int = 0) -> None:
+    torch.ops._C.paged_attention_v2(
+        out, exp_sum, max_logits, tmp_out, query, key_cache, value_cache, num_kv_heads,
+        scale, block_tables, seq_lens, block_size, max_seq_len, alibi_slopes,
+        kv_cache_dtype, k_scale, v_scale, tp_rank, blocksparse_local_blocks,
+        blocksparse_vert_stride, blocksparse_block_size, blocksparse_head_sliding_step)
+
+
+def paged_attention_prefill(out: torch.Tensor, query: torch.Tensor,
+                            key_cache: torch.Tensor, value_cache: torch.Tensor,
+                            num_kv_heads: int, scale: float, block_tables: torch.Tensor,
+                            query_start_loc: torch.Tensor, seq_lens: torch.Tensor,
+                            alibi_slopes: torch.Tensor | None, kv_cache_dtype: str,
+                            k_scale: torch.Tensor, v_scale: torch.Tensor) -> None:
+    torch.ops._C.paged_attention_prefill(
+        out, query, key_cache, value_cache, num_kv_heads, scale, block_tables,
+        query_start_loc, seq_lens, alibi_slopes, kv_cache_dtype, k_scale, v_scale)
+
+
 # ---------------------------------------------------------------- fakes
 if _C is not None:
 
@@ -125,6 +173,12 @@ if _C is not None:
     @torch.library.register_fake("_C::swap_blocks")
     def _swap_blocks_fake(src, dst, block_mapping) -> None:
         return None
+
+    def _no_output_fake(*args) -> None:
+        return None
+
+    for _name in ("paged_attention_v1", "paged_attention_v2", "paged_attention_prefill"):
+        torch.library.register_fake(f"_C::{_name}")(_no_output_fake)
 
     @torch.library.register_fake("_C::rotary_embedding")
     def _rotary_embedding_fake(positions, query, key, head_size, cos_sin_cache,

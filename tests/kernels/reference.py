@@ -93,3 +93,38 @@ def reshape_and_cache_ref(key, value, key_cache, value_cache, slot_mapping):
         kc[slot // block_size, :, slot % block_size] = k[t]
         vc[slot // block_size, :, slot % block_size] = v[t]
     return kc, vc
+
+
+# ---- attention over the paged cache
+def gather_kv(cache: torch.Tensor, block_table: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """[seq_len, num_kv_heads, head_size] of one sequence from the paged cache."""
+    blocks = cache[block_table.long()]  # [max_blocks, kv_heads, block_size, head]
+    contiguous = blocks.permute(0, 2, 1, 3).reshape(-1, cache.shape[1], cache.shape[3])
+    return contiguous[:seq_len]
+
+
+def paged_attention_ref(query, key_cache, value_cache, block_tables, seq_lens, scale,
+                        alibi_slopes=None, query_start_loc=None):
+    """Float64 attention; query rows of sequence i are its last positions."""
+    num_heads, num_kv_heads = query.shape[1], key_cache.shape[1]
+    group = num_heads // num_kv_heads
+    out = torch.empty_like(query)
+    starts = (list(range(len(seq_lens) + 1)) if query_start_loc is None
+              else query_start_loc.tolist())
+    for i, seq_len in enumerate(seq_lens.tolist()):
+        q = query[starts[i]:starts[i + 1]].double()  # [q_len, H, D]
+        q_len = q.shape[0]
+        if q_len == 0:
+            continue
+        k = gather_kv(key_cache, block_tables[i], seq_len).double().repeat_interleave(group, 1)
+        v = gather_kv(value_cache, block_tables[i], seq_len).double().repeat_interleave(group, 1)
+        scores = torch.einsum("qhd,khd->hqk", q, k) * scale
+        positions = torch.arange(seq_len, dtype=torch.float64)
+        if alibi_slopes is not None:
+            scores = scores + alibi_slopes.double()[:, None, None] * (positions - seq_len + 1)
+        query_pos = torch.arange(seq_len - q_len, seq_len)
+        mask = positions[None, :] > query_pos[:, None]
+        scores = scores.masked_fill(mask[None], float("-inf"))
+        out[starts[i]:starts[i + 1]] = torch.einsum(
+            "hqk,khd->qhd", scores.softmax(-1), v).to(query.dtype)
+    return out

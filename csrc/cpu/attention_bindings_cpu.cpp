@@ -1,0 +1,157 @@
+// CPU bindings of the paged attention ops (v1, v2, prefill): checks, then the
+// active ISA variant's kernel.
+#include <torch/library.h>
+
+#include "../core/attention_checks.h"
+#include "kernel_table.h"
+
+namespace vllm::cpu_ops {
+namespace {
+
+// The kernel indexes the cache with these: check them on the host, where they
+// live on CPU anyway, so a bad table is an error and not a wild read.
+void check_tables(const char* op, const AttentionShape& s, const at::Tensor& block_tables,
+                  const at::Tensor& seq_lens) {
+  TORCH_CHECK(s.head_size <= cpu::kAttentionMaxHeadSize, op, ": head_size ", s.head_size,
+              " is above the CPU kernel's ", cpu::kAttentionMaxHeadSize);
+  TORCH_CHECK(s.num_heads / s.num_kv_heads <= cpu::kAttentionMaxGroup, op,
+              ": more than ", cpu::kAttentionMaxGroup, " query heads per KV head");
+  TORCH_CHECK(s.block_size <= cpu::kAttentionMaxBlockSize, op, ": block_size ", s.block_size,
+              " is above the CPU kernel's ", cpu::kAttentionMaxBlockSize);
+  const int32_t* lens = seq_lens.data_ptr<int32_t>();
+  const int32_t* table = block_tables.data_ptr<int32_t>();
+  for (int64_t i = 0; i < s.num_seqs; ++i) {
+    TORCH_CHECK(lens[i] >= 0 && lens[i] <= s.max_blocks_per_seq * s.block_size, op,
+                ": seq_lens[", i, "]=", lens[i], " needs more blocks than block_tables holds");
+    const int64_t used = (int64_t(lens[i]) + s.block_size - 1) / s.block_size;
+    for (int64_t b = 0; b < used; ++b) {
+      const int32_t block = table[i * s.max_blocks_per_seq + b];
+      TORCH_CHECK(block >= 0 && block < s.num_blocks, op, ": block_tables[", i, "][", b,
+                  "]=", block, " is outside the cache's ", s.num_blocks, " blocks");
+    }
+  }
+}
+
+cpu::PagedAttentionArgs make_args(const AttentionShape& s, at::Tensor& out,
+                                  const at::Tensor& query, const at::Tensor& key_cache,
+                                  const at::Tensor& value_cache, double scale,
+                                  const at::Tensor& block_tables, const at::Tensor& seq_lens,
+                                  const std::optional<at::Tensor>& alibi_slopes,
+                                  const char* op) {
+  return cpu::PagedAttentionArgs{
+      out.data_ptr(), query.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
+      block_tables.data_ptr<int32_t>(), s.max_blocks_per_seq, seq_lens.data_ptr<int32_t>(),
+      nullptr, alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr, s.num_seqs,
+      s.num_heads, s.num_kv_heads, s.head_size, s.block_size, s.query_stride, s.out_stride,
+      static_cast<float>(scale), 0, 0, nullptr, nullptr, nullptr, kernel_dtype(query, op)};
+}
+
+}  // namespace
+
+void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tensor& key_cache,
+                        const at::Tensor& value_cache, int64_t num_kv_heads, double scale,
+                        const at::Tensor& block_tables, const at::Tensor& seq_lens,
+                        int64_t block_size, int64_t max_seq_len,
+                        const std::optional<at::Tensor>& alibi_slopes,
+                        const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+                        const at::Tensor& v_scale, int64_t tp_rank, int64_t local_blocks,
+                        int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step) {
+  constexpr const char* op = "paged_attention_v1";
+  check_blocksparse_defaults(op, local_blocks, vert_stride, sparse_block_size, sliding_step);
+  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
+                                                 num_kv_heads, block_tables, seq_lens,
+                                                 alibi_slopes, kv_cache_dtype);
+  TORCH_CHECK(query.size(0) == s.num_seqs, op, ": decode takes one query token per sequence");
+  TORCH_CHECK(block_size == s.block_size, op, ": block_size=", block_size, " but the cache's is ",
+              s.block_size);
+  check_tables(op, s, block_tables, seq_lens);
+  if (s.num_seqs == 0) return;
+  cpu::active_kernels().paged_attention(make_args(s, out, query, key_cache, value_cache, scale,
+                                                  block_tables, seq_lens, alibi_slopes, op));
+}
+
+void paged_attention_v2(at::Tensor& out, at::Tensor& exp_sums, at::Tensor& max_logits,
+                        at::Tensor& tmp_out, const at::Tensor& query, const at::Tensor& key_cache,
+                        const at::Tensor& value_cache, int64_t num_kv_heads, double scale,
+                        const at::Tensor& block_tables, const at::Tensor& seq_lens,
+                        int64_t block_size, int64_t max_seq_len,
+                        const std::optional<at::Tensor>& alibi_slopes,
+                        const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+                        const at::Tensor& v_scale, int64_t tp_rank, int64_t local_blocks,
+                        int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step) {
+  constexpr const char* op = "paged_attention_v2";
+  check_blocksparse_defaults(op, local_blocks, vert_stride, sparse_block_size, sliding_step);
+  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
+                                                 num_kv_heads, block_tables, seq_lens,
+                                                 alibi_slopes, kv_cache_dtype);
+  TORCH_CHECK(query.size(0) == s.num_seqs, op, ": decode takes one query token per sequence");
+  TORCH_CHECK(block_size == s.block_size, op, ": block_size=", block_size, " but the cache's is ",
+              s.block_size);
+  check_tables(op, s, block_tables, seq_lens);
+  const int64_t parts = exp_sums.dim() == 3 ? exp_sums.size(2) : 0;
+  TORCH_CHECK(exp_sums.scalar_type() == at::kFloat && exp_sums.is_contiguous() &&
+                  exp_sums.dim() == 3 && exp_sums.size(0) == s.num_seqs &&
+                  exp_sums.size(1) == s.num_heads,
+              op, ": exp_sums must be a contiguous fp32 [num_seqs, num_heads, partitions] tensor");
+  TORCH_CHECK(max_logits.sizes() == exp_sums.sizes() && max_logits.is_contiguous() &&
+                  max_logits.scalar_type() == at::kFloat,
+              op, ": max_logits must be shaped like exp_sums");
+  TORCH_CHECK(tmp_out.dim() == 4 && tmp_out.size(0) == s.num_seqs &&
+                  tmp_out.size(1) == s.num_heads && tmp_out.size(2) == parts &&
+                  tmp_out.size(3) == s.head_size && tmp_out.is_contiguous() &&
+                  tmp_out.scalar_type() == query.scalar_type(),
+              op, ": tmp_out must be a contiguous [num_seqs, num_heads, partitions, head_size] "
+              "tensor of the query dtype");
+  const int64_t longest = s.num_seqs ? seq_lens.max().item<int32_t>() : 0;
+  TORCH_CHECK(parts * kPagedAttentionPartitionSize >= longest, op, ": ", parts,
+              " partitions of ", kPagedAttentionPartitionSize, " tokens cannot hold ", longest);
+  if (s.num_seqs == 0) return;
+  cpu::PagedAttentionArgs args = make_args(s, out, query, key_cache, value_cache, scale,
+                                           block_tables, seq_lens, alibi_slopes, op);
+  args.partition_size = kPagedAttentionPartitionSize;
+  args.max_num_partitions = parts;
+  args.exp_sums = exp_sums.data_ptr<float>();
+  args.max_logits = max_logits.data_ptr<float>();
+  args.tmp_out = tmp_out.data_ptr();
+  cpu::active_kernels().paged_attention(args);
+}
+
+void paged_attention_prefill(at::Tensor& out, const at::Tensor& query,
+                             const at::Tensor& key_cache, const at::Tensor& value_cache,
+                             int64_t num_kv_heads, double scale, const at::Tensor& block_tables,
+                             const at::Tensor& query_start_loc, const at::Tensor& seq_lens,
+                             const std::optional<at::Tensor>& alibi_slopes,
+                             const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+                             const at::Tensor& v_scale) {
+  constexpr const char* op = "paged_attention_prefill";
+  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
+                                                 num_kv_heads, block_tables, seq_lens,
+                                                 alibi_slopes, kv_cache_dtype);
+  check_tables(op, s, block_tables, seq_lens);
+  TORCH_CHECK(query_start_loc.scalar_type() == at::kInt && query_start_loc.dim() == 1 &&
+                  query_start_loc.is_contiguous() && query_start_loc.size(0) == s.num_seqs + 1,
+              op, ": query_start_loc must be a contiguous int32 [num_seqs + 1] tensor");
+  const int32_t* starts = query_start_loc.data_ptr<int32_t>();
+  const int32_t* lens = seq_lens.data_ptr<int32_t>();
+  TORCH_CHECK(starts[0] == 0 && starts[s.num_seqs] == query.size(0), op,
+              ": query_start_loc must run from 0 to the number of query tokens (",
+              query.size(0), ")");
+  for (int64_t i = 0; i < s.num_seqs; ++i) {
+    const int64_t q_len = starts[i + 1] - starts[i];
+    TORCH_CHECK(q_len >= 0 && q_len <= lens[i], op, ": sequence ", i, " has ", q_len,
+                " query tokens but only ", lens[i], " positions");
+  }
+  if (s.num_seqs == 0 || query.size(0) == 0) return;
+  cpu::PagedAttentionArgs args = make_args(s, out, query, key_cache, value_cache, scale,
+                                           block_tables, seq_lens, alibi_slopes, op);
+  args.query_start_loc = starts;
+  cpu::active_kernels().paged_attention(args);
+}
+
+}  // namespace vllm::cpu_ops
+
+TORCH_LIBRARY_IMPL(_C, CPU, ops) {
+  ops.impl("paged_attention_v1", &vllm::cpu_ops::paged_attention_v1);
+  ops.impl("paged_attention_v2", &vllm::cpu_ops::paged_attention_v2);
+  ops.impl("paged_attention_prefill", &vllm::cpu_ops::paged_attention_prefill);
+}
