@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vllm import _custom_ops as ops
-from vllm.attention.kv_cache_layout import kv_cache_shape
+from vllm.attention.kv_cache_layout import kv_cache_shapes
 
 SCALE = torch.tensor(1.0)
 
@@ -14,9 +14,9 @@ SCALE = torch.tensor(1.0)
 @pytest.mark.parametrize("tokens", [1, 64, 512])
 def test_reshape_and_cache(benchmark, threads, tokens, impl):
     num_kv_heads, head_size, block_size, num_blocks = 3, 64, 16, 1024
-    key_cache = torch.zeros(kv_cache_shape(num_blocks, block_size, num_kv_heads, head_size),
-                            dtype=torch.bfloat16)
-    value_cache = torch.zeros_like(key_cache)
+    shapes = kv_cache_shapes(num_blocks, block_size, num_kv_heads, head_size)
+    key_cache = torch.zeros(shapes.key, dtype=torch.bfloat16)
+    value_cache = torch.zeros(shapes.value, dtype=torch.bfloat16)
     key = torch.randn(tokens, num_kv_heads, head_size, dtype=torch.bfloat16)
     value = torch.randn_like(key)
     slots = torch.randperm(num_blocks * block_size)[:tokens]
@@ -27,6 +27,6 @@ def test_reshape_and_cache(benchmark, threads, tokens, impl):
         blocks, offsets = slots // block_size, slots % block_size
 
         def native():
-            key_cache[blocks, :, offsets] = key
+            key_cache[blocks, :, :, offsets] = key
             value_cache[blocks, :, offsets] = value
         benchmark(native)

@@ -1,5 +1,6 @@
 // Host launchers of the KV-cache kernels (plain C++ types, torch-free).
-// Layout: [num_blocks, num_kv_heads, block_size, head_size] per cache.
+// Layout: key [num_blocks, num_kv_heads, head_size, block_size], value
+// [num_blocks, num_kv_heads, block_size, head_size].
 #pragma once
 
 #include <cstdint>

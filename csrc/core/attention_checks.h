@@ -30,19 +30,14 @@ inline AttentionShape check_paged_attention(
   AttentionShape s{};
   s.num_heads = query.size(1);
   s.head_size = query.size(2);
-  TORCH_CHECK(key_cache.dim() == 4 && key_cache.is_contiguous(), op,
-              ": key_cache must be a contiguous [num_blocks, num_kv_heads, block_size, "
-              "head_size] tensor, got ", key_cache.sizes());
-  TORCH_CHECK(value_cache.sizes() == key_cache.sizes() && value_cache.is_contiguous(), op,
-              ": value_cache must be contiguous and shaped like key_cache");
+  const CacheShape cache = check_cache_pair(key_cache, value_cache, op);
   check_same_dtype_device(key_cache, query, op, "key_cache");
-  check_same_dtype_device(value_cache, query, op, "value_cache");
-  s.num_blocks = key_cache.size(0);
-  s.num_kv_heads = key_cache.size(1);
-  s.block_size = key_cache.size(2);
+  s.num_blocks = cache.num_blocks;
+  s.num_kv_heads = cache.num_kv_heads;
+  s.block_size = cache.block_size;
   TORCH_CHECK(num_kv_heads == s.num_kv_heads, op, ": num_kv_heads=", num_kv_heads,
               " but key_cache has ", s.num_kv_heads);
-  TORCH_CHECK(key_cache.size(3) == s.head_size, op, ": cache head_size ", key_cache.size(3),
+  TORCH_CHECK(cache.head_size == s.head_size, op, ": cache head_size ", cache.head_size,
               " differs from query's ", s.head_size);
   TORCH_CHECK(s.num_heads % s.num_kv_heads == 0, op, ": num_heads ", s.num_heads,
               " is not a multiple of num_kv_heads ", s.num_kv_heads);

@@ -4,10 +4,15 @@
 //
 // One routine, attend(), does the work for a tile of query rows that share
 // a KV head: the G query heads of a GQA group, times a few query tokens for
-// prefill. It walks the sequence's blocks once, converting each K and V row
-// to fp32 a single time for all rows of the tile, with an online softmax
-// (running max and sum per row), so nothing of size context_len is stored.
+// prefill. It walks the sequence's blocks once, converting each block of K
+// and V to fp32 a single time for all rows of the tile, with an online
+// softmax (running max and sum per row), so nothing of size context_len is
+// stored. The key block is [head_size, block_size]: a block's scores for one
+// row are head_size FMAs of a broadcast query element against a row of
+// block_size tokens, with no horizontal sums.
 #include <omp.h>
+
+#include <cstdlib>
 
 #include "dispatch.h"
 
@@ -20,18 +25,6 @@ constexpr int kMaxRows = int(kAttentionMaxGroup);
 constexpr int kMaxBlockSize = int(kAttentionMaxBlockSize);
 constexpr int64_t kMaxHeadSize = kAttentionMaxHeadSize;
 constexpr float kNegInf = -__builtin_huge_valf();
-
-inline float dot(const float* a, const float* b, int64_t n) {
-  FloatVec acc0, acc1;
-  int64_t i = 0;
-  for (; i + 2 * W <= n; i += 2 * W) {
-    acc0 = FloatVec::fma(FloatVec::load(a + i), FloatVec::load(b + i), acc0);
-    acc1 = FloatVec::fma(FloatVec::load(a + i + W), FloatVec::load(b + i + W), acc1);
-  }
-  for (; i + W <= n; i += W) acc0 = FloatVec::fma(FloatVec::load(a + i), FloatVec::load(b + i), acc0);
-  if (i < n) acc1 = FloatVec::fma(load_tail(a + i, int(n - i)), load_tail(b + i, int(n - i)), acc1);
-  return (acc0 + acc1).reduce_add();
-}
 
 // acc += p * v over n floats.
 inline void axpy(float* acc, float p, const float* v, int64_t n) {
@@ -66,122 +59,279 @@ inline void from_float_row(T* dst, const float* src, float s, int64_t n) {
   if (i < n) store_tail(load_tail(src + i, int(n - i)) * sv, dst + i, int(n - i));
 }
 
-// A tile of query rows attending to one KV head of one sequence.
+// A tile of query rows of one sequence over KV heads [h0, h0 + heads). Rows
+// are ordered [KV head][query token][g], so each KV head's rows are adjacent;
+// covering several KV heads makes each block's reads one contiguous span.
 struct Tile {
-  int rows;
+  int64_t h0, heads;
+  int rows_per_head;     // query tokens x G
   const float* q;        // rows x head_size, already multiplied by scale
   const int64_t* limit;  // per row: context positions [0, limit) are visible
   const float* slope;    // per row ALiBi slope, or null
   float* m;              // per row running max
   float* l;              // per row running sum of exp
   float* acc;            // rows x head_size, unnormalised output
+  int rows() const { return int(heads) * rows_per_head; }
 };
 
-// Online-softmax attention of `tile` over context positions [begin, end).
+// Scores of NR rows against one block's keys, read straight from the cache
+// (k: [hs][bs] of T, converted in registers):
+// out[r][j] = sum_d q[r][d] * k[d][j]. NR rows and two halves of d give
+// independent FMA chains; each key vector is loaded once for all NR rows.
+template <int NR, int64_t kHs, typename T>
+inline void block_scores(const float* q, int64_t hs_rt, const T* k, int64_t bs, float* out,
+                         int64_t out_stride) {
+  const int64_t hs = kHs ? kHs : hs_rt;
+  if (bs % W == 0) {
+    // Fast path, whole vectors only: the accumulators stay in registers.
+    for (int64_t j = 0; j < bs; j += W) {
+      FloatVec acc[NR][2];
+      for (int64_t d = 0; d + 1 < hs; d += 2) {
+        const FloatVec k0 = FloatVec::load(k + d * bs + j);
+        const FloatVec k1 = FloatVec::load(k + (d + 1) * bs + j);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) {
+          acc[r][0] = FloatVec::fma(FloatVec(q[r * hs + d]), k0, acc[r][0]);
+          acc[r][1] = FloatVec::fma(FloatVec(q[r * hs + d + 1]), k1, acc[r][1]);
+        }
+      }
+      if (hs % 2) {
+        const FloatVec k0 = FloatVec::load(k + (hs - 1) * bs + j);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r)
+          acc[r][0] = FloatVec::fma(FloatVec(q[r * hs + hs - 1]), k0, acc[r][0]);
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) (acc[r][0] + acc[r][1]).store(out + r * out_stride + j);
+    }
+    return;
+  }
+  // Block sizes that are not a multiple of the vector width.
+  for (int r = 0; r < NR; ++r) {
+    for (int64_t j = 0; j < bs; ++j) {
+      float sum = 0.f;
+      for (int64_t d = 0; d < hs; ++d) sum += q[r * hs + d] * to_float(k[d * bs + j]);
+      out[r * out_stride + j] = sum;
+    }
+  }
+}
+
+// Output rows that fit in registers at once, for a head size of kHs.
+template <int64_t kHs>
+constexpr int value_rows() {
+  constexpr int64_t regs = W == 16 ? 16 : 8;  // accumulator registers to use
+  constexpr int64_t nv = kHs / W;
+  return nv == 0 ? 1 : (regs / nv >= 4 ? 4 : (regs / nv >= 2 ? 2 : 1));
+}
+
+// acc[r] += sum_{j in [lo, hi)} p[r][j] * v[j] for NR rows; v: the block's
+// values [bs][hs] of T, read straight from the cache. Only rows [lo, hi) are
+// read: the rest of the block may hold stale data, even NaNs.
+template <int NR, int64_t kHs, typename T>
+inline void block_values(float* acc, const float* p, int64_t p_stride, const T* v, int64_t lo,
+                         int64_t hi) {
+  constexpr int64_t nv = kHs / W;
+  FloatVec a[NR][nv];
+  for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 16
+    for (int64_t c = 0; c < nv; ++c) a[r][c] = FloatVec::load(acc + r * kHs + c * W);
+  for (int64_t j = lo; j < hi; ++j) {
+#pragma GCC unroll 16
+    for (int64_t c = 0; c < nv; ++c) {
+      const FloatVec vc = FloatVec::load(v + j * kHs + c * W);
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) a[r][c] = FloatVec::fma(FloatVec(p[r * p_stride + j]), vc, a[r][c]);
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 16
+    for (int64_t c = 0; c < nv; ++c) a[r][c].store(acc + r * kHs + c * W);
+}
+
+// Any head size: one value row at a time through an fp32 copy.
 template <typename T>
+inline void block_values_any(float* acc, int64_t hs, const float* p, const T* v, int64_t lo,
+                             int64_t hi, float* row) {
+  for (int64_t j = lo; j < hi; ++j) {
+    if (p[j] == 0.f) continue;
+    to_float_row(row, v + j * hs, hs);
+    axpy(acc, p[j], row, hs);
+  }
+}
+
+// Turns one row's block scores into weights p = exp(s - new max) in place
+// and updates the row's running max, sum and output scale. Lanes outside
+// [lo, row_hi) get weight 0. Returns false when nothing was visible.
+inline bool softmax_update(float* row, int64_t bs, int64_t lo, int64_t row_hi, float slope,
+                           bool alibi, int64_t alibi_base, float& m, float& l, float* acc,
+                           int64_t hs) {
+  const bool full = lo == 0 && row_hi == bs;
+  if (alibi || !full) {
+    for (int64_t j = 0; j < bs; ++j) {
+      if (j < lo || j >= row_hi) {
+        row[j] = kNegInf;
+      } else if (alibi) {
+        row[j] += slope * float(alibi_base + j);
+      }
+    }
+  }
+  if (lo >= row_hi) return false;
+  FloatVec vmax(kNegInf);
+  for (int64_t j = 0; j < bs; j += W) {
+    const int n = bs - j < W ? int(bs - j) : W;
+    vmax = FloatVec::max(vmax, n == W ? FloatVec::load(row + j) : load_tail(row + j, n) +
+                                        FloatVec(0.f));
+  }
+  float block_max = vmax.reduce_max();
+  if (bs % W) {  // load_tail padded with zeros: recompute over the real lanes
+    block_max = kNegInf;
+    for (int64_t j = lo; j < row_hi; ++j) block_max = row[j] > block_max ? row[j] : block_max;
+  }
+  const float new_max = block_max > m ? block_max : m;
+  const FloatVec shift(new_max);
+  FloatVec sum;
+  for (int64_t j = 0; j < bs; j += W) {
+    const int n = bs - j < W ? int(bs - j) : W;
+    if (n == W) {
+      const FloatVec p = exp(FloatVec::load(row + j) - shift);
+      p.store(row + j);
+      sum = sum + p;
+    } else {
+      store_tail(exp(load_tail(row + j, n) - shift), row + j, n);
+    }
+  }
+  if (!full) {
+    for (int64_t j = 0; j < bs; ++j)
+      if (j < lo || j >= row_hi) row[j] = 0.f;
+    sum = FloatVec();
+    for (int64_t j = 0; j + W <= bs; j += W) sum = sum + FloatVec::load(row + j);
+  }
+  float total = sum.reduce_add();
+  for (int64_t j = bs - bs % W; j < bs; ++j) total += row[j];
+  if (new_max > m) {
+    const float correction = __builtin_expf(m - new_max);
+    if (l != 0.f) scale_row(acc, correction, hs);
+    l *= correction;
+    m = new_max;
+  }
+  l += total;
+  return true;
+}
+
+// Online-softmax attention of `tile` over context positions [begin, end).
+template <typename T, int64_t kHs>
 void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
-            const int32_t* block_table, int64_t kv_head, int64_t seq_len, int64_t begin,
-            int64_t end, Tile& tile, float* kv_row, float* logits) {
-  const int64_t hs = a.head_size, bs = a.block_size;
-  for (int r = 0; r < tile.rows; ++r) {
+            const int32_t* block_table, int64_t seq_len, int64_t begin, int64_t end,
+            Tile& tile, float* row_buf, float* logits) {
+  const int64_t hs = kHs ? kHs : a.head_size;
+  const int64_t bs = a.block_size;
+  const int rows = tile.rows();
+  for (int r = 0; r < rows; ++r) {
     tile.m[r] = kNegInf;
     tile.l[r] = 0.f;
     for (int64_t i = 0; i < hs; ++i) tile.acc[r * hs + i] = 0.f;
   }
   int64_t visible_end = 0;
-  for (int r = 0; r < tile.rows; ++r) visible_end = tile.limit[r] > visible_end ? tile.limit[r] : visible_end;
+  for (int r = 0; r < rows; ++r) visible_end = tile.limit[r] > visible_end ? tile.limit[r] : visible_end;
   if (visible_end < end) end = visible_end;
   for (int64_t start = begin - begin % bs; start < end; start += bs) {
     const int64_t block = block_table[start / bs];
-    const int64_t base = (block * a.num_kv_heads + kv_head) * bs * hs;
-    const int64_t lo = start > begin ? start : begin;
-    const int64_t hi = start + bs < end ? start + bs : end;
-    const int n = int(hi - lo);
-    // Scores for this block's tokens, every row.
-    for (int64_t pos = lo; pos < hi; ++pos) {
-      to_float_row(kv_row, k_cache + base + (pos - start) * hs, hs);
-      for (int r = 0; r < tile.rows; ++r) {
-        float s = kNegInf;
-        if (pos < tile.limit[r]) {
-          s = dot(tile.q + r * hs, kv_row, hs);
-          if (tile.slope) s += tile.slope[r] * float(pos - seq_len + 1);
+    // Blocks sit anywhere in the cache: touch the first line of each of the
+    // next block's head chunks now, so the hardware prefetcher, which then
+    // streams each contiguous chunk, starts early. (Prefetching every line
+    // in software measured slower: the prefetches themselves stall.)
+    if (start + bs < end) {
+      const int64_t next = (block_table[start / bs + 1] * a.num_kv_heads + tile.h0) * bs * hs;
+      for (int64_t hl = 0; hl < tile.heads; ++hl) {
+        __builtin_prefetch(k_cache + next + hl * bs * hs);
+        __builtin_prefetch(v_cache + next + hl * bs * hs);
+      }
+    }
+    const int64_t lo = (start > begin ? start : begin) - start;  // offsets in the block
+    const int64_t hi = (start + bs < end ? start + bs : end) - start;
+    for (int64_t hl = 0; hl < tile.heads; ++hl) {
+      const int64_t base = (block * a.num_kv_heads + tile.h0 + hl) * bs * hs;
+      const int r0 = int(hl) * tile.rows_per_head, r1 = r0 + tile.rows_per_head;
+      int r = r0;
+      for (; r + 4 <= r1; r += 4)
+        block_scores<4, kHs>(tile.q + r * hs, hs, k_cache + base, bs, logits + r * kMaxBlockSize,
+                             kMaxBlockSize);
+      for (; r < r1; ++r)
+        block_scores<1, kHs>(tile.q + r * hs, hs, k_cache + base, bs, logits + r * kMaxBlockSize,
+                             kMaxBlockSize);
+      for (r = r0; r < r1; ++r) {
+        const int64_t row_hi = tile.limit[r] - start < hi ? tile.limit[r] - start : hi;
+        if (!softmax_update(logits + r * kMaxBlockSize, bs, lo, row_hi,
+                            tile.slope ? tile.slope[r] : 0.f, tile.slope != nullptr,
+                            start - seq_len + 1, tile.m[r], tile.l[r], tile.acc + r * hs, hs)) {
+          for (int64_t j = 0; j < bs; ++j) logits[r * kMaxBlockSize + j] = 0.f;
         }
-        logits[r * kMaxBlockSize + (pos - lo)] = s;
       }
-    }
-    // Online softmax update: rescale what was accumulated to the new max.
-    for (int r = 0; r < tile.rows; ++r) {
-      float* row = logits + r * kMaxBlockSize;
-      float block_max = kNegInf;
-      for (int j = 0; j < n; ++j) block_max = row[j] > block_max ? row[j] : block_max;
-      if (block_max == kNegInf) {  // nothing visible to this row here
-        for (int j = 0; j < n; ++j) row[j] = 0.f;
-        continue;
-      }
-      const float new_max = block_max > tile.m[r] ? block_max : tile.m[r];
-      const float correction = __builtin_expf(tile.m[r] - new_max);
-      float sum = 0.f;
-      for (int j = 0; j < n; ++j) {
-        row[j] = row[j] == kNegInf ? 0.f : __builtin_expf(row[j] - new_max);
-        sum += row[j];
-      }
-      if (correction != 1.f) scale_row(tile.acc + r * hs, correction, hs);
-      tile.l[r] = tile.l[r] * correction + sum;
-      tile.m[r] = new_max;
-    }
-    // Weighted values.
-    for (int64_t pos = lo; pos < hi; ++pos) {
-      to_float_row(kv_row, v_cache + base + (pos - start) * hs, hs);
-      for (int r = 0; r < tile.rows; ++r) {
-        const float p = logits[r * kMaxBlockSize + (pos - lo)];
-        if (p != 0.f) axpy(tile.acc + r * hs, p, kv_row, hs);
+      if constexpr (kHs != 0 && kHs % W == 0) {
+        constexpr int NR = value_rows<kHs>();
+        for (r = r0; r + NR <= r1; r += NR)
+          block_values<NR, kHs>(tile.acc + r * kHs, logits + r * kMaxBlockSize, kMaxBlockSize,
+                                v_cache + base, lo, hi);
+        for (; r < r1; ++r)
+          block_values<1, kHs>(tile.acc + r * kHs, logits + r * kMaxBlockSize, kMaxBlockSize,
+                               v_cache + base, lo, hi);
+      } else {
+        for (r = r0; r < r1; ++r)
+          block_values_any(tile.acc + r * hs, hs, logits + r * kMaxBlockSize, v_cache + base, lo,
+                           hi, row_buf);
       }
     }
   }
 }
 
-// Per-thread scratch on the stack: the tile's state and one fp32 K/V row.
+// Per-thread scratch (heap: ~160 KB would crowd an OpenMP thread's stack):
+// the tile's state and one fp32 value row.
 struct Scratch {
   float q[kMaxRows * kMaxHeadSize];
   float acc[kMaxRows * kMaxHeadSize];
   float logits[kMaxRows * kMaxBlockSize];
-  float kv_row[kMaxHeadSize];
+  float row[kMaxHeadSize];
   float m[kMaxRows], l[kMaxRows], slope[kMaxRows];
   int64_t limit[kMaxRows];
 };
 
+// Row (hl, t, g) of a tile <-> query head (h0 + hl) * group + g of token t.
 template <typename T>
-void load_query_rows(const PagedAttentionArgs& a, Scratch& s, int64_t first_token, int tokens,
-                     int64_t kv_head, int group) {
+void load_query_rows(const PagedAttentionArgs& a, Scratch& s, const Tile& tile,
+                     int64_t first_token, int tokens, int group) {
   const T* query = static_cast<const T*>(a.query);
-  for (int t = 0; t < tokens; ++t) {
-    for (int g = 0; g < group; ++g) {
-      const int r = t * group + g;
-      const int64_t head = kv_head * group + g;
-      const T* src = query + (first_token + t) * a.query_token_stride + head * a.head_size;
-      float* dst = s.q + r * a.head_size;
-      to_float_row(dst, src, a.head_size);
-      scale_row(dst, a.scale, a.head_size);
-      s.slope[r] = a.alibi_slopes ? a.alibi_slopes[head] : 0.f;
+  for (int64_t hl = 0; hl < tile.heads; ++hl) {
+    for (int t = 0; t < tokens; ++t) {
+      for (int g = 0; g < group; ++g) {
+        const int r = int((hl * tokens + t) * group + g);
+        const int64_t head = (tile.h0 + hl) * group + g;
+        float* dst = s.q + r * a.head_size;
+        to_float_row(dst, query + (first_token + t) * a.query_token_stride + head * a.head_size,
+                     a.head_size);
+        scale_row(dst, a.scale, a.head_size);
+        s.slope[r] = a.alibi_slopes ? a.alibi_slopes[head] : 0.f;
+      }
     }
   }
 }
 
 template <typename T>
-void store_rows(const PagedAttentionArgs& a, const Scratch& s, T* out, int64_t token_stride,
-                int64_t first_token, int tokens, int64_t kv_head, int group) {
-  for (int t = 0; t < tokens; ++t) {
-    for (int g = 0; g < group; ++g) {
-      const int r = t * group + g;
-      const int64_t head = kv_head * group + g;
-      const float inv = s.l[r] > 0.f ? 1.0f / s.l[r] : 0.f;
-      from_float_row(out + (first_token + t) * token_stride + head * a.head_size,
-                     s.acc + r * a.head_size, inv, a.head_size);
+void store_rows(const PagedAttentionArgs& a, const Scratch& s, const Tile& tile, T* out,
+                int64_t first_token, int tokens, int group) {
+  for (int64_t hl = 0; hl < tile.heads; ++hl) {
+    for (int t = 0; t < tokens; ++t) {
+      for (int g = 0; g < group; ++g) {
+        const int r = int((hl * tokens + t) * group + g);
+        const int64_t head = (tile.h0 + hl) * group + g;
+        const float inv = s.l[r] > 0.f ? 1.0f / s.l[r] : 0.f;
+        from_float_row(out + (first_token + t) * a.out_token_stride + head * a.head_size,
+                       s.acc + r * a.head_size, inv, a.head_size);
+      }
     }
   }
 }
 
-template <typename T>
+template <typename T, int64_t kHs>
 void paged_attention_typed(const PagedAttentionArgs& a) {
   const T* k_cache = static_cast<const T*>(a.key_cache);
   const T* v_cache = static_cast<const T*>(a.value_cache);
@@ -189,10 +339,22 @@ void paged_attention_typed(const PagedAttentionArgs& a) {
   const int group = int(a.num_heads / a.num_kv_heads);
   const bool decode = a.query_start_loc == nullptr;
   const bool partitioned = a.partition_size > 0;
-  // Query tokens per tile: all rows of a tile share each converted K/V row.
-  const int tile_tokens = decode ? 1 : (kMaxRows / group > 0 ? kMaxRows / group : 1);
+  // Decode: as many KV heads per tile as fit (one contiguous read per
+  // block). Prefill: all KV heads with a few tokens when groups are small,
+  // else one KV head with more tokens (more rows per converted block).
+  int64_t heads_per_tile, tile_tokens;
+  if (decode) {
+    heads_per_tile = kMaxRows / group < a.num_kv_heads ? kMaxRows / group : a.num_kv_heads;
+    tile_tokens = 1;
+  } else if (group * a.num_kv_heads <= kMaxRows / 4) {
+    heads_per_tile = a.num_kv_heads;
+    tile_tokens = kMaxRows / (group * a.num_kv_heads);
+  } else {
+    heads_per_tile = 1;
+    tile_tokens = kMaxRows / group;
+  }
+  const int64_t head_tiles = (a.num_kv_heads + heads_per_tile - 1) / heads_per_tile;
   const int64_t parts = partitioned ? a.max_num_partitions : 1;
-  // Work items: (sequence, KV head, query tile, context partition).
   int64_t max_tiles = 1;
   if (!decode) {
     for (int64_t s = 0; s < a.num_seqs; ++s) {
@@ -201,50 +363,56 @@ void paged_attention_typed(const PagedAttentionArgs& a) {
       max_tiles = tiles > max_tiles ? tiles : max_tiles;
     }
   }
-  const int64_t items = a.num_seqs * a.num_kv_heads * max_tiles * parts;
+  // Work items: (sequence, query tile, KV head tile, context partition).
+  const int64_t items = a.num_seqs * max_tiles * head_tiles * parts;
 #pragma omp parallel
   {
-    Scratch& s = *static_cast<Scratch*>(__builtin_alloca(sizeof(Scratch)));
+    Scratch& s = *static_cast<Scratch*>(std::malloc(sizeof(Scratch)));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t part = item % parts;
-      const int64_t tile_idx = (item / parts) % max_tiles;
-      const int64_t kv_head = (item / parts / max_tiles) % a.num_kv_heads;
-      const int64_t seq = item / parts / max_tiles / a.num_kv_heads;
+      const int64_t head_tile = (item / parts) % head_tiles;
+      const int64_t tile_idx = (item / parts / head_tiles) % max_tiles;
+      const int64_t seq = item / parts / head_tiles / max_tiles;
       const int64_t seq_len = a.seq_lens[seq];
       const int64_t q_begin = decode ? seq : a.query_start_loc[seq];
       const int64_t q_len = decode ? 1 : a.query_start_loc[seq + 1] - q_begin;
       const int64_t first = tile_idx * tile_tokens;
       if (first >= q_len) continue;
       const int tokens = int(q_len - first < tile_tokens ? q_len - first : tile_tokens);
-      const int64_t begin = part * (partitioned ? a.partition_size : 0);
-      const int64_t end = partitioned ? (begin + a.partition_size < seq_len
-                                             ? begin + a.partition_size : seq_len)
-                                      : seq_len;
-      if (begin >= seq_len && partitioned) continue;
-      load_query_rows<T>(a, s, q_begin + first, tokens, kv_head, group);
+      const int64_t begin = partitioned ? part * a.partition_size : 0;
+      if (partitioned && begin >= seq_len) continue;
+      const int64_t end = partitioned && begin + a.partition_size < seq_len
+                              ? begin + a.partition_size : seq_len;
+      const int64_t h0 = head_tile * heads_per_tile;
+      const int64_t heads = a.num_kv_heads - h0 < heads_per_tile ? a.num_kv_heads - h0
+                                                                 : heads_per_tile;
+      Tile tile{h0, heads, tokens * group, s.q, s.limit,
+                a.alibi_slopes ? s.slope : nullptr, s.m, s.l, s.acc};
+      load_query_rows<T>(a, s, tile, q_begin + first, tokens, group);
       // The new tokens are the last q_len positions of the sequence.
-      for (int t = 0; t < tokens; ++t)
-        for (int g = 0; g < group; ++g) s.limit[t * group + g] = seq_len - q_len + first + t + 1;
-      Tile tile{tokens * group, s.q, s.limit, a.alibi_slopes ? s.slope : nullptr,
-                s.m, s.l, s.acc};
-      attend(a, k_cache, v_cache, a.block_tables + seq * a.block_table_stride, kv_head, seq_len,
-             begin, end, tile, s.kv_row, s.logits);
+      for (int64_t hl = 0; hl < heads; ++hl)
+        for (int t = 0; t < tokens; ++t)
+          for (int g = 0; g < group; ++g)
+            s.limit[(hl * tokens + t) * group + g] = seq_len - q_len + first + t + 1;
+      attend<T, kHs>(a, k_cache, v_cache, a.block_tables + seq * a.block_table_stride, seq_len,
+                     begin, end, tile, s.row, s.logits);
       if (!partitioned) {
-        store_rows(a, s, out, a.out_token_stride, q_begin + first, tokens, kv_head, group);
+        store_rows(a, s, tile, out, q_begin + first, tokens, group);
         continue;
       }
       // v2: normalised partial output plus its max and sum, per head.
       T* tmp = static_cast<T*>(a.tmp_out);
-      for (int g = 0; g < group; ++g) {
-        const int64_t head = kv_head * group + g;
+      for (int r = 0; r < tile.rows(); ++r) {  // decode: row = hl * group + g
+        const int64_t head = h0 * group + r;
         const int64_t slot = (seq * a.num_heads + head) * a.max_num_partitions + part;
-        a.max_logits[slot] = s.m[g];
-        a.exp_sums[slot] = s.l[g];
-        const float inv = s.l[g] > 0.f ? 1.0f / s.l[g] : 0.f;
-        from_float_row(tmp + slot * a.head_size, s.acc + g * a.head_size, inv, a.head_size);
+        a.max_logits[slot] = s.m[r];
+        a.exp_sums[slot] = s.l[r];
+        const float inv = s.l[r] > 0.f ? 1.0f / s.l[r] : 0.f;
+        from_float_row(tmp + slot * a.head_size, s.acc + r * a.head_size, inv, a.head_size);
       }
     }
+    std::free(&s);
   }
   if (!partitioned) return;
   // v2 reduce: out = sum_p w_p tmp_p / sum_p w_p, w_p = l_p exp(m_p - max m).
@@ -273,9 +441,16 @@ void paged_attention_typed(const PagedAttentionArgs& a) {
   }
 }
 
+// Common head sizes get code with the head size fixed at compile time.
 template <typename T>
 struct PagedAttentionFn {
-  static void run(const PagedAttentionArgs& a) { paged_attention_typed<T>(a); }
+  static void run(const PagedAttentionArgs& a) {
+    switch (a.head_size) {
+      case 64: paged_attention_typed<T, 64>(a); break;
+      case 128: paged_attention_typed<T, 128>(a); break;
+      default: paged_attention_typed<T, 0>(a); break;
+    }
+  }
 };
 
 }  // namespace

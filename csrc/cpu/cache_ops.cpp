@@ -13,6 +13,34 @@ namespace {
 
 constexpr int64_t kParallelMinBytes = 1 << 18;
 
+// Each token's key goes in transposed (its head_size values land block_size
+// apart: one column of the block's [head_size, block_size] key matrix); its
+// value is one contiguous row. E is a same-size integer stand-in for the
+// element type: this only moves bits.
+template <typename E>
+void scatter_tokens(const CacheShape& s, const int64_t* slots, const void* key,
+                    const void* value, void* key_cache, void* value_cache) {
+  const E* k_src = static_cast<const E*>(key);
+  const E* v_src = static_cast<const E*>(value);
+  E* k_dst = static_cast<E*>(key_cache);
+  E* v_dst = static_cast<E*>(value_cache);
+  const int64_t hs = s.head_size, bs = s.block_size;
+#pragma omp parallel for schedule(static) \
+    if (2 * s.num_tokens * s.num_kv_heads * hs * int64_t(sizeof(E)) >= kParallelMinBytes)
+  for (int64_t t = 0; t < s.num_tokens; ++t) {
+    const int64_t slot = slots[t];
+    if (slot < 0) continue;  // padding
+    const int64_t block = slot / bs, offset = slot % bs;
+    for (int64_t h = 0; h < s.num_kv_heads; ++h) {
+      const E* k = k_src + t * s.key_stride + h * hs;
+      E* k_block = k_dst + (block * s.num_kv_heads + h) * hs * bs;
+      for (int64_t d = 0; d < hs; ++d) k_block[d * bs + offset] = k[d];
+      std::memcpy(v_dst + ((block * s.num_kv_heads + h) * bs + offset) * hs,
+                  v_src + t * s.value_stride + h * hs, hs * sizeof(E));
+    }
+  }
+}
+
 }  // namespace
 
 void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& key_cache,
@@ -30,22 +58,13 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
                 " is beyond the cache's ", capacity, " slots");
   }
   const int64_t esize = key.element_size();
-  const int64_t row_bytes = s.head_size * esize;
-  const char* k_src = static_cast<const char*>(key.data_ptr());
-  const char* v_src = static_cast<const char*>(value.data_ptr());
-  char* k_dst = static_cast<char*>(key_cache.data_ptr());
-  char* v_dst = static_cast<char*>(value_cache.data_ptr());
-#pragma omp parallel for schedule(static) \
-    if (2 * s.num_tokens * s.num_kv_heads * row_bytes >= kParallelMinBytes)
-  for (int64_t t = 0; t < s.num_tokens; ++t) {
-    const int64_t slot = slots[t];
-    if (slot < 0) continue;  // padding
-    const int64_t block = slot / s.block_size, offset = slot % s.block_size;
-    for (int64_t h = 0; h < s.num_kv_heads; ++h) {
-      const int64_t dst = ((block * s.num_kv_heads + h) * s.block_size + offset) * row_bytes;
-      std::memcpy(k_dst + dst, k_src + (t * s.key_stride + h * s.head_size) * esize, row_bytes);
-      std::memcpy(v_dst + dst, v_src + (t * s.value_stride + h * s.head_size) * esize, row_bytes);
-    }
+  TORCH_CHECK(esize == 2 || esize == 4, op, ": unsupported element size ", esize);
+  if (esize == 2) {
+    scatter_tokens<uint16_t>(s, slots, key.data_ptr(), value.data_ptr(), key_cache.data_ptr(),
+                             value_cache.data_ptr());
+  } else {
+    scatter_tokens<uint32_t>(s, slots, key.data_ptr(), value.data_ptr(), key_cache.data_ptr(),
+                             value_cache.data_ptr());
   }
 }
 
@@ -58,15 +77,10 @@ void copy_blocks(const std::vector<at::Tensor>& key_caches,
   std::vector<at::Tensor> caches(key_caches);
   caches.insert(caches.end(), value_caches.begin(), value_caches.end());
   const int64_t num_blocks = caches[0].size(0);
-  for (const at::Tensor& c : caches) {
-    TORCH_CHECK(c.is_contiguous() && c.dim() >= 2 && c.sizes() == caches[0].sizes() &&
-                    c.scalar_type() == caches[0].scalar_type(),
-                op, ": every cache must be contiguous with one shape and dtype");
-  }
+  const int64_t block_bytes = check_block_caches(caches, op);
   const at::Tensor pairs = check_block_mapping(block_mapping, num_blocks, num_blocks, op);
   const int64_t* p = pairs.data_ptr<int64_t>();
   const int64_t num_pairs = pairs.size(0);
-  const int64_t block_bytes = caches[0].numel() / num_blocks * caches[0].element_size();
   const int64_t num_caches = int64_t(caches.size());
 #pragma omp parallel for schedule(static) \
     if (num_caches * num_pairs * block_bytes >= kParallelMinBytes)

@@ -153,6 +153,7 @@ struct FloatVec {
     return FloatVec(_mm512_fmadd_ps(a.v, b.v, c.v));
   }
   float reduce_add() const { return _mm512_reduce_add_ps(v); }
+  float reduce_max() const { return _mm512_reduce_max_ps(v); }
 };
 #elif defined(VLLM_ISA_AVX2)
 struct FloatVec {
@@ -218,6 +219,13 @@ struct FloatVec {
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
   }
+  float reduce_max() const {
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+    __m128 s = _mm_max_ps(lo, hi);
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+  }
 };
 #else
 struct FloatVec {
@@ -257,6 +265,7 @@ struct FloatVec {
     return r;
   }
   float reduce_add() const { float s = 0.f; for (float x : v) s += x; return s; }
+  float reduce_max() const { float m = v[0]; for (float x : v) m = x > m ? x : m; return m; }
 };
 #endif
 

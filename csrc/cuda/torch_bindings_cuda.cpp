@@ -125,14 +125,10 @@ void copy_blocks(const std::vector<at::Tensor>& key_caches,
   std::vector<at::Tensor> caches(key_caches);
   caches.insert(caches.end(), value_caches.begin(), value_caches.end());
   const int64_t num_blocks = caches[0].size(0);
+  const int64_t block_bytes = check_block_caches(caches, op);
+  TORCH_CHECK(caches[0].is_cuda(), op, ": caches must be CUDA tensors");
   std::vector<int64_t> ptrs;
-  for (const at::Tensor& c : caches) {
-    TORCH_CHECK(c.is_cuda() && c.is_contiguous() && c.sizes() == caches[0].sizes() &&
-                    c.scalar_type() == caches[0].scalar_type() &&
-                    c.device() == caches[0].device(),
-                op, ": every cache must be a contiguous CUDA tensor of one shape and dtype");
-    ptrs.push_back(reinterpret_cast<int64_t>(c.data_ptr()));
-  }
+  for (const at::Tensor& c : caches) ptrs.push_back(reinterpret_cast<int64_t>(c.data_ptr()));
   const at::Tensor pairs = check_block_mapping(block_mapping, num_blocks, num_blocks, op);
   if (pairs.size(0) == 0) return;
   const at::cuda::OptionalCUDAGuard guard(caches[0].device());
@@ -140,7 +136,6 @@ void copy_blocks(const std::vector<at::Tensor>& key_caches,
   const at::Tensor ptrs_dev =
       at::tensor(ptrs, at::TensorOptions().dtype(at::kLong)).to(device, /*non_blocking=*/true);
   const at::Tensor pairs_dev = pairs.to(device, /*non_blocking=*/true);
-  const int64_t block_bytes = caches[0].numel() / num_blocks * caches[0].element_size();
   check_launch(gpu::launch_copy_blocks(ptrs_dev.data_ptr<int64_t>(), int64_t(ptrs.size()),
                                        pairs_dev.data_ptr<int64_t>(), pairs.size(0), block_bytes,
                                        current_stream()),

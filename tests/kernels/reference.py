@@ -81,26 +81,34 @@ def cos_sin_cache_ref(max_position: int, rot_dim: int, base: float, dtype):
     return torch.cat([freqs.cos(), freqs.sin()], dim=-1).to(dtype)
 
 
-# ---- KV cache: layout [num_blocks, num_kv_heads, block_size, head_size]
+# ---- KV cache: key [num_blocks, num_kv_heads, head_size, block_size],
+#      value [num_blocks, num_kv_heads, block_size, head_size]
 def reshape_and_cache_ref(key, value, key_cache, value_cache, slot_mapping):
     kc, vc = key_cache.clone(), value_cache.clone()
-    num_kv_heads, block_size, head_size = kc.shape[1:]
+    num_kv_heads, head_size, block_size = kc.shape[1:]
     k = key.reshape(-1, num_kv_heads, head_size)
     v = value.reshape(-1, num_kv_heads, head_size)
     for t, slot in enumerate(slot_mapping.tolist()):
         if slot < 0:
             continue
-        kc[slot // block_size, :, slot % block_size] = k[t]
+        kc[slot // block_size, :, :, slot % block_size] = k[t]
         vc[slot // block_size, :, slot % block_size] = v[t]
     return kc, vc
 
 
 # ---- attention over the paged cache
-def gather_kv(cache: torch.Tensor, block_table: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """[seq_len, num_kv_heads, head_size] of one sequence from the paged cache."""
-    blocks = cache[block_table.long()]  # [max_blocks, kv_heads, block_size, head]
-    contiguous = blocks.permute(0, 2, 1, 3).reshape(-1, cache.shape[1], cache.shape[3])
-    return contiguous[:seq_len]
+def gather_keys(key_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int):
+    """[seq_len, num_kv_heads, head_size] keys of one sequence."""
+    blocks = key_cache[block_table.long()]  # [max_blocks, kv_heads, head, block_size]
+    rows = blocks.permute(0, 3, 1, 2).reshape(-1, key_cache.shape[1], key_cache.shape[2])
+    return rows[:seq_len]
+
+
+def gather_values(value_cache: torch.Tensor, block_table: torch.Tensor, seq_len: int):
+    """[seq_len, num_kv_heads, head_size] values of one sequence."""
+    blocks = value_cache[block_table.long()]  # [max_blocks, kv_heads, block_size, head]
+    rows = blocks.permute(0, 2, 1, 3).reshape(-1, value_cache.shape[1], value_cache.shape[3])
+    return rows[:seq_len]
 
 
 def paged_attention_ref(query, key_cache, value_cache, block_tables, seq_lens, scale,
@@ -116,8 +124,8 @@ def paged_attention_ref(query, key_cache, value_cache, block_tables, seq_lens, s
         q_len = q.shape[0]
         if q_len == 0:
             continue
-        k = gather_kv(key_cache, block_tables[i], seq_len).double().repeat_interleave(group, 1)
-        v = gather_kv(value_cache, block_tables[i], seq_len).double().repeat_interleave(group, 1)
+        k = gather_keys(key_cache, block_tables[i], seq_len).double().repeat_interleave(group, 1)
+        v = gather_values(value_cache, block_tables[i], seq_len).double().repeat_interleave(group, 1)
         scores = torch.einsum("qhd,khd->hqk", q, k) * scale
         positions = torch.arange(seq_len, dtype=torch.float64)
         if alibi_slopes is not None:

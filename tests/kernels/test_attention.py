@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vllm import _custom_ops as ops
-from vllm.attention.kv_cache_layout import kv_cache_shape
+from vllm.attention.kv_cache_layout import kv_cache_shapes
 
 from tests.kernels.isa import cpu_isa  # noqa: F401  (fixture)
 from tests.kernels.reference import paged_attention_ref, reshape_and_cache_ref
@@ -19,8 +19,8 @@ TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e
 
 
 def make_cache(num_blocks, block_size, num_kv_heads, head_size, dtype):
-    shape = kv_cache_shape(num_blocks, block_size, num_kv_heads, head_size)
-    return torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+    shapes = kv_cache_shapes(num_blocks, block_size, num_kv_heads, head_size)
+    return torch.randn(shapes.key).to(dtype), torch.randn(shapes.value).to(dtype)
 
 
 def make_tables(seq_lens, block_size, num_blocks):
@@ -36,7 +36,7 @@ def alibi(num_heads):
 
 def run_v1(query, kc, vc, tables, lens, scale, slopes=None):
     out = torch.full_like(query, float("nan"))
-    ops.paged_attention_v1(out, query, kc, vc, kc.shape[1], scale, tables, lens, kc.shape[2],
+    ops.paged_attention_v1(out, query, kc, vc, kc.shape[1], scale, tables, lens, kc.shape[3],
                            int(lens.max()), slopes, "auto", SCALE_1, SCALE_1)
     return out
 
@@ -49,7 +49,7 @@ def run_v2(query, kc, vc, tables, lens, scale, slopes=None):
     tmp_out = torch.full((num_seqs, num_heads, parts, head_size), float("nan"), dtype=query.dtype)
     out = torch.full_like(query, float("nan"))
     ops.paged_attention_v2(out, exp_sums, max_logits, tmp_out, query, kc, vc, kc.shape[1],
-                           scale, tables, lens, kc.shape[2], int(lens.max()), slopes, "auto",
+                           scale, tables, lens, kc.shape[3], int(lens.max()), slopes, "auto",
                            SCALE_1, SCALE_1)
     return out
 

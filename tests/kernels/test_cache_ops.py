@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vllm import _custom_ops as ops
-from vllm.attention.kv_cache_layout import kv_cache_shape
+from vllm.attention.kv_cache_layout import kv_cache_shapes
 
 from tests.kernels.reference import reshape_and_cache_ref
 
@@ -13,8 +13,8 @@ SCALE = torch.tensor(1.0)
 
 
 def _caches(num_blocks, block_size, num_kv_heads, head_size, dtype):
-    shape = kv_cache_shape(num_blocks, block_size, num_kv_heads, head_size)
-    return torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+    shapes = kv_cache_shapes(num_blocks, block_size, num_kv_heads, head_size)
+    return torch.randn(shapes.key).to(dtype), torch.randn(shapes.value).to(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -70,8 +70,8 @@ def test_copy_blocks(dtype):
 
 
 def test_swap_blocks():
-    src = torch.randn(kv_cache_shape(6, 16, 2, 64))
-    dst = torch.zeros(kv_cache_shape(4, 16, 2, 64))
+    src = torch.randn(kv_cache_shapes(6, 16, 2, 64).key)
+    dst = torch.zeros(kv_cache_shapes(4, 16, 2, 64).key)
     mapping = torch.tensor([[5, 0], [2, 3]])
     ops.swap_blocks(src, dst, mapping)
     assert torch.equal(dst[0], src[5]) and torch.equal(dst[3], src[2])
@@ -80,10 +80,11 @@ def test_swap_blocks():
         ops.swap_blocks(src, dst, torch.tensor([[0, 4]]))
 
 
-def test_kv_cache_shape_validates():
-    assert kv_cache_shape(10, 16, 3, 64) == (10, 3, 16, 64)
+def test_kv_cache_shapes_validate():
+    shapes = kv_cache_shapes(10, 16, 3, 64)
+    assert shapes.key == (10, 3, 64, 16) and shapes.value == (10, 3, 16, 64)
     with pytest.raises(ValueError, match="block_size"):
-        kv_cache_shape(10, 0, 3, 64)
+        kv_cache_shapes(10, 0, 3, 64)
 
 
 def test_opcheck_cache_ops():
@@ -95,4 +96,4 @@ def test_opcheck_cache_ops():
     torch.library.opcheck(torch.ops._C.copy_blocks.default,
                           ([key_cache], [value_cache], torch.tensor([[0, 1]])))
     torch.library.opcheck(torch.ops._C.swap_blocks.default,
-                          (key_cache, value_cache.clone(), torch.tensor([[0, 1]])))
+                          (key_cache, key_cache.clone(), torch.tensor([[0, 1]])))

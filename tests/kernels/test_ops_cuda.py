@@ -7,7 +7,7 @@ import torch
 
 import vllm
 from vllm import _custom_ops as ops
-from vllm.attention.kv_cache_layout import kv_cache_shape
+from vllm.attention.kv_cache_layout import kv_cache_shapes
 
 from tests.kernels.reference import (act_and_mul_ref, activation_ref, cos_sin_cache_ref,
                                      reshape_and_cache_ref, rotary_ref)
@@ -62,8 +62,8 @@ def test_rotary_cuda(is_neox, dtype, head_size, rot_dim):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("block_size", [16, 32])
 def test_reshape_and_cache_cuda(dtype, block_size):
-    shape = kv_cache_shape(8, block_size, 3, 128, "cuda")
-    key_cache, value_cache = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
+    shapes = kv_cache_shapes(8, block_size, 3, 128, "cuda")
+    key_cache, value_cache = torch.randn(shapes.key).to(dtype), torch.randn(shapes.value).to(dtype)
     key = torch.randn(37, 3, 128).to(dtype)
     value = torch.randn(37, 3, 128).to(dtype)
     slots = torch.randperm(8 * block_size)[:37]
@@ -76,7 +76,8 @@ def test_reshape_and_cache_cuda(dtype, block_size):
 
 
 def test_copy_and_swap_blocks_cuda():
-    caches = [torch.randn(kv_cache_shape(10, 16, 2, 64), device="cuda") for _ in range(4)]
+    shapes = kv_cache_shapes(10, 16, 2, 64)
+    caches = [torch.randn(shapes.key if i < 2 else shapes.value, device="cuda") for i in range(4)]
     expected = [c.clone() for c in caches]
     mapping = torch.tensor([[0, 5], [9, 2]])
     for c in expected:
@@ -85,7 +86,7 @@ def test_copy_and_swap_blocks_cuda():
     ops.copy_blocks(caches[:2], caches[2:], mapping)
     for got, want in zip(caches, expected):
         assert torch.equal(got, want)
-    host = torch.zeros(kv_cache_shape(4, 16, 2, 64))
+    host = torch.zeros(kv_cache_shapes(4, 16, 2, 64).key)
     ops.swap_blocks(caches[0], host, torch.tensor([[5, 1]]))
     torch.cuda.synchronize()
     assert torch.equal(host[1], caches[0][5].cpu())

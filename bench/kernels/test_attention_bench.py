@@ -1,0 +1,71 @@
+"""Paged decode attention: our CPU kernel (v1, v2) vs the torch-native
+composition (gather the blocks, SDPA), and the bandwidth it reaches.
+
+    python -m pytest bench/kernels/test_attention_bench.py --benchmark-only
+
+extra_info["GB/s"] = K+V bytes read / median time; compare with
+bench/kernels/bandwidth.py on the same machine.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vllm import _custom_ops as ops
+from vllm.attention.kv_cache_layout import kv_cache_shapes
+
+ONE = torch.tensor(1.0)
+CASES = {
+    # the issue's long-context case: 32 seqs x 2k tokens x 8 KV heads x 64
+    "32x2048-kv8-h64": dict(seqs=32, ctx=2048, heads=32, kv_heads=8, head_size=64),
+    # SmolLM2-135M shapes: 9 query / 3 KV heads of 64
+    "64x256-smollm2": dict(seqs=64, ctx=256, heads=9, kv_heads=3, head_size=64),
+    "1x4096-smollm2": dict(seqs=1, ctx=4096, heads=9, kv_heads=3, head_size=64),
+}
+
+
+def setup(case, dtype=torch.bfloat16, block_size=16):
+    c = CASES[case]
+    blocks_per_seq = math.ceil(c["ctx"] / block_size)
+    num_blocks = c["seqs"] * blocks_per_seq
+    shapes = kv_cache_shapes(num_blocks, block_size, c["kv_heads"], c["head_size"])
+    kc, vc = torch.randn(shapes.key, dtype=dtype), torch.randn(shapes.value, dtype=dtype)
+    tables = torch.randperm(num_blocks).reshape(c["seqs"], blocks_per_seq).to(torch.int32)
+    lens = torch.full((c["seqs"],), c["ctx"], dtype=torch.int32)
+    query = torch.randn(c["seqs"], c["heads"], c["head_size"], dtype=dtype)
+    kv_bytes = 2 * c["seqs"] * c["ctx"] * c["kv_heads"] * c["head_size"] * kc.element_size()
+    return c, kc, vc, tables, lens, query, kv_bytes
+
+
+def torch_native(query, kc, vc, tables, lens, scale):
+    # gather each sequence's blocks into contiguous K/V, then SDPA per batch
+    seqs, heads, head_size = query.shape
+    kv_heads = kc.shape[1]
+    k = kc[tables.long()].permute(0, 2, 1, 4, 3).reshape(seqs, kv_heads, -1, head_size)
+    v = vc[tables.long()].permute(0, 2, 1, 3, 4).reshape(seqs, kv_heads, -1, head_size)
+    return torch.nn.functional.scaled_dot_product_attention(
+        query.unsqueeze(2), k, v, scale=scale, enable_gqa=True).squeeze(2)
+
+
+@pytest.mark.parametrize("impl", ["vllm", "vllm_v2", "torch"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_paged_decode(benchmark, threads, case, impl):
+    c, kc, vc, tables, lens, query, kv_bytes = setup(case)
+    scale = c["head_size"] ** -0.5
+    out = torch.empty_like(query)
+    if impl == "vllm":
+        benchmark(ops.paged_attention_v1, out, query, kc, vc, c["kv_heads"], scale, tables, lens,
+                  kc.shape[3], c["ctx"], None, "auto", ONE, ONE)
+    elif impl == "vllm_v2":
+        parts = math.ceil(c["ctx"] / ops.PARTITION_SIZE)
+        exp_sums = torch.empty(c["seqs"], c["heads"], parts)
+        max_logits = torch.empty_like(exp_sums)
+        tmp = torch.empty(c["seqs"], c["heads"], parts, c["head_size"], dtype=query.dtype)
+        benchmark(ops.paged_attention_v2, out, exp_sums, max_logits, tmp, query, kc, vc,
+                  c["kv_heads"], scale, tables, lens, kc.shape[3], c["ctx"], None, "auto", ONE,
+                  ONE)
+    else:
+        benchmark(torch_native, query, kc, vc, tables, lens, scale)
+    benchmark.extra_info["GB/s"] = kv_bytes / benchmark.stats.stats.median / 1e9
