@@ -50,9 +50,10 @@ def torch_native(query, kc, vc, tables, lens, scale):
 
 
 @pytest.mark.parametrize("impl", ["vllm", "vllm_v2", "torch"])
+@pytest.mark.parametrize("block_size", [16, 32])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_paged_decode(benchmark, threads, case, impl):
-    c, kc, vc, tables, lens, query, kv_bytes = setup(case)
+def test_paged_decode(benchmark, threads, case, block_size, impl):
+    c, kc, vc, tables, lens, query, kv_bytes = setup(case, block_size=block_size)
     scale = c["head_size"] ** -0.5
     out = torch.empty_like(query)
     if impl == "vllm":

@@ -13,6 +13,8 @@
 #include <omp.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <type_traits>
 
 #include "dispatch.h"
 
@@ -66,6 +68,8 @@ struct Tile {
   int64_t h0, heads;
   int rows_per_head;     // query tokens x G
   const float* q;        // rows x head_size, already multiplied by scale
+  const uint32_t* qpairs;  // bf16 caches: the unscaled query as bf16 pairs
+  uint32_t* ppairs;        // bf16 caches: scratch for the weights as bf16 pairs
   const int64_t* limit;  // per row: context positions [0, limit) are visible
   const float* slope;    // per row ALiBi slope, or null
   float* m;              // per row running max
@@ -115,6 +119,93 @@ inline void block_scores(const float* q, int64_t hs_rt, const T* k, int64_t bs, 
     }
   }
 }
+
+#if defined(VLLM_ISA_AVX512) && defined(__AVX512BF16__)
+// bf16 caches on AVX512-BF16 CPUs: vdpbf16ps does 32 multiply-adds per
+// instruction on raw bf16 pairs, twice an fp32 FMA's work, and the FMA units
+// bound this kernel once the data is in cache. Pairs run along the reduced
+// dimension, so two rows of the block are interleaved with one permute.
+#define VLLM_BF16_DOT 1
+alignas(64) constexpr uint16_t kInterleave[32] = {  // lane 2i <- a[i], 2i+1 <- b[i]
+    0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+    8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+
+inline __m512bh interleave_rows(const bf16_t* a, const bf16_t* b, __m512i idx) {
+  const __m512i lo = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
+  const __m512i hi = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
+  return reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(lo, idx, hi));
+}
+
+inline __m512bh broadcast_pair(uint32_t pair) {
+  return reinterpret_cast<__m512bh>(_mm512_set1_epi32(int(pair)));
+}
+
+// Scores of NR rows (qpairs: each row's bf16 query as (d, d+1) pairs,
+// unscaled) against a block's keys [hs][bs]; scale applied at the end.
+// Needs bs % 16 == 0 and an even head size.
+template <int NR>
+inline void block_scores_bf16(const uint32_t* qpairs, int64_t hs, const bf16_t* k, int64_t bs,
+                              float scale, float* out, int64_t out_stride) {
+  const __m512i idx = _mm512_load_si512(kInterleave);
+  const int64_t pairs = hs / 2;
+  for (int64_t j = 0; j < bs; j += 16) {
+    __m512 acc0[NR], acc1[NR];
+    for (int r = 0; r < NR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    for (int64_t dp = 0; dp + 1 < pairs; dp += 2) {
+      const __m512bh k0 = interleave_rows(k + 2 * dp * bs + j, k + (2 * dp + 1) * bs + j, idx);
+      const __m512bh k1 = interleave_rows(k + (2 * dp + 2) * bs + j, k + (2 * dp + 3) * bs + j, idx);
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) {
+        acc0[r] = _mm512_dpbf16_ps(acc0[r], broadcast_pair(qpairs[r * pairs + dp]), k0);
+        acc1[r] = _mm512_dpbf16_ps(acc1[r], broadcast_pair(qpairs[r * pairs + dp + 1]), k1);
+      }
+    }
+    if (pairs % 2) {
+      const int64_t dp = pairs - 1;
+      const __m512bh k0 = interleave_rows(k + 2 * dp * bs + j, k + (2 * dp + 1) * bs + j, idx);
+      for (int r = 0; r < NR; ++r)
+        acc0[r] = _mm512_dpbf16_ps(acc0[r], broadcast_pair(qpairs[r * pairs + dp]), k0);
+    }
+    const __m512 sv = _mm512_set1_ps(scale);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r)
+      _mm512_storeu_ps(out + r * out_stride + j, _mm512_mul_ps(_mm512_add_ps(acc0[r], acc1[r]), sv));
+  }
+}
+
+// acc[r] += sum_j p[r][j] v[j] over a whole block (bs even, every row of it
+// visible: pairs of rows are read together) with the weights rounded to
+// bf16 (relative error 2^-9, below the bf16 output's own rounding).
+template <int NR, int64_t kHs>
+inline void block_values_bf16(float* acc, const float* p, int64_t p_stride, const bf16_t* v,
+                              int64_t bs, uint32_t* ppairs) {
+  constexpr int64_t nv = kHs / 16;
+  const __m512i idx = _mm512_load_si512(kInterleave);
+  const int64_t jpairs = bs / 2;
+  for (int r = 0; r < NR; ++r) {  // weights as bf16 (j, j+1) pairs
+    for (int64_t j = 0; j < bs; j += 16) {
+      const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(p + r * p_stride + j));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ppairs + r * jpairs + j / 2),
+                          reinterpret_cast<__m256i>(h));
+    }
+  }
+  __m512 a[NR][nv];
+  for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 16
+    for (int64_t c = 0; c < nv; ++c) a[r][c] = _mm512_loadu_ps(acc + r * kHs + c * 16);
+  for (int64_t jp = 0; jp < jpairs; ++jp) {
+#pragma GCC unroll 16
+    for (int64_t c = 0; c < nv; ++c) {
+      const __m512bh vv = interleave_rows(v + 2 * jp * kHs + c * 16, v + (2 * jp + 1) * kHs + c * 16, idx);
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) a[r][c] = _mm512_dpbf16_ps(a[r][c], broadcast_pair(ppairs[r * jpairs + jp]), vv);
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 16
+    for (int64_t c = 0; c < nv; ++c) _mm512_storeu_ps(acc + r * kHs + c * 16, a[r][c]);
+}
+#endif
 
 // Output rows that fit in registers at once, for a head size of kHs.
 template <int64_t kHs>
@@ -253,6 +344,19 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
       const int64_t base = (block * a.num_kv_heads + tile.h0 + hl) * bs * hs;
       const int r0 = int(hl) * tile.rows_per_head, r1 = r0 + tile.rows_per_head;
       int r = r0;
+#ifdef VLLM_BF16_DOT
+      if constexpr (std::is_same_v<T, bf16_t>) {
+        if (bs % 16 == 0 && hs % 2 == 0) {
+          const int64_t pairs = hs / 2;
+          for (; r + 4 <= r1; r += 4)
+            block_scores_bf16<4>(tile.qpairs + r * pairs, hs, k_cache + base, bs, a.scale,
+                                 logits + r * kMaxBlockSize, kMaxBlockSize);
+          for (; r < r1; ++r)
+            block_scores_bf16<1>(tile.qpairs + r * pairs, hs, k_cache + base, bs, a.scale,
+                                 logits + r * kMaxBlockSize, kMaxBlockSize);
+        }
+      }
+#endif
       for (; r + 4 <= r1; r += 4)
         block_scores<4, kHs>(tile.q + r * hs, hs, k_cache + base, bs, logits + r * kMaxBlockSize,
                              kMaxBlockSize);
@@ -267,9 +371,23 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
           for (int64_t j = 0; j < bs; ++j) logits[r * kMaxBlockSize + j] = 0.f;
         }
       }
+      r = r0;
+#ifdef VLLM_BF16_DOT
+      if constexpr (std::is_same_v<T, bf16_t> && kHs != 0 && kHs % 16 == 0) {
+        if (lo == 0 && hi == bs && bs % 16 == 0) {
+          constexpr int NR = value_rows<kHs>();
+          for (; r + NR <= r1; r += NR)
+            block_values_bf16<NR, kHs>(tile.acc + r * kHs, logits + r * kMaxBlockSize,
+                                       kMaxBlockSize, v_cache + base, bs, tile.ppairs);
+          for (; r < r1; ++r)
+            block_values_bf16<1, kHs>(tile.acc + r * kHs, logits + r * kMaxBlockSize,
+                                      kMaxBlockSize, v_cache + base, bs, tile.ppairs);
+        }
+      }
+#endif
       if constexpr (kHs != 0 && kHs % W == 0) {
         constexpr int NR = value_rows<kHs>();
-        for (r = r0; r + NR <= r1; r += NR)
+        for (; r + NR <= r1; r += NR)
           block_values<NR, kHs>(tile.acc + r * kHs, logits + r * kMaxBlockSize, kMaxBlockSize,
                                 v_cache + base, lo, hi);
         for (; r < r1; ++r)
@@ -291,6 +409,8 @@ struct Scratch {
   float acc[kMaxRows * kMaxHeadSize];
   float logits[kMaxRows * kMaxBlockSize];
   float row[kMaxHeadSize];
+  uint32_t qpairs[kMaxRows * kMaxHeadSize / 2];   // bf16 query bits (bf16 dot path)
+  uint32_t ppairs[kMaxRows * kMaxBlockSize / 2];  // bf16 weights (bf16 dot path)
   float m[kMaxRows], l[kMaxRows], slope[kMaxRows];
   int64_t limit[kMaxRows];
 };
@@ -306,8 +426,11 @@ void load_query_rows(const PagedAttentionArgs& a, Scratch& s, const Tile& tile,
         const int r = int((hl * tokens + t) * group + g);
         const int64_t head = (tile.h0 + hl) * group + g;
         float* dst = s.q + r * a.head_size;
-        to_float_row(dst, query + (first_token + t) * a.query_token_stride + head * a.head_size,
-                     a.head_size);
+        const T* src = query + (first_token + t) * a.query_token_stride + head * a.head_size;
+        to_float_row(dst, src, a.head_size);
+        if constexpr (sizeof(T) == 2) {  // raw bits for the bf16 dot path
+          std::memcpy(s.qpairs + r * (a.head_size / 2), src, (a.head_size / 2) * 4);
+        }
         scale_row(dst, a.scale, a.head_size);
         s.slope[r] = a.alibi_slopes ? a.alibi_slopes[head] : 0.f;
       }
@@ -387,7 +510,7 @@ void paged_attention_typed(const PagedAttentionArgs& a) {
       const int64_t h0 = head_tile * heads_per_tile;
       const int64_t heads = a.num_kv_heads - h0 < heads_per_tile ? a.num_kv_heads - h0
                                                                  : heads_per_tile;
-      Tile tile{h0, heads, tokens * group, s.q, s.limit,
+      Tile tile{h0, heads, tokens * group, s.q, s.qpairs, s.ppairs, s.limit,
                 a.alibi_slopes ? s.slope : nullptr, s.m, s.l, s.acc};
       load_query_rows<T>(a, s, tile, q_begin + first, tokens, group);
       // The new tokens are the last q_len positions of the sequence.
