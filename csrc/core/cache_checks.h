@@ -64,6 +64,17 @@ inline CacheShape check_reshape_and_cache(const at::Tensor& key, const at::Tenso
   return s;
 }
 
+// copy_blocks' caches: every layer's key cache, then every value cache.
+inline std::vector<at::Tensor> all_caches(const std::vector<at::Tensor>& key_caches,
+                                          const std::vector<at::Tensor>& value_caches,
+                                          const char* op) {
+  TORCH_CHECK(key_caches.size() == value_caches.size(), op,
+              ": key_caches and value_caches must have one tensor per layer each");
+  std::vector<at::Tensor> caches(key_caches);
+  caches.insert(caches.end(), value_caches.begin(), value_caches.end());
+  return caches;
+}
+
 // copy_blocks: every layer's caches are contiguous, of one dtype, with the
 // same number of blocks and the same bytes per block. Returns bytes per block.
 inline int64_t check_block_caches(const std::vector<at::Tensor>& caches, const char* op) {

@@ -46,6 +46,23 @@ cpu::PagedAttentionArgs make_args(const AttentionShape& s, at::Tensor& out,
       static_cast<float>(scale), 0, 0, nullptr, nullptr, nullptr, kernel_dtype(query, op)};
 }
 
+// Decode (v1/v2): one query token per sequence, plus the checks above.
+AttentionShape check_decode(const char* op, const at::Tensor& out, const at::Tensor& query,
+                            const at::Tensor& key_cache, const at::Tensor& value_cache,
+                            int64_t num_kv_heads, const at::Tensor& block_tables,
+                            const at::Tensor& seq_lens, int64_t block_size,
+                            const std::optional<at::Tensor>& alibi_slopes,
+                            const std::string& kv_cache_dtype) {
+  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
+                                                 num_kv_heads, block_tables, seq_lens,
+                                                 alibi_slopes, kv_cache_dtype);
+  TORCH_CHECK(query.size(0) == s.num_seqs, op, ": decode takes one query token per sequence");
+  TORCH_CHECK(block_size == s.block_size, op, ": block_size=", block_size, " but the cache's is ",
+              s.block_size);
+  check_tables(op, s, block_tables, seq_lens);
+  return s;
+}
+
 }  // namespace
 
 void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tensor& key_cache,
@@ -58,13 +75,9 @@ void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tens
                         int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step) {
   constexpr const char* op = "paged_attention_v1";
   check_blocksparse_defaults(op, local_blocks, vert_stride, sparse_block_size, sliding_step);
-  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
-                                                 num_kv_heads, block_tables, seq_lens,
-                                                 alibi_slopes, kv_cache_dtype);
-  TORCH_CHECK(query.size(0) == s.num_seqs, op, ": decode takes one query token per sequence");
-  TORCH_CHECK(block_size == s.block_size, op, ": block_size=", block_size, " but the cache's is ",
-              s.block_size);
-  check_tables(op, s, block_tables, seq_lens);
+  const AttentionShape s = check_decode(op, out, query, key_cache, value_cache, num_kv_heads,
+                                        block_tables, seq_lens, block_size, alibi_slopes,
+                                        kv_cache_dtype);
   if (s.num_seqs == 0) return;
   cpu::active_kernels().paged_attention(make_args(s, out, query, key_cache, value_cache, scale,
                                                   block_tables, seq_lens, alibi_slopes, op));
@@ -81,13 +94,9 @@ void paged_attention_v2(at::Tensor& out, at::Tensor& exp_sums, at::Tensor& max_l
                         int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step) {
   constexpr const char* op = "paged_attention_v2";
   check_blocksparse_defaults(op, local_blocks, vert_stride, sparse_block_size, sliding_step);
-  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
-                                                 num_kv_heads, block_tables, seq_lens,
-                                                 alibi_slopes, kv_cache_dtype);
-  TORCH_CHECK(query.size(0) == s.num_seqs, op, ": decode takes one query token per sequence");
-  TORCH_CHECK(block_size == s.block_size, op, ": block_size=", block_size, " but the cache's is ",
-              s.block_size);
-  check_tables(op, s, block_tables, seq_lens);
+  const AttentionShape s = check_decode(op, out, query, key_cache, value_cache, num_kv_heads,
+                                        block_tables, seq_lens, block_size, alibi_slopes,
+                                        kv_cache_dtype);
   const int64_t parts = exp_sums.dim() == 3 ? exp_sums.size(2) : 0;
   TORCH_CHECK(exp_sums.scalar_type() == at::kFloat && exp_sums.is_contiguous() &&
                   exp_sums.dim() == 3 && exp_sums.size(0) == s.num_seqs &&

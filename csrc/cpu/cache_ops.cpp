@@ -71,11 +71,8 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
 void copy_blocks(const std::vector<at::Tensor>& key_caches,
                  const std::vector<at::Tensor>& value_caches, const at::Tensor& block_mapping) {
   constexpr const char* op = "copy_blocks";
-  TORCH_CHECK(key_caches.size() == value_caches.size(), op,
-              ": key_caches and value_caches must have one tensor per layer each");
-  if (key_caches.empty()) return;
-  std::vector<at::Tensor> caches(key_caches);
-  caches.insert(caches.end(), value_caches.begin(), value_caches.end());
+  const std::vector<at::Tensor> caches = all_caches(key_caches, value_caches, op);
+  if (caches.empty()) return;
   const int64_t num_blocks = caches[0].size(0);
   const int64_t block_bytes = check_block_caches(caches, op);
   const at::Tensor pairs = check_block_mapping(block_mapping, num_blocks, num_blocks, op);

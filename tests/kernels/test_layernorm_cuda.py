@@ -5,17 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vllm
 from vllm import _custom_ops as ops
 
+from tests.kernels.gpu import GPU_TESTS
 from tests.kernels.reference import fused_add_rms_norm_ref, rms_norm_ref
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"),
-    pytest.mark.skipif(vllm.build_info().get("target_device") not in ("cuda", "rocm"),
-                       reason="needs a CUDA or ROCm build of vllm"),
-]
+pytestmark = GPU_TESTS
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (1.6e-2, 1e-2),

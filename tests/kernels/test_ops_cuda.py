@@ -5,19 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import vllm
 from vllm import _custom_ops as ops
 from vllm.attention.kv_cache_layout import kv_cache_shapes
 
+from tests.kernels.gpu import GPU_TESTS
 from tests.kernels.reference import (act_and_mul_ref, activation_ref, cos_sin_cache_ref,
                                      reshape_and_cache_ref, rotary_ref)
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"),
-    pytest.mark.skipif(vllm.build_info().get("target_device") not in ("cuda", "rocm"),
-                       reason="needs a CUDA or ROCm build of vllm"),
-]
+pytestmark = GPU_TESTS
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2),

@@ -1,0 +1,138 @@
+// CUDA (and, hipified, ROCm) bindings of the paged attention ops. Shapes are
+// checked on the host; block tables and lengths stay on the device (reading
+// them back would synchronise every step), so their values are trusted here.
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../attention/attention_launch.h"
+#include "../core/attention_checks.h"
+
+namespace vllm::cuda_ops {
+namespace {
+
+gpu::PagedAttentionParams make_params(const AttentionShape& s, at::Tensor& out,
+                                      const at::Tensor& query, const at::Tensor& key_cache,
+                                      const at::Tensor& value_cache, double scale,
+                                      const at::Tensor& block_tables, const at::Tensor& seq_lens,
+                                      const std::optional<at::Tensor>& alibi_slopes,
+                                      const char* op) {
+  TORCH_CHECK(s.head_size <= 256, op, ": head_size above 256 is not supported on GPU");
+  return gpu::PagedAttentionParams{
+      out.data_ptr(), query.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
+      block_tables.data_ptr<int32_t>(), s.max_blocks_per_seq, seq_lens.data_ptr<int32_t>(),
+      nullptr, alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr, s.num_seqs,
+      query.size(0), s.num_heads, s.num_kv_heads, s.head_size, s.block_size, s.query_stride,
+      s.out_stride, static_cast<float>(scale), 0, 0, nullptr, nullptr, nullptr,
+      kernel_dtype(query, op)};
+}
+
+void launch(const gpu::PagedAttentionParams& params, const at::Tensor& query, const char* op) {
+  const at::cuda::OptionalCUDAGuard guard(query.device());
+  const int code =
+      gpu::launch_paged_attention(params, at::cuda::getCurrentCUDAStream().stream());
+  TORCH_CHECK(code == 0, op, ": kernel launch failed (", code, ")");
+}
+
+AttentionShape check_decode(const char* op, const at::Tensor& out, const at::Tensor& query,
+                            const at::Tensor& key_cache, const at::Tensor& value_cache,
+                            int64_t num_kv_heads, const at::Tensor& block_tables,
+                            const at::Tensor& seq_lens, int64_t block_size,
+                            const std::optional<at::Tensor>& alibi_slopes,
+                            const std::string& kv_cache_dtype) {
+  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
+                                                 num_kv_heads, block_tables, seq_lens,
+                                                 alibi_slopes, kv_cache_dtype);
+  TORCH_CHECK(query.size(0) == s.num_seqs, op, ": decode takes one query token per sequence");
+  TORCH_CHECK(block_size == s.block_size, op, ": block_size=", block_size, " but the cache's is ",
+              s.block_size);
+  return s;
+}
+
+}  // namespace
+
+void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tensor& key_cache,
+                        const at::Tensor& value_cache, int64_t num_kv_heads, double scale,
+                        const at::Tensor& block_tables, const at::Tensor& seq_lens,
+                        int64_t block_size, int64_t max_seq_len,
+                        const std::optional<at::Tensor>& alibi_slopes,
+                        const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+                        const at::Tensor& v_scale, int64_t tp_rank, int64_t local_blocks,
+                        int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step) {
+  constexpr const char* op = "paged_attention_v1";
+  check_blocksparse_defaults(op, local_blocks, vert_stride, sparse_block_size, sliding_step);
+  const AttentionShape s = check_decode(op, out, query, key_cache, value_cache, num_kv_heads,
+                                        block_tables, seq_lens, block_size, alibi_slopes,
+                                        kv_cache_dtype);
+  if (s.num_seqs == 0) return;
+  launch(make_params(s, out, query, key_cache, value_cache, scale, block_tables, seq_lens,
+                     alibi_slopes, op),
+         query, op);
+}
+
+void paged_attention_v2(at::Tensor& out, at::Tensor& exp_sums, at::Tensor& max_logits,
+                        at::Tensor& tmp_out, const at::Tensor& query, const at::Tensor& key_cache,
+                        const at::Tensor& value_cache, int64_t num_kv_heads, double scale,
+                        const at::Tensor& block_tables, const at::Tensor& seq_lens,
+                        int64_t block_size, int64_t max_seq_len,
+                        const std::optional<at::Tensor>& alibi_slopes,
+                        const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+                        const at::Tensor& v_scale, int64_t tp_rank, int64_t local_blocks,
+                        int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step) {
+  constexpr const char* op = "paged_attention_v2";
+  check_blocksparse_defaults(op, local_blocks, vert_stride, sparse_block_size, sliding_step);
+  const AttentionShape s = check_decode(op, out, query, key_cache, value_cache, num_kv_heads,
+                                        block_tables, seq_lens, block_size, alibi_slopes,
+                                        kv_cache_dtype);
+  const int64_t parts = exp_sums.dim() == 3 ? exp_sums.size(2) : 0;
+  TORCH_CHECK(exp_sums.scalar_type() == at::kFloat && exp_sums.is_contiguous() &&
+                  exp_sums.dim() == 3 && exp_sums.size(0) == s.num_seqs &&
+                  exp_sums.size(1) == s.num_heads && max_logits.sizes() == exp_sums.sizes() &&
+                  max_logits.is_contiguous() && max_logits.scalar_type() == at::kFloat,
+              op, ": exp_sums/max_logits must be contiguous fp32 [num_seqs, num_heads, "
+              "partitions] tensors");
+  TORCH_CHECK(tmp_out.dim() == 4 && tmp_out.size(2) == parts && tmp_out.is_contiguous() &&
+                  tmp_out.size(3) == s.head_size && tmp_out.scalar_type() == query.scalar_type(),
+              op, ": tmp_out must be a contiguous [num_seqs, num_heads, partitions, head_size] "
+              "tensor of the query dtype");
+  TORCH_CHECK(parts * kPagedAttentionPartitionSize >= max_seq_len, op, ": ", parts,
+              " partitions cannot hold max_seq_len ", max_seq_len);
+  if (s.num_seqs == 0) return;
+  gpu::PagedAttentionParams params = make_params(s, out, query, key_cache, value_cache, scale,
+                                                 block_tables, seq_lens, alibi_slopes, op);
+  params.partition_size = kPagedAttentionPartitionSize;
+  params.max_num_partitions = parts;
+  params.exp_sums = exp_sums.data_ptr<float>();
+  params.max_logits = max_logits.data_ptr<float>();
+  params.tmp_out = tmp_out.data_ptr();
+  launch(params, query, op);
+}
+
+void paged_attention_prefill(at::Tensor& out, const at::Tensor& query,
+                             const at::Tensor& key_cache, const at::Tensor& value_cache,
+                             int64_t num_kv_heads, double scale, const at::Tensor& block_tables,
+                             const at::Tensor& query_start_loc, const at::Tensor& seq_lens,
+                             const std::optional<at::Tensor>& alibi_slopes,
+                             const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+                             const at::Tensor& v_scale) {
+  constexpr const char* op = "paged_attention_prefill";
+  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
+                                                 num_kv_heads, block_tables, seq_lens,
+                                                 alibi_slopes, kv_cache_dtype);
+  TORCH_CHECK(query_start_loc.scalar_type() == at::kInt && query_start_loc.dim() == 1 &&
+                  query_start_loc.is_contiguous() && query_start_loc.size(0) == s.num_seqs + 1,
+              op, ": query_start_loc must be a contiguous int32 [num_seqs + 1] tensor");
+  if (s.num_seqs == 0 || query.size(0) == 0) return;
+  gpu::PagedAttentionParams params = make_params(s, out, query, key_cache, value_cache, scale,
+                                                 block_tables, seq_lens, alibi_slopes, op);
+  params.query_start_loc = query_start_loc.data_ptr<int32_t>();
+  launch(params, query, op);
+}
+
+}  // namespace vllm::cuda_ops
+
+TORCH_LIBRARY_IMPL(_C, CUDA, ops) {
+  ops.impl("paged_attention_v1", &vllm::cuda_ops::paged_attention_v1);
+  ops.impl("paged_attention_v2", &vllm::cuda_ops::paged_attention_v2);
+  ops.impl("paged_attention_prefill", &vllm::cuda_ops::paged_attention_prefill);
+}
