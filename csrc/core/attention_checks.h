@@ -66,6 +66,54 @@ inline AttentionShape check_paged_attention(
   return s;
 }
 
+// Decode (v1/v2): one query token per sequence, block_size as the cache's.
+inline AttentionShape check_decode_shape(const char* op, const at::Tensor& out,
+                                         const at::Tensor& query, const at::Tensor& key_cache,
+                                         const at::Tensor& value_cache, int64_t num_kv_heads,
+                                         const at::Tensor& block_tables,
+                                         const at::Tensor& seq_lens, int64_t block_size,
+                                         const std::optional<at::Tensor>& alibi_slopes,
+                                         const std::string& kv_cache_dtype) {
+  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
+                                                 num_kv_heads, block_tables, seq_lens,
+                                                 alibi_slopes, kv_cache_dtype);
+  TORCH_CHECK(query.size(0) == s.num_seqs, op, ": decode takes one query token per sequence");
+  TORCH_CHECK(block_size == s.block_size, op, ": block_size=", block_size, " but the cache's is ",
+              s.block_size);
+  return s;
+}
+
+// v2's partial-result buffers; returns the number of partitions they hold.
+inline int64_t check_v2_buffers(const char* op, const AttentionShape& s,
+                                const at::Tensor& exp_sums, const at::Tensor& max_logits,
+                                const at::Tensor& tmp_out, const at::Tensor& query,
+                                int64_t max_seq_len) {
+  const int64_t parts = exp_sums.dim() == 3 ? exp_sums.size(2) : 0;
+  TORCH_CHECK(exp_sums.scalar_type() == at::kFloat && exp_sums.is_contiguous() &&
+                  exp_sums.dim() == 3 && exp_sums.size(0) == s.num_seqs &&
+                  exp_sums.size(1) == s.num_heads && max_logits.sizes() == exp_sums.sizes() &&
+                  max_logits.is_contiguous() && max_logits.scalar_type() == at::kFloat,
+              op, ": exp_sums/max_logits must be contiguous fp32 [num_seqs, num_heads, "
+              "partitions] tensors");
+  TORCH_CHECK(tmp_out.dim() == 4 && tmp_out.size(0) == s.num_seqs &&
+                  tmp_out.size(1) == s.num_heads && tmp_out.size(2) == parts &&
+                  tmp_out.size(3) == s.head_size && tmp_out.is_contiguous() &&
+                  tmp_out.scalar_type() == query.scalar_type(),
+              op, ": tmp_out must be a contiguous [num_seqs, num_heads, partitions, head_size] "
+              "tensor of the query dtype");
+  TORCH_CHECK(parts * kPagedAttentionPartitionSize >= max_seq_len, op, ": ", parts,
+              " partitions of ", kPagedAttentionPartitionSize, " tokens cannot hold ",
+              max_seq_len);
+  return parts;
+}
+
+inline void check_query_start_loc(const char* op, const AttentionShape& s,
+                                  const at::Tensor& query_start_loc) {
+  TORCH_CHECK(query_start_loc.scalar_type() == at::kInt && query_start_loc.dim() == 1 &&
+                  query_start_loc.is_contiguous() && query_start_loc.size(0) == s.num_seqs + 1,
+              op, ": query_start_loc must be a contiguous int32 [num_seqs + 1] tensor");
+}
+
 inline void check_blocksparse_defaults(const char* op, int64_t local_blocks, int64_t vert_stride,
                                        int64_t block_size, int64_t head_sliding_step) {
   TORCH_CHECK(local_blocks == 0 && vert_stride == 0 && block_size == 0 &&

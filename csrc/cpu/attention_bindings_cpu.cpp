@@ -46,19 +46,16 @@ cpu::PagedAttentionArgs make_args(const AttentionShape& s, at::Tensor& out,
       static_cast<float>(scale), 0, 0, nullptr, nullptr, nullptr, kernel_dtype(query, op)};
 }
 
-// Decode (v1/v2): one query token per sequence, plus the checks above.
+// Decode (v1/v2): the shared shape checks plus the table values.
 AttentionShape check_decode(const char* op, const at::Tensor& out, const at::Tensor& query,
                             const at::Tensor& key_cache, const at::Tensor& value_cache,
                             int64_t num_kv_heads, const at::Tensor& block_tables,
                             const at::Tensor& seq_lens, int64_t block_size,
                             const std::optional<at::Tensor>& alibi_slopes,
                             const std::string& kv_cache_dtype) {
-  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
-                                                 num_kv_heads, block_tables, seq_lens,
-                                                 alibi_slopes, kv_cache_dtype);
-  TORCH_CHECK(query.size(0) == s.num_seqs, op, ": decode takes one query token per sequence");
-  TORCH_CHECK(block_size == s.block_size, op, ": block_size=", block_size, " but the cache's is ",
-              s.block_size);
+  const AttentionShape s = check_decode_shape(op, out, query, key_cache, value_cache,
+                                              num_kv_heads, block_tables, seq_lens, block_size,
+                                              alibi_slopes, kv_cache_dtype);
   check_tables(op, s, block_tables, seq_lens);
   return s;
 }
@@ -97,23 +94,10 @@ void paged_attention_v2(at::Tensor& out, at::Tensor& exp_sums, at::Tensor& max_l
   const AttentionShape s = check_decode(op, out, query, key_cache, value_cache, num_kv_heads,
                                         block_tables, seq_lens, block_size, alibi_slopes,
                                         kv_cache_dtype);
-  const int64_t parts = exp_sums.dim() == 3 ? exp_sums.size(2) : 0;
-  TORCH_CHECK(exp_sums.scalar_type() == at::kFloat && exp_sums.is_contiguous() &&
-                  exp_sums.dim() == 3 && exp_sums.size(0) == s.num_seqs &&
-                  exp_sums.size(1) == s.num_heads,
-              op, ": exp_sums must be a contiguous fp32 [num_seqs, num_heads, partitions] tensor");
-  TORCH_CHECK(max_logits.sizes() == exp_sums.sizes() && max_logits.is_contiguous() &&
-                  max_logits.scalar_type() == at::kFloat,
-              op, ": max_logits must be shaped like exp_sums");
-  TORCH_CHECK(tmp_out.dim() == 4 && tmp_out.size(0) == s.num_seqs &&
-                  tmp_out.size(1) == s.num_heads && tmp_out.size(2) == parts &&
-                  tmp_out.size(3) == s.head_size && tmp_out.is_contiguous() &&
-                  tmp_out.scalar_type() == query.scalar_type(),
-              op, ": tmp_out must be a contiguous [num_seqs, num_heads, partitions, head_size] "
-              "tensor of the query dtype");
+  // The lengths are on the host: size the check by the real longest one.
   const int64_t longest = s.num_seqs ? seq_lens.max().item<int32_t>() : 0;
-  TORCH_CHECK(parts * kPagedAttentionPartitionSize >= longest, op, ": ", parts,
-              " partitions of ", kPagedAttentionPartitionSize, " tokens cannot hold ", longest);
+  const int64_t parts =
+      check_v2_buffers(op, s, exp_sums, max_logits, tmp_out, query, longest);
   if (s.num_seqs == 0) return;
   cpu::PagedAttentionArgs args = make_args(s, out, query, key_cache, value_cache, scale,
                                            block_tables, seq_lens, alibi_slopes, op);
@@ -137,9 +121,7 @@ void paged_attention_prefill(at::Tensor& out, const at::Tensor& query,
                                                  num_kv_heads, block_tables, seq_lens,
                                                  alibi_slopes, kv_cache_dtype);
   check_tables(op, s, block_tables, seq_lens);
-  TORCH_CHECK(query_start_loc.scalar_type() == at::kInt && query_start_loc.dim() == 1 &&
-                  query_start_loc.is_contiguous() && query_start_loc.size(0) == s.num_seqs + 1,
-              op, ": query_start_loc must be a contiguous int32 [num_seqs + 1] tensor");
+  check_query_start_loc(op, s, query_start_loc);
   const int32_t* starts = query_start_loc.data_ptr<int32_t>();
   const int32_t* lens = seq_lens.data_ptr<int32_t>();
   TORCH_CHECK(starts[0] == 0 && starts[s.num_seqs] == query.size(0), op,

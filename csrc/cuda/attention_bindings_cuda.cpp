@@ -34,21 +34,6 @@ void launch(const gpu::PagedAttentionParams& params, const at::Tensor& query, co
   TORCH_CHECK(code == 0, op, ": kernel launch failed (", code, ")");
 }
 
-AttentionShape check_decode(const char* op, const at::Tensor& out, const at::Tensor& query,
-                            const at::Tensor& key_cache, const at::Tensor& value_cache,
-                            int64_t num_kv_heads, const at::Tensor& block_tables,
-                            const at::Tensor& seq_lens, int64_t block_size,
-                            const std::optional<at::Tensor>& alibi_slopes,
-                            const std::string& kv_cache_dtype) {
-  const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
-                                                 num_kv_heads, block_tables, seq_lens,
-                                                 alibi_slopes, kv_cache_dtype);
-  TORCH_CHECK(query.size(0) == s.num_seqs, op, ": decode takes one query token per sequence");
-  TORCH_CHECK(block_size == s.block_size, op, ": block_size=", block_size, " but the cache's is ",
-              s.block_size);
-  return s;
-}
-
 }  // namespace
 
 void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tensor& key_cache,
@@ -61,9 +46,9 @@ void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tens
                         int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step) {
   constexpr const char* op = "paged_attention_v1";
   check_blocksparse_defaults(op, local_blocks, vert_stride, sparse_block_size, sliding_step);
-  const AttentionShape s = check_decode(op, out, query, key_cache, value_cache, num_kv_heads,
-                                        block_tables, seq_lens, block_size, alibi_slopes,
-                                        kv_cache_dtype);
+  const AttentionShape s = check_decode_shape(op, out, query, key_cache, value_cache, num_kv_heads,
+                                              block_tables, seq_lens, block_size,
+                                              alibi_slopes, kv_cache_dtype);
   if (s.num_seqs == 0) return;
   launch(make_params(s, out, query, key_cache, value_cache, scale, block_tables, seq_lens,
                      alibi_slopes, op),
@@ -81,22 +66,11 @@ void paged_attention_v2(at::Tensor& out, at::Tensor& exp_sums, at::Tensor& max_l
                         int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step) {
   constexpr const char* op = "paged_attention_v2";
   check_blocksparse_defaults(op, local_blocks, vert_stride, sparse_block_size, sliding_step);
-  const AttentionShape s = check_decode(op, out, query, key_cache, value_cache, num_kv_heads,
-                                        block_tables, seq_lens, block_size, alibi_slopes,
-                                        kv_cache_dtype);
-  const int64_t parts = exp_sums.dim() == 3 ? exp_sums.size(2) : 0;
-  TORCH_CHECK(exp_sums.scalar_type() == at::kFloat && exp_sums.is_contiguous() &&
-                  exp_sums.dim() == 3 && exp_sums.size(0) == s.num_seqs &&
-                  exp_sums.size(1) == s.num_heads && max_logits.sizes() == exp_sums.sizes() &&
-                  max_logits.is_contiguous() && max_logits.scalar_type() == at::kFloat,
-              op, ": exp_sums/max_logits must be contiguous fp32 [num_seqs, num_heads, "
-              "partitions] tensors");
-  TORCH_CHECK(tmp_out.dim() == 4 && tmp_out.size(2) == parts && tmp_out.is_contiguous() &&
-                  tmp_out.size(3) == s.head_size && tmp_out.scalar_type() == query.scalar_type(),
-              op, ": tmp_out must be a contiguous [num_seqs, num_heads, partitions, head_size] "
-              "tensor of the query dtype");
-  TORCH_CHECK(parts * kPagedAttentionPartitionSize >= max_seq_len, op, ": ", parts,
-              " partitions cannot hold max_seq_len ", max_seq_len);
+  const AttentionShape s = check_decode_shape(op, out, query, key_cache, value_cache, num_kv_heads,
+                                              block_tables, seq_lens, block_size,
+                                              alibi_slopes, kv_cache_dtype);
+  const int64_t parts =
+      check_v2_buffers(op, s, exp_sums, max_logits, tmp_out, query, max_seq_len);
   if (s.num_seqs == 0) return;
   gpu::PagedAttentionParams params = make_params(s, out, query, key_cache, value_cache, scale,
                                                  block_tables, seq_lens, alibi_slopes, op);
@@ -119,9 +93,7 @@ void paged_attention_prefill(at::Tensor& out, const at::Tensor& query,
   const AttentionShape s = check_paged_attention(op, out, query, key_cache, value_cache,
                                                  num_kv_heads, block_tables, seq_lens,
                                                  alibi_slopes, kv_cache_dtype);
-  TORCH_CHECK(query_start_loc.scalar_type() == at::kInt && query_start_loc.dim() == 1 &&
-                  query_start_loc.is_contiguous() && query_start_loc.size(0) == s.num_seqs + 1,
-              op, ": query_start_loc must be a contiguous int32 [num_seqs + 1] tensor");
+  check_query_start_loc(op, s, query_start_loc);
   if (s.num_seqs == 0 || query.size(0) == 0) return;
   gpu::PagedAttentionParams params = make_params(s, out, query, key_cache, value_cache, scale,
                                                  block_tables, seq_lens, alibi_slopes, op);
