@@ -156,6 +156,12 @@ def test_opcheck_attention():
     torch.library.opcheck(torch.ops._C.paged_attention_v1.default,
                           (torch.empty_like(query), query, kc, vc, 2, 0.125, tables, lens, 16, 20,
                            None, "auto", SCALE_1, SCALE_1, 0, 0, 0, 0, 0))
+    exp_sums = torch.empty(2, 4, 1)
+    tmp_out = torch.empty(2, 4, 1, 64, dtype=torch.bfloat16)
+    torch.library.opcheck(torch.ops._C.paged_attention_v2.default,
+                          (torch.empty_like(query), exp_sums, torch.empty_like(exp_sums), tmp_out,
+                           query, kc, vc, 2, 0.125, tables, lens, 16, 20, None, "auto", SCALE_1,
+                           SCALE_1, 0, 0, 0, 0, 0))
     starts = torch.tensor([0, 2, 3], dtype=torch.int32)
     prefill_q = torch.randn(3, 4, 64).to(torch.bfloat16)
     torch.library.opcheck(torch.ops._C.paged_attention_prefill.default,
