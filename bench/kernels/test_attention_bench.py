@@ -70,3 +70,34 @@ def test_paged_decode(benchmark, threads, case, block_size, impl):
     else:
         benchmark(torch_native, query, kc, vc, tables, lens, scale)
     benchmark.extra_info["GB/s"] = kv_bytes / benchmark.stats.stats.median / 1e9
+
+
+def torch_native_prefill(query, kc, vc, table, seq_len, scale):
+    # gather the sequence's blocks, then causal SDPA (one sequence, no prefix)
+    kv_heads, head_size = kc.shape[1], kc.shape[2]
+    k = kc[table.long()].permute(1, 0, 3, 2).reshape(kv_heads, -1, head_size)[:, :seq_len]
+    v = vc[table.long()].permute(1, 0, 2, 3).reshape(kv_heads, -1, head_size)[:, :seq_len]
+    return torch.nn.functional.scaled_dot_product_attention(
+        query.transpose(0, 1), k, v, is_causal=True, scale=scale, enable_gqa=True).transpose(0, 1)
+
+
+@pytest.mark.parametrize("impl", ["vllm", "torch"])
+@pytest.mark.parametrize("tokens", [128, 512])
+def test_prefill_smollm2(benchmark, threads, tokens, impl):
+    """One prompt of `tokens` tokens, SmolLM2-135M shapes (9 / 3 heads of 64)."""
+    heads, kv_heads, head_size, block_size = 9, 3, 64, 32
+    blocks = math.ceil(tokens / block_size)
+    shapes = kv_cache_shapes(blocks + 4, block_size, kv_heads, head_size)
+    kc = torch.randn(shapes.key, dtype=torch.bfloat16)
+    vc = torch.randn(shapes.value, dtype=torch.bfloat16)
+    table = torch.randperm(blocks + 4)[:blocks].to(torch.int32).reshape(1, -1)
+    query = torch.randn(tokens, heads, head_size, dtype=torch.bfloat16)
+    scale = head_size ** -0.5
+    if impl == "vllm":
+        out = torch.empty_like(query)
+        starts = torch.tensor([0, tokens], dtype=torch.int32)
+        lens = torch.tensor([tokens], dtype=torch.int32)
+        benchmark(ops.paged_attention_prefill, out, query, kc, vc, kv_heads, scale, table, starts,
+                  lens, None, "auto", ONE, ONE)
+    else:
+        benchmark(torch_native_prefill, query, kc, vc, table[0], tokens, scale)
