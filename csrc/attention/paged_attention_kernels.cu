@@ -30,7 +30,7 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 }
 
 template <typename T>
-__global__ void paged_attention_kernel(PagedAttentionParams p) {
+__global__ void paged_attention_kernel(PagedAttentionArgs p) {
   __shared__ float q_s[kMaxHeadSize];
   __shared__ float s_s[kChunk];
   __shared__ float red[32];
@@ -133,7 +133,7 @@ __global__ void paged_attention_kernel(PagedAttentionParams p) {
 
 // v2: out = sum_p w_p tmp_p / sum_p w_p with w_p = l_p exp(m_p - max m).
 template <typename T>
-__global__ void reduce_partitions_kernel(PagedAttentionParams p) {
+__global__ void reduce_partitions_kernel(PagedAttentionArgs p) {
   const int64_t seq = blockIdx.x, head = blockIdx.y;
   const int64_t used = (p.seq_lens[seq] + p.partition_size - 1) / p.partition_size;
   const int64_t base = (seq * p.num_heads + head) * p.max_num_partitions;
@@ -154,7 +154,7 @@ __global__ void reduce_partitions_kernel(PagedAttentionParams p) {
 }
 
 template <typename T>
-int launch_typed(const PagedAttentionParams& p, vllm_stream_t stream) {
+int launch_typed(const PagedAttentionArgs& p, vllm_stream_t stream) {
   const int64_t parts = p.partition_size > 0 ? p.max_num_partitions : 1;
   const dim3 grid{static_cast<unsigned>(p.num_query_tokens), static_cast<unsigned>(p.num_heads),
                   static_cast<unsigned>(parts)};
@@ -168,7 +168,7 @@ int launch_typed(const PagedAttentionParams& p, vllm_stream_t stream) {
 
 }  // namespace
 
-int launch_paged_attention(const PagedAttentionParams& p, void* stream) {
+int launch_paged_attention(const PagedAttentionArgs& p, void* stream) {
   if (p.head_size > kMaxHeadSize) return -1;
   auto s = static_cast<vllm_stream_t>(stream);
   switch (p.dtype) {

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "attention_args.h"
 #include "cache_checks.h"
 
 namespace vllm {
@@ -112,6 +113,34 @@ inline void check_query_start_loc(const char* op, const AttentionShape& s,
   TORCH_CHECK(query_start_loc.scalar_type() == at::kInt && query_start_loc.dim() == 1 &&
                   query_start_loc.is_contiguous() && query_start_loc.size(0) == s.num_seqs + 1,
               op, ": query_start_loc must be a contiguous int32 [num_seqs + 1] tensor");
+}
+
+// Kernel arguments from checked tensors (decode v1 / prefill; v2 and prefill
+// callers fill in their extra fields).
+inline PagedAttentionArgs attention_args(const AttentionShape& s, at::Tensor& out,
+                                         const at::Tensor& query, const at::Tensor& key_cache,
+                                         const at::Tensor& value_cache, double scale,
+                                         const at::Tensor& block_tables,
+                                         const at::Tensor& seq_lens,
+                                         const std::optional<at::Tensor>& alibi_slopes,
+                                         const char* op) {
+  return PagedAttentionArgs{
+      out.data_ptr(), query.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
+      block_tables.data_ptr<int32_t>(), s.max_blocks_per_seq, seq_lens.data_ptr<int32_t>(),
+      nullptr, alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr, s.num_seqs,
+      query.size(0), s.num_heads, s.num_kv_heads, s.head_size, s.block_size, s.query_stride,
+      s.out_stride, static_cast<float>(scale), 0, 0, nullptr, nullptr, nullptr,
+      kernel_dtype(query, op)};
+}
+
+// v2: point the arguments at the partial-result buffers.
+inline void add_v2_buffers(PagedAttentionArgs& args, int64_t partitions, at::Tensor& exp_sums,
+                           at::Tensor& max_logits, at::Tensor& tmp_out) {
+  args.partition_size = kPagedAttentionPartitionSize;
+  args.max_num_partitions = partitions;
+  args.exp_sums = exp_sums.data_ptr<float>();
+  args.max_logits = max_logits.data_ptr<float>();
+  args.tmp_out = tmp_out.data_ptr();
 }
 
 inline void check_blocksparse_defaults(const char* op, int64_t local_blocks, int64_t vert_stride,

@@ -46,8 +46,10 @@ inline CacheShape check_cache_pair(const at::Tensor& key_cache, const at::Tensor
 inline CacheShape check_reshape_and_cache(const at::Tensor& key, const at::Tensor& value,
                                           const at::Tensor& key_cache,
                                           const at::Tensor& value_cache,
-                                          const at::Tensor& slot_mapping) {
+                                          const at::Tensor& slot_mapping,
+                                          const std::string& kv_cache_dtype) {
   constexpr const char* op = "reshape_and_cache";
+  check_kv_cache_dtype(kv_cache_dtype, op);
   CacheShape s = check_cache_pair(key_cache, value_cache, op);
   check_same_dtype_device(key, key_cache, op, "key");
   check_same_dtype_device(value, key_cache, op, "value");

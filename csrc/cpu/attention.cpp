@@ -267,17 +267,13 @@ inline bool softmax_update(float* row, int64_t bs, int64_t lo, int64_t row_hi, f
     }
   }
   if (lo >= row_hi) return false;
+  // Masked lanes hold -inf, so the max over whole vectors plus the scalar
+  // tail is the max over the visible ones.
   FloatVec vmax(kNegInf);
-  for (int64_t j = 0; j < bs; j += W) {
-    const int n = bs - j < W ? int(bs - j) : W;
-    vmax = FloatVec::max(vmax, n == W ? FloatVec::load(row + j) : load_tail(row + j, n) +
-                                        FloatVec(0.f));
-  }
+  int64_t j_tail = 0;
+  for (; j_tail + W <= bs; j_tail += W) vmax = FloatVec::max(vmax, FloatVec::load(row + j_tail));
   float block_max = vmax.reduce_max();
-  if (bs % W) {  // load_tail padded with zeros: recompute over the real lanes
-    block_max = kNegInf;
-    for (int64_t j = lo; j < row_hi; ++j) block_max = row[j] > block_max ? row[j] : block_max;
-  }
+  for (; j_tail < bs; ++j_tail) block_max = row[j_tail] > block_max ? row[j_tail] : block_max;
   const float new_max = block_max > m ? block_max : m;
   const FloatVec shift(new_max);
   FloatVec sum;

@@ -32,20 +32,6 @@ void check_tables(const char* op, const AttentionShape& s, const at::Tensor& blo
   }
 }
 
-cpu::PagedAttentionArgs make_args(const AttentionShape& s, at::Tensor& out,
-                                  const at::Tensor& query, const at::Tensor& key_cache,
-                                  const at::Tensor& value_cache, double scale,
-                                  const at::Tensor& block_tables, const at::Tensor& seq_lens,
-                                  const std::optional<at::Tensor>& alibi_slopes,
-                                  const char* op) {
-  return cpu::PagedAttentionArgs{
-      out.data_ptr(), query.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
-      block_tables.data_ptr<int32_t>(), s.max_blocks_per_seq, seq_lens.data_ptr<int32_t>(),
-      nullptr, alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr, s.num_seqs,
-      s.num_heads, s.num_kv_heads, s.head_size, s.block_size, s.query_stride, s.out_stride,
-      static_cast<float>(scale), 0, 0, nullptr, nullptr, nullptr, kernel_dtype(query, op)};
-}
-
 // Decode (v1/v2): the shared shape checks plus the table values.
 AttentionShape check_decode(const char* op, const at::Tensor& out, const at::Tensor& query,
                             const at::Tensor& key_cache, const at::Tensor& value_cache,
@@ -76,8 +62,9 @@ void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tens
                                         block_tables, seq_lens, block_size, alibi_slopes,
                                         kv_cache_dtype);
   if (s.num_seqs == 0) return;
-  cpu::active_kernels().paged_attention(make_args(s, out, query, key_cache, value_cache, scale,
-                                                  block_tables, seq_lens, alibi_slopes, op));
+  cpu::active_kernels().paged_attention(attention_args(s, out, query, key_cache, value_cache,
+                                                       scale, block_tables, seq_lens,
+                                                       alibi_slopes, op));
 }
 
 void paged_attention_v2(at::Tensor& out, at::Tensor& exp_sums, at::Tensor& max_logits,
@@ -99,13 +86,9 @@ void paged_attention_v2(at::Tensor& out, at::Tensor& exp_sums, at::Tensor& max_l
   const int64_t parts =
       check_v2_buffers(op, s, exp_sums, max_logits, tmp_out, query, longest);
   if (s.num_seqs == 0) return;
-  cpu::PagedAttentionArgs args = make_args(s, out, query, key_cache, value_cache, scale,
+  PagedAttentionArgs args = attention_args(s, out, query, key_cache, value_cache, scale,
                                            block_tables, seq_lens, alibi_slopes, op);
-  args.partition_size = kPagedAttentionPartitionSize;
-  args.max_num_partitions = parts;
-  args.exp_sums = exp_sums.data_ptr<float>();
-  args.max_logits = max_logits.data_ptr<float>();
-  args.tmp_out = tmp_out.data_ptr();
+  add_v2_buffers(args, parts, exp_sums, max_logits, tmp_out);
   cpu::active_kernels().paged_attention(args);
 }
 
@@ -133,7 +116,7 @@ void paged_attention_prefill(at::Tensor& out, const at::Tensor& query,
                 " query tokens but only ", lens[i], " positions");
   }
   if (s.num_seqs == 0 || query.size(0) == 0) return;
-  cpu::PagedAttentionArgs args = make_args(s, out, query, key_cache, value_cache, scale,
+  PagedAttentionArgs args = attention_args(s, out, query, key_cache, value_cache, scale,
                                            block_tables, seq_lens, alibi_slopes, op);
   args.query_start_loc = starts;
   cpu::active_kernels().paged_attention(args);

@@ -48,8 +48,8 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
                        const std::string& kv_cache_dtype, const at::Tensor& k_scale,
                        const at::Tensor& v_scale) {
   constexpr const char* op = "reshape_and_cache";
-  check_kv_cache_dtype(kv_cache_dtype, op);
-  const CacheShape s = check_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping);
+  const CacheShape s =
+      check_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype);
   if (s.num_tokens == 0) return;
   const int64_t* slots = slot_mapping.data_ptr<int64_t>();
   const int64_t capacity = s.num_blocks * s.block_size;

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "../core/attention_args.h"
 #include "../core/dtype.h"
 
 namespace vllm::cpu {
@@ -73,36 +74,7 @@ struct RotaryArgs {
   DType dtype;
 };
 
-// Attention over the paged KV cache. Decode (query_start_loc == null): one
-// query token per sequence; prefill: tokens query_start_loc[s] ..
-// query_start_loc[s+1] of sequence s are its last positions (causal among
-// themselves, full over the cached prefix). partition_size > 0 (decode
-// only): write per-partition results (v2) and reduce them into out.
-struct PagedAttentionArgs {
-  void* out;
-  const void* query;
-  const void* key_cache;
-  const void* value_cache;
-  const int32_t* block_tables;
-  int64_t block_table_stride;
-  const int32_t* seq_lens;
-  const int32_t* query_start_loc;
-  const float* alibi_slopes;
-  int64_t num_seqs;
-  int64_t num_heads;
-  int64_t num_kv_heads;
-  int64_t head_size;
-  int64_t block_size;
-  int64_t query_token_stride;
-  int64_t out_token_stride;
-  float scale;
-  int64_t partition_size;
-  int64_t max_num_partitions;
-  float* exp_sums;
-  float* max_logits;
-  void* tmp_out;
-  DType dtype;
-};
+using vllm::PagedAttentionArgs;  // csrc/core/attention_args.h
 
 // Limits of the CPU attention kernel (checked by the bindings).
 constexpr int64_t kAttentionMaxHeadSize = 256;

@@ -11,23 +11,17 @@
 namespace vllm::cuda_ops {
 namespace {
 
-gpu::PagedAttentionParams make_params(const AttentionShape& s, at::Tensor& out,
-                                      const at::Tensor& query, const at::Tensor& key_cache,
-                                      const at::Tensor& value_cache, double scale,
-                                      const at::Tensor& block_tables, const at::Tensor& seq_lens,
-                                      const std::optional<at::Tensor>& alibi_slopes,
-                                      const char* op) {
+PagedAttentionArgs gpu_args(const AttentionShape& s, at::Tensor& out, const at::Tensor& query,
+                            const at::Tensor& key_cache, const at::Tensor& value_cache,
+                            double scale, const at::Tensor& block_tables,
+                            const at::Tensor& seq_lens,
+                            const std::optional<at::Tensor>& alibi_slopes, const char* op) {
   TORCH_CHECK(s.head_size <= 256, op, ": head_size above 256 is not supported on GPU");
-  return gpu::PagedAttentionParams{
-      out.data_ptr(), query.data_ptr(), key_cache.data_ptr(), value_cache.data_ptr(),
-      block_tables.data_ptr<int32_t>(), s.max_blocks_per_seq, seq_lens.data_ptr<int32_t>(),
-      nullptr, alibi_slopes ? alibi_slopes->data_ptr<float>() : nullptr, s.num_seqs,
-      query.size(0), s.num_heads, s.num_kv_heads, s.head_size, s.block_size, s.query_stride,
-      s.out_stride, static_cast<float>(scale), 0, 0, nullptr, nullptr, nullptr,
-      kernel_dtype(query, op)};
+  return attention_args(s, out, query, key_cache, value_cache, scale, block_tables, seq_lens,
+                        alibi_slopes, op);
 }
 
-void launch(const gpu::PagedAttentionParams& params, const at::Tensor& query, const char* op) {
+void launch(const PagedAttentionArgs& params, const at::Tensor& query, const char* op) {
   const at::cuda::OptionalCUDAGuard guard(query.device());
   const int code =
       gpu::launch_paged_attention(params, at::cuda::getCurrentCUDAStream().stream());
@@ -50,8 +44,8 @@ void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tens
                                               block_tables, seq_lens, block_size,
                                               alibi_slopes, kv_cache_dtype);
   if (s.num_seqs == 0) return;
-  launch(make_params(s, out, query, key_cache, value_cache, scale, block_tables, seq_lens,
-                     alibi_slopes, op),
+  launch(gpu_args(s, out, query, key_cache, value_cache, scale, block_tables, seq_lens,
+                  alibi_slopes, op),
          query, op);
 }
 
@@ -72,13 +66,9 @@ void paged_attention_v2(at::Tensor& out, at::Tensor& exp_sums, at::Tensor& max_l
   const int64_t parts =
       check_v2_buffers(op, s, exp_sums, max_logits, tmp_out, query, max_seq_len);
   if (s.num_seqs == 0) return;
-  gpu::PagedAttentionParams params = make_params(s, out, query, key_cache, value_cache, scale,
-                                                 block_tables, seq_lens, alibi_slopes, op);
-  params.partition_size = kPagedAttentionPartitionSize;
-  params.max_num_partitions = parts;
-  params.exp_sums = exp_sums.data_ptr<float>();
-  params.max_logits = max_logits.data_ptr<float>();
-  params.tmp_out = tmp_out.data_ptr();
+  PagedAttentionArgs params = gpu_args(s, out, query, key_cache, value_cache, scale,
+                                       block_tables, seq_lens, alibi_slopes, op);
+  add_v2_buffers(params, parts, exp_sums, max_logits, tmp_out);
   launch(params, query, op);
 }
 
@@ -95,8 +85,8 @@ void paged_attention_prefill(at::Tensor& out, const at::Tensor& query,
                                                  alibi_slopes, kv_cache_dtype);
   check_query_start_loc(op, s, query_start_loc);
   if (s.num_seqs == 0 || query.size(0) == 0) return;
-  gpu::PagedAttentionParams params = make_params(s, out, query, key_cache, value_cache, scale,
-                                                 block_tables, seq_lens, alibi_slopes, op);
+  PagedAttentionArgs params = gpu_args(s, out, query, key_cache, value_cache, scale,
+                                       block_tables, seq_lens, alibi_slopes, op);
   params.query_start_loc = query_start_loc.data_ptr<int32_t>();
   launch(params, query, op);
 }

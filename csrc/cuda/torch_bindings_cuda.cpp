@@ -104,8 +104,8 @@ void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tenso
                        const std::string& kv_cache_dtype, const at::Tensor& k_scale,
                        const at::Tensor& v_scale) {
   constexpr const char* op = "reshape_and_cache";
-  check_kv_cache_dtype(kv_cache_dtype, op);
-  const CacheShape s = check_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping);
+  const CacheShape s =
+      check_reshape_and_cache(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype);
   if (s.num_tokens == 0) return;
   const at::cuda::OptionalCUDAGuard guard(key.device());
   check_launch(gpu::launch_reshape_and_cache(
