@@ -15,4 +15,26 @@ __version__: str = build_info().get("version") or "0.0.0+unbuilt"
 
 _envs.warn_unknown_vllm_variables()
 
-__all__ = ["__version__", "build_info"]
+# The engine classes load on first use: `import vllm` (and `vllm --version`)
+# stays light, and needs neither transformers nor a model.
+_LAZY = {
+    "LLM": "vllm.entrypoints.llm",
+    "SamplingParams": "vllm.sampling_params",
+    "RequestOutputKind": "vllm.sampling_params",
+    "RequestOutput": "vllm.outputs",
+    "CompletionOutput": "vllm.outputs",
+    "EngineArgs": "vllm.engine.arg_utils",
+    "LLMEngine": "vllm.engine.llm_engine",
+    "ModelRegistry": "vllm.model_executor.models",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vllm' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["__version__", "build_info", *_LAZY]

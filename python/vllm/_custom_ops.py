@@ -143,6 +143,13 @@ def paged_attention_prefill(out: torch.Tensor, query: torch.Tensor,
         query_start_loc, seq_lens, alibi_slopes, kv_cache_dtype, k_scale, v_scale)
 
 
+# ---------------------------------------------------------------- CPU utils
+def init_cpu_threads_env(cpu_ids: list[int] | str) -> str:
+    """Run one OpenMP thread per CPU, each bound to its CPU (CPU builds)."""
+    spec = cpu_ids if isinstance(cpu_ids, str) else ",".join(str(c) for c in cpu_ids)
+    return torch.ops._C.init_cpu_threads_env(spec)
+
+
 # ---------------------------------------------------------------- fakes
 if _C is not None:
 

@@ -406,6 +406,9 @@ _var("VLLM_CPU_ISA", _choice("auto", "avx512", "avx2", "scalar"), "auto",
      "auto | avx512 | avx2 | scalar",
      "CPU kernel variant to run; auto picks the best the CPU supports. A "
      "variant the CPU lacks is refused at import.")
+_var("MODELSCOPE_CACHE", _expanded_path, None, PATH,
+     "ModelScope's cache root; with VLLM_USE_MODELSCOPE=True model ids are "
+     "looked up under its hub/ folder (unset: ~/.cache/modelscope).")
 
 environment_variables: dict[str, EnvVar] = {v.name: v for v in _REGISTRY}
 

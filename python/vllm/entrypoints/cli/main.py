@@ -1,9 +1,23 @@
-"""The `vllm` command. For now: --version [--verbose] and collect-env."""
+"""The `vllm` command: generate, chat, collect-env, --version."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+
+
+def _add_engine_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None,
+                        help="folder, .gguf file or cached model id (default: the embedded "
+                             "SmolLM2-135M-Instruct)")
+    parser.add_argument("--dtype", default="auto",
+                        choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument("--max-model-len", type=int, default=None)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=-1)
+    parser.add_argument("--seed", type=int, default=None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -14,7 +28,53 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --version, print the build record too")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("collect-env", help="print the build record and the runtime")
+    generate = sub.add_parser("generate", help="complete a prompt offline and print the text")
+    generate.add_argument("prompt", nargs="+", help="prompt text (several: one each)")
+    generate.add_argument("--chat", action="store_true",
+                          help="wrap each prompt as a user message in the chat template")
+    _add_engine_args(generate)
+    chat = sub.add_parser("chat", help="interactive chat in the terminal (offline)")
+    chat.add_argument("--system", default=None, help="system prompt")
+    _add_engine_args(chat)
     return parser
+
+
+def _llm_and_params(args):
+    from vllm import LLM, SamplingParams
+    llm = LLM(model=args.model, dtype=args.dtype, max_model_len=args.max_model_len)
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
+                            top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    return llm, params
+
+
+def _generate(args) -> int:
+    llm, params = _llm_and_params(args)
+    if args.chat:
+        outputs = llm.chat([[{"role": "user", "content": p}] for p in args.prompt], params,
+                           use_tqdm=False)
+    else:
+        outputs = llm.generate(args.prompt, params, use_tqdm=False)
+    for output in outputs:
+        print(output.outputs[0].text)
+    return 0
+
+
+def _chat(args) -> int:
+    llm, params = _llm_and_params(args)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line or line.strip() in ("/exit", "/quit"):
+            return 0
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        reply = llm.chat(messages, params, use_tqdm=False)[0].outputs[0].text
+        messages.append({"role": "assistant", "content": reply})
+        print(reply, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         from vllm.collect_env import main as collect_env_main
         collect_env_main()
         return 0
+    if args.command == "generate":
+        return _generate(args)
+    if args.command == "chat":
+        return _chat(args)
     if args.version:
         import vllm
         print(vllm.__version__)

@@ -1,0 +1,1 @@
+"""Attention backends: how a layer writes the paged KV cache and attends."""

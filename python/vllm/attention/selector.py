@@ -1,0 +1,28 @@
+"""Which attention backend runs: VLLM_ATTENTION_BACKEND, or the default for
+the device. An unknown or unavailable choice is an error that lists the
+choices."""
+from __future__ import annotations
+
+from vllm import envs
+from vllm.attention.backends.paged import PagedAttentionBackend
+from vllm.attention.backends.torch_sdpa import TorchSDPABackend
+
+_CPU_BACKENDS = {b.name: b for b in (PagedAttentionBackend, TorchSDPABackend)}
+# Known to vLLM users but not runnable by this CPU engine (GPU-only kernels).
+_GPU_ONLY = ("FLASH_ATTN", "FLASHINFER", "XFORMERS", "TRITON_ATTN", "ROCM_FLASH",
+             "TRITON_MLA", "FLASHMLA")
+
+
+def get_attn_backend(name: str | None = None, device: str = "cpu"):
+    choice = name if name is not None else envs.VLLM_ATTENTION_BACKEND
+    if choice is None or choice == "":
+        return PagedAttentionBackend
+    key = choice.strip().upper()
+    if key in _CPU_BACKENDS:
+        return _CPU_BACKENDS[key]
+    available = ", ".join(_CPU_BACKENDS)
+    if key in _GPU_ONLY:
+        raise ValueError(f"attention backend {choice!r} needs a GPU; on {device} choose "
+                         f"one of: {available}")
+    raise ValueError(f"unknown attention backend {choice!r} (VLLM_ATTENTION_BACKEND); "
+                     f"choose one of: {available}")

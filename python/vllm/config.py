@@ -1,0 +1,156 @@
+"""The engine's configuration: one dataclass per concern, validated when
+built; bad values raise ValueError with the reason."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from vllm import envs
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float": torch.float32, "bfloat16": torch.bfloat16,
+           "float16": torch.float16, "half": torch.float16}
+LOAD_FORMATS = ("auto", "safetensors", "pt", "gguf", "dummy")
+_GIB = 1 << 30
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def resolve_dtype(dtype: str | torch.dtype, config_dtype: torch.dtype | None) -> torch.dtype:
+    """'auto' is the checkpoint's 16-bit dtype, and bf16 for fp32 checkpoints
+    where the CPU computes bf16 natively (fp32 otherwise); fp16 is allowed
+    but runs slower than bf16 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    elif dtype == "auto":
+        if config_dtype in (torch.bfloat16, torch.float16):
+            return torch.bfloat16 if config_dtype == torch.float16 else config_dtype
+        return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+    elif dtype in _DTYPES:
+        resolved = _DTYPES[dtype]
+    else:
+        raise ValueError(f"dtype {dtype!r} is not one of auto, "
+                         f"{', '.join(sorted(_DTYPES))}")
+    if resolved not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype {resolved} is not supported (float32, bfloat16, float16)")
+    return resolved
+
+
+@dataclass
+class ModelConfig:
+    model: str  # what the user asked for; None/"" means the embedded default
+    path: str  # resolved folder or .gguf file
+    is_gguf: bool
+    hf_config: Any  # transformers.PretrainedConfig
+    dtype: torch.dtype
+    max_model_len: int
+    load_format: str = "auto"
+    seed: int = 0
+    tokenizer: str | None = None
+    served_model_name: str = ""
+
+    @property
+    def architecture(self) -> str:
+        archs = getattr(self.hf_config, "architectures", None) or []
+        return archs[0] if archs else "unknown"
+
+    @property
+    def head_size(self) -> int:
+        cfg = self.hf_config
+        return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+    @property
+    def num_kv_heads(self) -> int:
+        cfg = self.hf_config
+        return getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+
+    @property
+    def num_layers(self) -> int:
+        return self.hf_config.num_hidden_layers
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf_config.vocab_size
+
+
+def derive_max_model_len(hf_config: Any, requested: int | None) -> int:
+    """The context length: the config's unless the user asks for less (or,
+    with VLLM_ALLOW_LONG_MAX_MODEL_LEN, more). Sliding-window models are
+    capped at their window: the kernels attend over the whole context."""
+    derived = getattr(hf_config, "max_position_embeddings", None) or 2048
+    window = getattr(hf_config, "sliding_window", None)
+    if window and getattr(hf_config, "use_sliding_window", True) and window < derived:
+        logger.info("capping the context at the sliding window (%d tokens)", window)
+        derived = window
+    if requested is None:
+        return derived
+    if requested < 1:
+        raise ValueError(f"max_model_len must be positive, got {requested}")
+    if requested > derived and not envs.VLLM_ALLOW_LONG_MAX_MODEL_LEN:
+        raise ValueError(
+            f"max_model_len {requested} is larger than the model's maximum length "
+            f"{derived}; set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 to allow it (outputs may "
+            "be wrong past the trained length)")
+    return requested
+
+
+@dataclass
+class CacheConfig:
+    block_size: int = 32  # the CPU attention kernel reads 32-token blocks best
+    cache_space_bytes: int = 4 * _GIB
+    enable_prefix_caching: bool = True
+    num_blocks_override: int | None = None  # tests: a tiny cache forces preemption
+    num_blocks: int = 0  # decided by the worker from the space and the model
+
+    def __post_init__(self) -> None:
+        if self.block_size not in (8, 16, 32, 64, 128):
+            raise ValueError(f"block_size must be 8, 16, 32, 64 or 128, got {self.block_size}")
+        if self.num_blocks_override is not None and self.num_blocks_override < 1:
+            raise ValueError("num_gpu_blocks_override must be at least 1")
+
+    @staticmethod
+    def space_from_env() -> int:
+        gib = envs.VLLM_CPU_KVCACHE_SPACE  # refuses negative values
+        if gib == 0:
+            logger.info("VLLM_CPU_KVCACHE_SPACE is not set: using 4 GiB for the KV cache")
+            gib = 4
+        return gib * _GIB
+
+
+@dataclass
+class SchedulerConfig:
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 128
+    max_model_len: int = 2048
+    enable_chunked_prefill: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be at least 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError("max_num_batched_tokens must be at least 1, got "
+                             f"{self.max_num_batched_tokens}")
+        if not self.enable_chunked_prefill and self.max_num_batched_tokens < self.max_model_len:
+            raise ValueError(
+                f"max_num_batched_tokens ({self.max_num_batched_tokens}) is smaller than "
+                f"max_model_len ({self.max_model_len}) without chunked prefill: long "
+                "prompts could never be scheduled")
+
+
+@dataclass
+class VllmConfig:
+    model_config: ModelConfig
+    cache_config: CacheConfig
+    scheduler_config: SchedulerConfig
+    attention_backend: str | None = None
+    extra: dict = field(default_factory=dict)

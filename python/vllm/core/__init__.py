@@ -1,0 +1,2 @@
+"""Scheduling over the paged KV cache: requests, blocks, prefix hashing and
+the scheduler. Pure Python, no tensors."""

@@ -1,0 +1,67 @@
+"""EngineArgs: the user-facing knobs (vLLM's names), turned into a validated
+VllmConfig plus the tokenizer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vllm.config import (CacheConfig, ModelConfig, SchedulerConfig, VllmConfig,
+                         derive_max_model_len, resolve_dtype)
+
+
+@dataclass
+class EngineArgs:
+    model: str | None = None  # None: the embedded SmolLM2-135M-Instruct
+    tokenizer: str | None = None
+    revision: str | None = None
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    load_format: str = "auto"
+    seed: int = 0
+    block_size: int = 32
+    enable_prefix_caching: bool = True
+    max_num_seqs: int = 128
+    max_num_batched_tokens: int | None = None
+    enable_chunked_prefill: bool = True
+    num_gpu_blocks_override: int | None = None
+    served_model_name: str | None = None
+    device: str = "cpu"
+    trust_remote_code: bool = False  # accepted for compatibility; no remote code runs
+
+    def create_engine_config(self) -> tuple[VllmConfig, object]:
+        import torch
+
+        from vllm.transformers_utils.model_resolver import resolve_model
+        from vllm.transformers_utils.tokenizer import get_tokenizer
+
+        if self.device not in ("cpu", "auto"):
+            raise ValueError(f"device {self.device!r} is not supported by this engine (cpu)")
+        resolved = resolve_model(self.model, self.revision)
+        if resolved.is_gguf:
+            from vllm.transformers_utils.gguf_file import load_gguf_config
+            hf_config = load_gguf_config(resolved.path)
+        else:
+            from transformers import AutoConfig
+            hf_config = AutoConfig.from_pretrained(resolved.path)
+        config_dtype = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+        if isinstance(config_dtype, str):
+            config_dtype = getattr(torch, config_dtype, None)
+        dtype = resolve_dtype(self.dtype, config_dtype)
+        max_model_len = derive_max_model_len(hf_config, self.max_model_len)
+        model_config = ModelConfig(
+            model=self.model or "", path=resolved.path, is_gguf=resolved.is_gguf,
+            hf_config=hf_config, dtype=dtype, max_model_len=max_model_len,
+            load_format=self.load_format, seed=self.seed, tokenizer=self.tokenizer,
+            served_model_name=self.served_model_name or resolved.name)
+        cache_config = CacheConfig(block_size=self.block_size,
+                                   cache_space_bytes=CacheConfig.space_from_env(),
+                                   enable_prefix_caching=self.enable_prefix_caching,
+                                   num_blocks_override=self.num_gpu_blocks_override)
+        batched = self.max_num_batched_tokens
+        if batched is None:
+            batched = 2048 if self.enable_chunked_prefill else max(2048, max_model_len)
+        scheduler_config = SchedulerConfig(max_num_batched_tokens=batched,
+                                           max_num_seqs=self.max_num_seqs,
+                                           max_model_len=max_model_len,
+                                           enable_chunked_prefill=self.enable_chunked_prefill)
+        tokenizer = get_tokenizer(resolved, self.tokenizer, self.revision)
+        return VllmConfig(model_config, cache_config, scheduler_config), tokenizer

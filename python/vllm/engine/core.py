@@ -1,0 +1,66 @@
+"""EngineCore: one step = schedule, execute, update. Owns the scheduler and
+the worker; knows nothing of text."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from vllm.config import VllmConfig
+from vllm.core.request import Request, RequestStatus
+from vllm.core.scheduler import Scheduler
+from vllm.core.sched_output import EngineCoreOutput
+from vllm.worker.cpu_worker import CPUWorker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SchedulerStats:
+    num_running_reqs: int
+    num_waiting_reqs: int
+    kv_cache_usage: float
+    prefix_cache_queries: int  # prompt tokens looked up
+    prefix_cache_hits: int  # of which found cached
+    num_preemptions: int
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0
+
+
+class EngineCore:
+    def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
+        start = time.perf_counter()
+        self.config = config
+        self.worker = CPUWorker(config, eos_token_id)
+        cc = config.cache_config
+        self.scheduler = Scheduler(config.scheduler_config, cc.num_blocks, cc.block_size,
+                                   cc.enable_prefix_caching)
+        logger.info("engine core ready in %.2f s", time.perf_counter() - start)
+
+    def add_request(self, request: Request) -> None:
+        self.scheduler.add_request(request)
+
+    def abort_requests(self, request_ids: list[str],
+                       status: RequestStatus = RequestStatus.FINISHED_ABORTED) -> None:
+        self.scheduler.finish_requests(request_ids, status)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished_requests()
+
+    def step(self) -> list[EngineCoreOutput]:
+        if not self.scheduler.has_unfinished_requests():
+            return []
+        sched = self.scheduler.schedule()
+        result = self.worker.execute_model(sched)
+        return self.scheduler.update_from_output(sched, result)
+
+    def stats(self) -> SchedulerStats:
+        s = self.scheduler
+        pool = s.kv.pool
+        return SchedulerStats(len(s.running), len(s.waiting), s.kv_cache_usage(),
+                              pool.queries, pool.hits, s.num_preemptions)
+
+    def reset_prefix_cache(self) -> bool:
+        return self.scheduler.reset_prefix_cache()

@@ -1,0 +1,34 @@
+"""The attention layer: projects nothing, owns one layer's KV cache, and
+hands the step's metadata (from the forward context) to the backend."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vllm.forward_context import get_attn_metadata
+
+
+class Attention(nn.Module):
+    def __init__(self, num_heads: int, head_size: int, scale: float, num_kv_heads: int,
+                 backend) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_size = head_size
+        self.scale = scale
+        self.num_kv_heads = num_kv_heads
+        self.backend = backend
+        # Bound by the worker once the cache is allocated: (key_cache, value_cache).
+        self.kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor,
+                value: torch.Tensor) -> torch.Tensor:
+        if self.kv_cache is None:
+            raise RuntimeError("attention layer has no KV cache bound")
+        md = get_attn_metadata()
+        tokens = query.shape[0]
+        out = self.backend.forward(
+            query.view(tokens, self.num_heads, self.head_size),
+            key.view(tokens, self.num_kv_heads, self.head_size),
+            value.view(tokens, self.num_kv_heads, self.head_size),
+            self.kv_cache[0], self.kv_cache[1], md, self.num_kv_heads, self.scale)
+        return out.view(tokens, self.num_heads * self.head_size)

@@ -1,0 +1,94 @@
+"""Load formats: Hugging Face safetensors (sharded or not), PyTorch .bin,
+GGUF (dequantized at load), and dummy (random weights, for tests and
+benchmarks that need no real checkpoint)."""
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import time
+from typing import Iterator
+
+import torch
+
+from vllm.config import LOAD_FORMATS, ModelConfig
+from vllm.model_executor.models import ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+
+def _safetensors_files(folder: str) -> list[str]:
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        return [os.path.join(folder, shard) for shard in shards]
+    return sorted(glob.glob(os.path.join(folder, "*.safetensors")))
+
+
+def _iterate_safetensors(files: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+    for path in files:
+        with safe_open(path, framework="pt") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)
+
+
+def _iterate_pt(folder: str) -> Iterator[tuple[str, torch.Tensor]]:
+    files = sorted(glob.glob(os.path.join(folder, "pytorch_model*.bin")))
+    if not files:
+        raise ValueError(f"{folder} has no safetensors or pytorch_model*.bin weights")
+    for path in files:
+        yield from torch.load(path, map_location="cpu", weights_only=True).items()
+
+
+def _weights(config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
+    fmt = config.load_format
+    if config.is_gguf:
+        if fmt not in ("auto", "gguf"):
+            raise ValueError(f"load_format {fmt!r} cannot read the GGUF file {config.path}")
+        from vllm.transformers_utils.gguf_file import iterate_gguf_weights
+        return iterate_gguf_weights(config.path)
+    if fmt == "gguf":
+        raise ValueError(f"load_format 'gguf' needs a .gguf file, got {config.path}")
+    files = _safetensors_files(config.path) if fmt in ("auto", "safetensors") else []
+    if files:
+        return _iterate_safetensors(files)
+    if fmt == "safetensors":
+        raise ValueError(f"{config.path} has no .safetensors files")
+    return _iterate_pt(config.path)
+
+
+def _fill_dummy(model: torch.nn.Module, seed: int) -> None:
+    # Small uniform values as vLLM's dummy loader uses: finite logits, no meaning.
+    generator = torch.Generator().manual_seed(seed)
+    for param in model.parameters():
+        values = torch.empty(param.shape, dtype=torch.float32).uniform_(-1e-3, 1e-3,
+                                                                       generator=generator)
+        param.data.copy_(values)
+
+
+def get_model(config: ModelConfig, attn_backend) -> torch.nn.Module:
+    if config.load_format not in LOAD_FORMATS:
+        raise ValueError(f"load_format {config.load_format!r} is not one of "
+                         f"{', '.join(LOAD_FORMATS)}")
+    cls = ModelRegistry.resolve(getattr(config.hf_config, "architectures", None) or [])
+    start = time.perf_counter()
+    with torch.no_grad():
+        model = cls(config.hf_config, config.dtype, attn_backend)
+        if config.load_format == "dummy":
+            _fill_dummy(model, config.seed)
+        else:
+            loaded = model.load_weights(_weights(config))
+            missing = sorted(name for name, _ in model.named_parameters()
+                             if name not in loaded
+                             and not (name == "lm_head.weight" and model.tie_word_embeddings))
+            if missing:
+                raise ValueError(f"checkpoint {config.path} lacks weights: "
+                                 f"{', '.join(missing[:5])}"
+                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    model.eval()
+    logger.info("loaded %s (%s, %s) in %.2f s", config.architecture, config.load_format,
+                config.dtype, time.perf_counter() - start)
+    return model

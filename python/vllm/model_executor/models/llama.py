@@ -1,0 +1,155 @@
+"""Llama-family decoder (Llama 2/3, SmolLM2; Mistral and Qwen2 reuse it):
+fused QKV and gate/up projections, our norm / rotary / activation / paged
+attention kernels, and a loader that maps Hugging Face weight names."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from vllm.model_executor.layers.activation import ActAndMul
+from vllm.model_executor.layers.attention import Attention
+from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.layers.linear import Linear
+from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool) -> None:
+        super().__init__()
+        hidden = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = getattr(config, "num_key_value_heads", None) or self.num_heads
+        self.head_size = getattr(config, "head_dim", None) or hidden // self.num_heads
+        self.q_size = self.num_heads * self.head_size
+        self.kv_size = self.num_kv_heads * self.head_size
+        attention_bias = bool(getattr(config, "attention_bias", False))
+        self.qkv_proj = Linear(hidden, {"q": self.q_size, "k": self.kv_size, "v": self.kv_size},
+                               bias=qkv_bias or attention_bias, dtype=dtype)
+        self.o_proj = Linear(self.q_size, hidden, bias=attention_bias, dtype=dtype)
+        rotary_dim = int(self.head_size * getattr(config, "partial_rotary_factor", 1.0))
+        base, scaling = rope_settings(config)
+        self.rotary_emb = RotaryEmbedding(self.head_size, rotary_dim,
+                                          config.max_position_embeddings, base, True, dtype,
+                                          scaling)
+        self.attn = Attention(self.num_heads, self.head_size, self.head_size ** -0.5,
+                              self.num_kv_heads, backend)
+
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv_proj(hidden)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q, k = self.rotary_emb(positions, q, k)
+        return self.o_proj(self.attn(q, k, v))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config, dtype: torch.dtype) -> None:
+        super().__init__()
+        inter = config.intermediate_size
+        self.gate_up_proj = Linear(config.hidden_size, {"gate": inter, "up": inter},
+                                   bias=getattr(config, "mlp_bias", False), dtype=dtype)
+        self.act = ActAndMul(getattr(config, "hidden_act", "silu"))
+        self.down_proj = Linear(inter, config.hidden_size,
+                                bias=getattr(config, "mlp_bias", False), dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_up_proj(x)))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool) -> None:
+        super().__init__()
+        self.self_attn = LlamaAttention(config, dtype, backend, qkv_bias)
+        self.mlp = LlamaMLP(config, dtype)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+
+    def forward(self, positions, hidden, residual):
+        if residual is None:
+            residual = hidden
+            hidden = self.input_layernorm(hidden)
+        else:
+            hidden, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(positions, hidden)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool = False) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
+        self.embed_tokens.weight.requires_grad_(False)
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config, dtype, backend, qkv_bias)
+                                    for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        hidden = self.embed_tokens(input_ids)
+        residual = None
+        for layer in self.layers:
+            hidden, residual = layer(positions, hidden, residual)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+
+# Checkpoint projection name -> (our fused layer, shard)
+_STACKED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"),
+            "v_proj": ("qkv_proj", "v"), "gate_proj": ("gate_up_proj", "gate"),
+            "up_proj": ("gate_up_proj", "up")}
+
+
+class LlamaForCausalLM(nn.Module):
+    qkv_bias = False
+
+    def __init__(self, config, dtype: torch.dtype, attn_backend) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config, dtype, attn_backend, self.qkv_bias)
+        self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
+        if self.tie_word_embeddings:
+            self.lm_head = self.model.embed_tokens
+        else:
+            self.lm_head = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
+            self.lm_head.weight.requires_grad_(False)
+
+    def attention_layers(self) -> list[Attention]:
+        return [layer.self_attn.attn for layer in self.model.layers]
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, positions)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 logits of the given hidden states (only the rows to sample)."""
+        return torch.nn.functional.linear(hidden, self.lm_head.weight).float()
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
+        """Copy checkpoint tensors in; returns the parameter names filled."""
+        modules = dict(self.named_modules())
+        params = dict(self.named_parameters())
+        loaded: set[str] = set()
+        for name, tensor in weights:
+            if "rotary_emb.inv_freq" in name:
+                continue
+            if name == "lm_head.weight" and self.tie_word_embeddings:
+                continue  # tied: the embedding is the head
+            module_path, _, leaf = name.rpartition(".")
+            parent, _, proj = module_path.rpartition(".")
+            if proj in _STACKED:
+                fused, shard = _STACKED[proj]
+                modules[f"{parent}.{fused}"].load(leaf, tensor, shard)
+                loaded.add(f"{parent}.{fused}.{leaf}")
+            elif module_path in modules and isinstance(modules[module_path], Linear):
+                modules[module_path].load(leaf, tensor)
+                loaded.add(name)
+            elif name in params:
+                param = params[name]
+                if tuple(param.shape) != tuple(tensor.shape):
+                    raise ValueError(f"checkpoint {name} has shape {tuple(tensor.shape)}, "
+                                     f"expected {tuple(param.shape)}")
+                param.data.copy_(tensor)
+                loaded.add(name)
+            else:
+                raise ValueError(f"checkpoint tensor {name} has no place in {type(self).__name__}")
+        return loaded

@@ -1,0 +1,169 @@
+"""The sampler: logits processors, min_tokens, penalties, then greedy or
+temperature / top-k / top-p / min-p sampling, with vLLM's semantics.
+
+Returned logprobs are the model's raw log-softmax (before any processing),
+as vLLM returns by default. Seeded requests draw from their own generator,
+one draw per step, so their samples do not depend on what else is in the
+batch."""
+from __future__ import annotations
+
+import inspect
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from vllm.core.sched_output import SampledLogprobs
+from vllm.sampling_params import SamplingParams
+
+
+@dataclass
+class SamplingState:
+    """What the sampler needs of one request (kept by the runner)."""
+    params: SamplingParams
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    eos_token_id: int | None
+    generator: torch.Generator | None = None
+    _processor_arity: list[int] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, params: SamplingParams, prompt: list[int], outputs: list[int],
+               eos_token_id: int | None) -> "SamplingState":
+        generator = torch.Generator() if params.seed is not None else None
+        state = cls(params, prompt, outputs, eos_token_id, generator)
+        state._processor_arity = [_required_arguments(p) for p in params.logits_processors or []]
+        return state
+
+    def step_generator(self) -> torch.Generator | None:
+        """Seeded requests: a generator keyed by (seed, output position), so a
+        draw depends on neither the batch nor an earlier preemption."""
+        if self.generator is None:
+            return None
+        key = (self.params.seed * 1_000_003 + len(self.output_token_ids)) % (1 << 63)
+        return self.generator.manual_seed(key)
+
+
+def _required_arguments(processor) -> int:
+    """2: (output ids, logits); 3: (prompt ids, output ids, logits)."""
+    params = inspect.signature(processor).parameters.values()
+    return sum(1 for p in params if p.default is inspect.Parameter.empty
+               and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _apply_processors(state: SamplingState, row: torch.Tensor) -> torch.Tensor:
+    for processor, arity in zip(state.params.logits_processors, state._processor_arity):
+        if arity == 3:
+            row = processor(state.prompt_token_ids, state.output_token_ids, row)
+        else:
+            row = processor(state.output_token_ids, row)
+    return row
+
+
+def _apply_penalties(state: SamplingState, row: torch.Tensor) -> None:
+    p = state.params
+    vocab = row.shape[0]
+    if p.repetition_penalty != 1.0:
+        seen = torch.zeros(vocab, dtype=torch.bool)
+        tokens = [t for t in state.prompt_token_ids + state.output_token_ids if t < vocab]
+        if tokens:
+            seen[torch.tensor(tokens)] = True
+        penalised = torch.where(row > 0, row / p.repetition_penalty,
+                                row * p.repetition_penalty)
+        row.copy_(torch.where(seen, penalised, row))
+    if (p.frequency_penalty or p.presence_penalty) and state.output_token_ids:
+        counts = torch.bincount(torch.tensor(state.output_token_ids), minlength=vocab)[:vocab]
+        row -= p.frequency_penalty * counts.to(row.dtype)
+        row -= p.presence_penalty * (counts > 0).to(row.dtype)
+
+
+def _top_k_top_p_min_p(logits: torch.Tensor, states: list[SamplingState]) -> torch.Tensor:
+    vocab = logits.shape[1]
+    top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else vocab for s in states])
+    top_p = torch.tensor([s.params.top_p for s in states], dtype=torch.float32)
+    min_p = torch.tensor([s.params.min_p for s in states], dtype=torch.float32)
+    if bool((top_k < vocab).any()) or bool((top_p < 1.0).any()):
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        kth = sorted_logits.gather(1, (top_k.clamp(max=vocab) - 1)[:, None])
+        sorted_logits = sorted_logits.masked_fill(sorted_logits < kth, float("-inf"))
+        probs = sorted_logits.softmax(-1)
+        # drop a token once the mass before it already reaches top_p (keep >= 1)
+        before = probs.cumsum(-1) - probs
+        sorted_logits = sorted_logits.masked_fill(before >= top_p[:, None], float("-inf"))
+        logits = torch.empty_like(logits).scatter_(1, order, sorted_logits)
+    if bool((min_p > 0).any()):
+        probs = logits.softmax(-1)
+        threshold = min_p[:, None] * probs.max(-1, keepdim=True).values
+        logits = logits.masked_fill(probs < threshold, float("-inf"))
+    return logits
+
+
+def _logprobs_of(raw: torch.Tensor, token: int, k: int) -> SampledLogprobs:
+    value = raw[token]
+    rank = int((raw > value).sum()) + 1
+    ids, lps, ranks = [token], [float(value)], [rank]
+    if k > 0:
+        top = raw.topk(k)
+        ids += top.indices.tolist()
+        lps += top.values.tolist()
+        ranks += list(range(1, k + 1))
+    return SampledLogprobs(ids, lps, ranks)
+
+
+def logprobs_for_tokens(logits: torch.Tensor, tokens: list[int],
+                        k: int) -> list[SampledLogprobs]:
+    """Raw logprobs of given tokens (prompt logprobs) plus the top-k at each row."""
+    raw = logits.float().log_softmax(-1)
+    return [_logprobs_of(raw[i], t, k) for i, t in enumerate(tokens)]
+
+
+class Sampler:
+    def __init__(self, processor_threads: int | None = None) -> None:
+        self.pool = (ThreadPoolExecutor(processor_threads, thread_name_prefix="logits-proc")
+                     if processor_threads else None)
+
+    def __call__(self, logits: torch.Tensor, states: list[SamplingState]
+                 ) -> tuple[list[int], list[SampledLogprobs | None]]:
+        logits = logits.float()
+        want_logprobs = [s.params.logprobs is not None for s in states]
+        raw = logits.log_softmax(-1) if any(want_logprobs) else None
+        with_processors = [i for i, s in enumerate(states) if s.params.logits_processors]
+        if with_processors:
+            rows = [logits[i] for i in with_processors]
+            jobs = [(states[i], rows[n]) for n, i in enumerate(with_processors)]
+            results = (list(self.pool.map(lambda a: _apply_processors(*a), jobs)) if self.pool
+                       else [_apply_processors(*a) for a in jobs])
+            logits = logits.clone()
+            for i, row in zip(with_processors, results):
+                logits[i] = row
+        for i, state in enumerate(states):
+            p = state.params
+            if len(state.output_token_ids) < p.min_tokens:
+                banned = set(p.all_stop_token_ids)
+                if state.eos_token_id is not None and not p.ignore_eos:
+                    banned.add(state.eos_token_id)
+                banned = [t for t in banned if t < logits.shape[1]]
+                if banned:
+                    logits[i, banned] = float("-inf")
+            if (p.repetition_penalty != 1.0 or p.frequency_penalty or p.presence_penalty):
+                _apply_penalties(state, logits[i])
+
+        tokens = logits.argmax(-1)
+        random_rows = [i for i, s in enumerate(states) if s.params.temperature > 0]
+        if random_rows:
+            sub_states = [states[i] for i in random_rows]
+            index = torch.tensor(random_rows)
+            temps = torch.tensor([s.params.temperature for s in sub_states])
+            scaled = _top_k_top_p_min_p(logits[index] / temps[:, None], sub_states)
+            probs = scaled.softmax(-1)
+            # Gumbel-style: argmax(p / q), q ~ Exp(1), equals sampling from p.
+            noise = torch.empty_like(probs)
+            for n, state in enumerate(sub_states):
+                noise[n].exponential_(generator=state.step_generator())
+            tokens[index] = (probs / noise).argmax(-1)
+
+        token_list = tokens.tolist()
+        logprobs = [(_logprobs_of(raw[i], token_list[i], s.params.logprobs)
+                     if raw is not None and s.params.logprobs is not None else None)
+                    for i, s in enumerate(states)]
+        return token_list, logprobs

@@ -1,0 +1,1 @@
+"""Finding models offline and reading their configs, weights and tokenizers."""

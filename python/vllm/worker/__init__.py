@@ -1,0 +1,1 @@
+"""The worker side: KV-cache allocation, thread placement and the model runner."""

@@ -1,0 +1,115 @@
+"""The CPU worker: places the OpenMP threads, loads the model, sizes and
+allocates the paged KV cache, and owns the model runner."""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+from vllm import envs
+from vllm.attention.kv_cache_layout import kv_cache_shapes
+from vllm.attention.selector import get_attn_backend
+from vllm.config import VllmConfig
+from vllm.core.sched_output import ModelRunnerOutput, SchedulerOutput
+from vllm.model_executor.model_loader import get_model
+from vllm.worker.model_runner import ModelRunner
+
+logger = logging.getLogger(__name__)
+
+
+def parse_cpu_list(spec: str) -> list[int]:
+    """'0-3,6' -> [0, 1, 2, 3, 6]; a clear error for anything else."""
+    cpus: list[int] = []
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-"))
+                if hi < lo:
+                    raise ValueError
+                cpus.extend(range(lo, hi + 1))
+            else:
+                cpus.append(int(part))
+    except ValueError:
+        raise ValueError(f"VLLM_CPU_OMP_THREADS_BIND={spec!r} is not 'all' or a CPU list "
+                         "such as '0-3' or '0,2,4'") from None
+    return cpus
+
+
+def bind_threads(spec: str, rank: int = 0) -> list[int] | None:
+    """Apply VLLM_CPU_OMP_THREADS_BIND: 'all' leaves placement to the OS;
+    a list ('0-1', ranks separated by '|') pins this process to those CPUs
+    and runs one OpenMP thread on each, each thread bound to its own CPU."""
+    if spec.strip() in ("", "all"):
+        return None
+    per_rank = spec.split("|")
+    if rank >= len(per_rank):
+        raise ValueError(f"VLLM_CPU_OMP_THREADS_BIND={spec!r} names {len(per_rank)} rank(s); "
+                         f"rank {rank} has none")
+    cpus = parse_cpu_list(per_rank[rank])
+    allowed = os.sched_getaffinity(0)
+    unknown = sorted(set(cpus) - allowed)
+    if unknown:
+        raise ValueError(f"VLLM_CPU_OMP_THREADS_BIND names CPUs {unknown} this process may "
+                         f"not use (allowed: {sorted(allowed)})")
+    os.sched_setaffinity(0, cpus)
+    torch.set_num_threads(len(cpus))
+    from vllm import _custom_ops as ops
+    ops.init_cpu_threads_env(cpus)
+    logger.info("OpenMP threads bound to CPUs %s", cpus)
+    return cpus
+
+
+def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Zeros that cost nothing until touched: numpy's calloc maps large
+    buffers as zero pages, so a 4 GiB cache takes memory only as it fills.
+    Zeros, not garbage: a kernel reading the tail of a half-filled block
+    multiplies by zero weights, and 0 * NaN would poison the output."""
+    nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+    return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).view(shape)
+
+
+class CPUWorker:
+    def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
+        self.config = config
+        self.bound_cpus = bind_threads(envs.VLLM_CPU_OMP_THREADS_BIND)
+        mc, cc = config.model_config, config.cache_config
+        self.attn_backend = get_attn_backend(config.attention_backend)
+        self.model = get_model(mc, self.attn_backend)
+        self.kv_caches = self._allocate_kv_cache()
+        self.runner = ModelRunner(self.model, cc.block_size, eos_token_id,
+                                  envs.VLLM_LOGITS_PROCESSOR_THREADS)
+
+    def block_bytes(self) -> int:
+        mc, cc = self.config.model_config, self.config.cache_config
+        element = torch.empty((), dtype=mc.dtype).element_size()
+        return 2 * mc.num_layers * cc.block_size * mc.num_kv_heads * mc.head_size * element
+
+    def _allocate_kv_cache(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        mc, cc = self.config.model_config, self.config.cache_config
+        if cc.num_blocks_override is not None:
+            num_blocks = cc.num_blocks_override
+        else:
+            num_blocks = cc.cache_space_bytes // self.block_bytes()
+        min_blocks = -(-mc.max_model_len // cc.block_size)
+        if num_blocks < min_blocks and cc.num_blocks_override is None:
+            raise ValueError(
+                f"the KV cache ({cc.cache_space_bytes / (1 << 30):.2f} GiB, {num_blocks} blocks) "
+                f"cannot hold one sequence of max_model_len={mc.max_model_len} "
+                f"({min_blocks} blocks): raise VLLM_CPU_KVCACHE_SPACE or lower max_model_len")
+        cc.num_blocks = num_blocks
+        shapes = kv_cache_shapes(num_blocks, cc.block_size, mc.num_kv_heads, mc.head_size)
+        caches = []
+        for layer in self.model.attention_layers():
+            pair = (_lazy_zeros(shapes.key, mc.dtype), _lazy_zeros(shapes.value, mc.dtype))
+            layer.kv_cache = pair
+            caches.append(pair)
+        logger.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens)", num_blocks,
+                    cc.block_size, num_blocks * self.block_bytes() / (1 << 30),
+                    num_blocks * cc.block_size)
+        return caches
+
+    def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        return self.runner.execute(sched)

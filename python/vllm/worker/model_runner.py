@@ -1,0 +1,122 @@
+"""The model runner: turns a SchedulerOutput into one forward pass over the
+flattened tokens of every scheduled request, then samples.
+
+It keeps its own copy of each running request's tokens and block ids (the
+scheduler sends only what changed), builds the attention metadata, and
+returns typed outputs. It decides nothing about scheduling."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vllm.attention.backends.metadata import AttentionMetadata
+from vllm.core.sched_output import ModelRunnerOutput, SampledLogprobs, SchedulerOutput
+from vllm.forward_context import set_forward_context
+from vllm.sample.sampler import Sampler, SamplingState, logprobs_for_tokens
+
+
+@dataclass
+class _RequestState:
+    token_ids: list[int]
+    num_prompt_tokens: int
+    block_ids: list[int]
+    sampling: SamplingState
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, block_size: int, eos_token_id: int | None,
+                 logits_processor_threads: int | None = None) -> None:
+        self.model = model
+        self.block_size = block_size
+        self.eos_token_id = eos_token_id
+        self.sampler = Sampler(logits_processor_threads)
+        self.requests: dict[str, _RequestState] = {}
+
+    def _update_states(self, sched: SchedulerOutput) -> None:
+        for req_id in sched.finished_req_ids | sched.preempted_req_ids:
+            self.requests.pop(req_id, None)
+        for new in sched.scheduled_new_reqs:
+            tokens = list(new.token_ids)
+            prompt = tokens[:new.num_prompt_tokens]
+            outputs = tokens[new.num_prompt_tokens:]
+            self.requests[new.req_id] = _RequestState(
+                tokens, new.num_prompt_tokens, list(new.block_ids),
+                SamplingState.create(new.sampling_params, prompt, outputs, self.eos_token_id))
+        for cached in sched.scheduled_cached_reqs:
+            self.requests[cached.req_id].block_ids.extend(cached.new_block_ids)
+
+    @torch.inference_mode()
+    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        self._update_states(sched)
+        if sched.total_num_scheduled_tokens == 0:
+            return ModelRunnerOutput({})
+        bs = self.block_size
+        req_ids = list(sched.num_scheduled_tokens)
+        counts = np.fromiter(sched.num_scheduled_tokens.values(), dtype=np.int64,
+                             count=len(req_ids))
+        starts = {c.req_id: c.num_computed_tokens for c in sched.scheduled_cached_reqs}
+        starts.update({n.req_id: n.num_computed_tokens for n in sched.scheduled_new_reqs})
+
+        states = [self.requests[r] for r in req_ids]
+        computed = np.array([starts[r] for r in req_ids], dtype=np.int64)
+        seq_lens = computed + counts
+        query_start = np.zeros(len(req_ids) + 1, dtype=np.int64)
+        np.cumsum(counts, out=query_start[1:])
+        max_blocks = max(len(s.block_ids) for s in states)
+        block_table = np.zeros((len(req_ids), max_blocks), dtype=np.int32)
+        input_ids = np.empty(int(query_start[-1]), dtype=np.int64)
+        positions = np.empty_like(input_ids)
+        for i, state in enumerate(states):
+            block_table[i, :len(state.block_ids)] = state.block_ids
+            lo, hi = int(query_start[i]), int(query_start[i + 1])
+            input_ids[lo:hi] = state.token_ids[computed[i]:seq_lens[i]]
+            positions[lo:hi] = np.arange(computed[i], seq_lens[i])
+        row_of_token = np.repeat(np.arange(len(req_ids)), counts)
+        slot_mapping = block_table[row_of_token, positions // bs].astype(np.int64) * bs \
+            + positions % bs
+
+        md = AttentionMetadata(
+            slot_mapping=torch.from_numpy(slot_mapping),
+            query_start_loc=torch.from_numpy(query_start.astype(np.int32)),
+            seq_lens=torch.from_numpy(seq_lens.astype(np.int32)),
+            block_tables=torch.from_numpy(block_table),
+            max_query_len=int(counts.max()), max_seq_len=int(seq_lens.max()), block_size=bs)
+        with set_forward_context(md):
+            hidden = self.model(torch.from_numpy(input_ids), torch.from_numpy(positions))
+
+        # Rows that end at the last known token produce the next token.
+        sample_rows, sample_states, sample_ids = [], [], []
+        prompt_logprobs: dict[str, list[SampledLogprobs]] = {}
+        for i, (req_id, state) in enumerate(zip(req_ids, states)):
+            if seq_lens[i] == len(state.token_ids):
+                sample_rows.append(int(query_start[i + 1]) - 1)
+                sample_states.append(state.sampling)
+                sample_ids.append(req_id)
+            k = state.sampling.params.prompt_logprobs
+            if k is not None and computed[i] < state.num_prompt_tokens:
+                prompt_logprobs[req_id] = self._prompt_logprobs(
+                    hidden, state, int(query_start[i]), int(computed[i]), int(seq_lens[i]), k)
+        if not sample_rows:
+            return ModelRunnerOutput({}, {}, prompt_logprobs)
+        logits = self.model.compute_logits(hidden[sample_rows])
+        tokens, logprobs = self.sampler(logits, sample_states)
+        for req_id, token in zip(sample_ids, tokens):
+            state = self.requests[req_id]
+            state.token_ids.append(token)
+            state.sampling.output_token_ids.append(token)  # penalties, min_tokens, processors
+        return ModelRunnerOutput(
+            dict(zip(sample_ids, tokens)),
+            {r: lp for r, lp in zip(sample_ids, logprobs) if lp is not None},
+            prompt_logprobs)
+
+    def _prompt_logprobs(self, hidden: torch.Tensor, state: _RequestState, row0: int,
+                         start: int, end: int, k: int) -> list[SampledLogprobs]:
+        """Logprobs of the prompt tokens this chunk predicts: the row at
+        position p predicts token p + 1, up to the prompt's last token."""
+        last = min(end, state.num_prompt_tokens - 1)  # rows start .. last - 1
+        if last <= start:
+            return []
+        logits = self.model.compute_logits(hidden[row0:row0 + last - start])
+        return logprobs_for_tokens(logits, state.token_ids[start + 1:last + 1], k)
