@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from vllm import LLM, SamplingParams
+from vllm import LLM, SamplingParams, envs
 from vllm.attention.selector import get_attn_backend
 from vllm.config import CacheConfig
 from vllm.transformers_utils.model_resolver import (ModelNotFoundError, default_model_path,
@@ -123,7 +123,9 @@ def test_prompt_longer_than_context_and_bad_prompts_are_value_errors():
 
 
 def test_dummy_weights_run_without_a_checkpoint():
-    llm = LLM(load_format="dummy", dtype="bfloat16", max_model_len=128)
+    # VLLM_TEST_FORCE_LOAD_FORMAT (spec: the load format forced in tests) is
+    # "dummy" unless the caller sets it.
+    llm = LLM(load_format=envs.VLLM_TEST_FORCE_LOAD_FORMAT, dtype="bfloat16", max_model_len=128)
     weight = llm.llm_engine.engine_core.worker.model.model.layers[0].mlp.down_proj.weight
     assert weight.dtype == torch.bfloat16 and float(weight.abs().max()) <= 1e-3
     out = llm.generate("hello", SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)

@@ -16,7 +16,7 @@ ARCHS = {
 }
 
 
-def _save_random_model(arch: str, folder, tokenizer) -> None:
+def _save_random_model(arch: str, folder, tokenizer, max_shard_size="5GB"):
     import transformers
     config_cls = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
                   "qwen2": transformers.Qwen2Config}[arch]
@@ -33,7 +33,7 @@ def _save_random_model(arch: str, folder, tokenizer) -> None:
         for layer in model.model.layers:
             for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
                 torch.nn.init.normal_(proj.bias, std=0.5)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, max_shard_size=max_shard_size)
     tokenizer.save_pretrained(folder)
     return model
 
@@ -74,3 +74,27 @@ def test_prompt_and_next_token_logprobs_match(arch, chunking, tmp_path, smollm_t
     assert completion.logprobs[0][next_token].logprob == pytest.approx(
         float(expected[-1, next_token]), abs=1e-4)
     assert completion.logprobs[0][next_token].rank == 1
+
+
+def test_sharded_safetensors_load_the_same_weights(tmp_path, smollm_tokenizer):
+    hf_model = _save_random_model("llama", tmp_path, smollm_tokenizer, max_shard_size="8MB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    assert len(list(tmp_path.glob("*.safetensors"))) > 1
+    llm = LLM(str(tmp_path), dtype="float32")
+    ours = llm.llm_engine.engine_core.worker.model
+    theirs = hf_model.state_dict()
+    layer = ours.model.layers[1]
+    q, k, v = layer.self_attn.qkv_proj.weight.split([256, 128, 128])
+    torch.testing.assert_close(q, theirs["model.layers.1.self_attn.q_proj.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(v, theirs["model.layers.1.self_attn.v_proj.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(ours.lm_head.weight, theirs["lm_head.weight"], rtol=0, atol=0)
+
+
+def test_checkpoint_missing_a_weight_is_an_error(tmp_path, smollm_tokenizer):
+    from safetensors.torch import load_file, save_file
+    _save_random_model("llama", tmp_path, smollm_tokenizer)
+    tensors = load_file(tmp_path / "model.safetensors")
+    del tensors["model.layers.0.mlp.down_proj.weight"]
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="lacks weights: model.layers.0.mlp.down_proj.weight"):
+        LLM(str(tmp_path), dtype="float32")

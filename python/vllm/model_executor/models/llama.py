@@ -129,6 +129,7 @@ class LlamaForCausalLM(nn.Module):
         modules = dict(self.named_modules())
         params = dict(self.named_parameters())
         loaded: set[str] = set()
+        shards_seen: dict[str, set[str]] = {}
         for name, tensor in weights:
             if "rotary_emb.inv_freq" in name:
                 continue
@@ -138,8 +139,12 @@ class LlamaForCausalLM(nn.Module):
             parent, _, proj = module_path.rpartition(".")
             if proj in _STACKED:
                 fused, shard = _STACKED[proj]
-                modules[f"{parent}.{fused}"].load(leaf, tensor, shard)
-                loaded.add(f"{parent}.{fused}.{leaf}")
+                layer = modules[f"{parent}.{fused}"]
+                layer.load(leaf, tensor, shard)
+                seen = shards_seen.setdefault(f"{parent}.{fused}.{leaf}", set())
+                seen.add(shard)
+                if seen == set(layer.shard_offsets):  # complete only with every shard
+                    loaded.add(f"{parent}.{fused}.{leaf}")
             elif module_path in modules and isinstance(modules[module_path], Linear):
                 modules[module_path].load(leaf, tensor)
                 loaded.add(name)
