@@ -139,6 +139,8 @@ def iterate_gguf_weights(path: str) -> Iterator[tuple[str, torch.Tensor]]:
         array = dequantize(tensor.data, tensor.tensor_type).astype(np.float32, copy=False)
         if permuted and kind in ("attn_q", "attn_k"):
             array = _unpermute_rotary(array, num_heads if kind == "attn_q" else num_kv_heads)
+        if not array.flags.writeable:  # F32 tensors come back as read-only file views
+            array = array.copy()
         yield name, torch.from_numpy(np.ascontiguousarray(array))
 
 
