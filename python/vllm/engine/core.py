@@ -6,10 +6,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from vllm import envs
 from vllm.config import VllmConfig
 from vllm.core.request import Request, RequestStatus
 from vllm.core.scheduler import Scheduler
 from vllm.core.sched_output import EngineCoreOutput
+from vllm.profiler import TorchProfiler
 from vllm.worker.cpu_worker import CPUWorker
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ class EngineCore:
         self.config = config
         self.worker = CPUWorker(config, eos_token_id)
         cc = config.cache_config
+        self.last_scheduled: dict[str, int] = {}
+        profile_dir = envs.VLLM_TORCH_PROFILER_DIR
+        self.profiler = TorchProfiler(profile_dir) if profile_dir else None
         self.scheduler = Scheduler(config.scheduler_config, cc.num_blocks, cc.block_size,
                                    cc.enable_prefix_caching)
         logger.info("engine core ready in %.2f s", time.perf_counter() - start)
@@ -51,8 +56,10 @@ class EngineCore:
 
     def step(self) -> list[EngineCoreOutput]:
         if not self.scheduler.has_unfinished_requests():
+            self.last_scheduled = {}
             return []
         sched = self.scheduler.schedule()
+        self.last_scheduled = sched.num_scheduled_tokens
         result = self.worker.execute_model(sched)
         return self.scheduler.update_from_output(sched, result)
 
@@ -61,6 +68,16 @@ class EngineCore:
         pool = s.kv.pool
         return SchedulerStats(len(s.running), len(s.waiting), s.kv_cache_usage(),
                               pool.queries, pool.hits, s.num_preemptions)
+
+    def start_profile(self) -> None:
+        if self.profiler is None:
+            raise RuntimeError("set VLLM_TORCH_PROFILER_DIR to enable profiling")
+        self.profiler.start()
+
+    def stop_profile(self) -> str:
+        if self.profiler is None:
+            raise RuntimeError("set VLLM_TORCH_PROFILER_DIR to enable profiling")
+        return self.profiler.stop()
 
     def reset_prefix_cache(self) -> bool:
         return self.scheduler.reset_prefix_cache()

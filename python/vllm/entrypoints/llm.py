@@ -34,6 +34,14 @@ class LLM:
     def reset_prefix_cache(self) -> bool:
         return self.llm_engine.reset_prefix_cache()
 
+    def start_profile(self) -> None:
+        """Start a torch profiler trace (needs VLLM_TORCH_PROFILER_DIR)."""
+        self.llm_engine.engine_core.start_profile()
+
+    def stop_profile(self) -> str:
+        """Stop it; returns the path of the Chrome trace written."""
+        return self.llm_engine.engine_core.stop_profile()
+
     def generate(self, prompts: PromptType | Sequence[PromptType] | None = None,
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
                  use_tqdm: bool = True, *, prompt_token_ids: list[list[int]] | None = None

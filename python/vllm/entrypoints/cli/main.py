@@ -1,4 +1,4 @@
-"""The `vllm` command: generate, chat, collect-env, --version."""
+"""The `vllm` command: serve, generate, chat, collect-env, --version."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--chat", action="store_true",
                           help="wrap each prompt as a user message in the chat template")
     _add_engine_args(generate)
+    serve = sub.add_parser("serve", help="start the OpenAI-compatible server")
+    from vllm.entrypoints.openai.cli_args import add_serve_args
+    add_serve_args(serve, model_positional=True)
     chat = sub.add_parser("chat", help="interactive chat in the terminal (offline)")
     chat.add_argument("--system", default=None, help="system prompt")
     _add_engine_args(chat)
@@ -87,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(args)
     if args.command == "chat":
         return _chat(args)
+    if args.command == "serve":
+        import asyncio
+
+        from vllm.entrypoints.openai.api_server import serve
+        return asyncio.run(serve(args))
     if args.version:
         import vllm
         print(vllm.__version__)

@@ -1,0 +1,225 @@
+"""AsyncLLM: the asyncio front end of the engine (what the server uses).
+
+Tokenizing, detokenizing and stop strings happen here, in the API process;
+scheduling and the model run in the engine core (its own process by
+default). A background task receives the core's outputs, turns them into
+RequestOutputs in chunks of VLLM_V1_OUTPUT_PROC_CHUNK_SIZE (yielding to the
+event loop between chunks), and hands each to its request's queue. It also
+watches the core: if it dies, or a step takes longer than
+VLLM_ENGINE_ITERATION_TIMEOUT_S, every request fails with EngineDeadError."""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import Counter
+from typing import AsyncIterator
+
+from vllm import envs
+from vllm.engine.arg_utils import EngineArgs
+from vllm.engine.core_client import EngineCoreClient, EngineDeadError
+from vllm.engine.messages import (AbortRequests, AddRequest, EngineCoreOutputs, EngineDead,
+                                  GetStats, ResetPrefixCache, StartProfile, StopProfile,
+                                  UtilityResult)
+from vllm.engine.output_processor import OutputProcessor
+from vllm.engine.processor import InputProcessor, ProcessedRequest, PromptType
+from vllm.outputs import RequestOutput
+from vllm.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class FrontendStats:
+    """Counters and latency samples the /metrics route reports."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        self.finished: Counter[str] = Counter()
+        self.ttft: list[float] = []  # drained by the metrics collector
+        self.tpot: list[float] = []
+        self.e2e: list[float] = []
+        self.batch_sizes: list[int] = []
+
+
+class AsyncLLM:
+    def __init__(self, args: EngineArgs, multiprocess: bool | None = None) -> None:
+        self.vllm_config, self.tokenizer = args.create_engine_config()
+        self.model_config = self.vllm_config.model_config
+        self.processor = InputProcessor(self.model_config, self.tokenizer)
+        self.output_processor = OutputProcessor(self.tokenizer)
+        self.client = EngineCoreClient(self.vllm_config, self.tokenizer.eos_token_id,
+                                       multiprocess=multiprocess)
+        self.queues: dict[str, asyncio.Queue] = {}
+        self.children: dict[str, list[str]] = {}
+        self.pending_calls: dict[int, asyncio.Future] = {}
+        self.call_ids = itertools.count()
+        self.stats = FrontendStats()
+        self.errored: str | None = None
+        self.busy_since: float | None = None  # when the core last had work and no output
+        self._output_task: asyncio.Task | None = None
+
+    @classmethod
+    def from_engine_args(cls, args: EngineArgs) -> "AsyncLLM":
+        return cls(args)
+
+    def get_tokenizer(self):
+        return self.tokenizer
+
+    @property
+    def is_running(self) -> bool:
+        return self.errored is None
+
+    def _ensure_output_task(self) -> None:
+        if self._output_task is None:
+            self._output_task = asyncio.get_running_loop().create_task(self._output_loop())
+
+    # ------------------------------------------------------------ requests
+    async def generate(self, prompt: PromptType, sampling_params: SamplingParams,
+                       request_id: str, processed: ProcessedRequest | None = None
+                       ) -> AsyncIterator[RequestOutput]:
+        """Outputs of one request as they come; closing the generator (a
+        client that went away) aborts the request and frees its blocks."""
+        if self.errored is not None:
+            raise EngineDeadError(self.errored)
+        self._ensure_output_task()
+        if request_id in self.queues:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        arrival = time.time()
+        if processed is None:
+            processed = self.processor.process(request_id, prompt, sampling_params, arrival)
+        queue: asyncio.Queue = asyncio.Queue()
+        self.queues[request_id] = queue
+        self.children[request_id] = [r.request_id for r in processed.children]
+        self.output_processor.add_request(
+            request_id, self.children[request_id], processed.prompt,
+            processed.prompt_token_ids, [r.sampling_params for r in processed.children], arrival)
+        self.stats.prompt_tokens += len(processed.prompt_token_ids)
+        finished = False
+        try:
+            for request in processed.children:
+                await self.client.send(AddRequest(request))
+            if self.busy_since is None:
+                self.busy_since = time.monotonic()
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                finished = item.finished
+                yield item
+                if finished:
+                    return
+        finally:
+            self.queues.pop(request_id, None)
+            children = self.children.pop(request_id, [])
+            if not finished:
+                self.output_processor.abort(request_id)
+                if self.errored is None:
+                    await self.client.send(AbortRequests(children))
+                    self.stats.finished["abort"] += 1
+
+    async def abort(self, request_id: str) -> None:
+        queue = self.queues.get(request_id)
+        children = self.children.get(request_id, [])
+        self.output_processor.abort(request_id)
+        if children:
+            await self.client.send(AbortRequests(children))
+        if queue is not None:
+            queue.put_nowait(asyncio.CancelledError(f"request {request_id} aborted"))
+
+    async def _call(self, message_cls):
+        self._ensure_output_task()
+        call_id = next(self.call_ids)
+        future = asyncio.get_running_loop().create_future()
+        self.pending_calls[call_id] = future
+        await self.client.send(message_cls(call_id))
+        try:
+            value = await asyncio.wait_for(future, envs.VLLM_RPC_TIMEOUT / 1000)
+        finally:
+            self.pending_calls.pop(call_id, None)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    async def get_stats(self):
+        return await self._call(GetStats)
+
+    async def reset_prefix_cache(self) -> bool:
+        return await self._call(ResetPrefixCache)
+
+    async def start_profile(self) -> None:
+        await self._call(StartProfile)
+
+    async def stop_profile(self) -> str:
+        return await self._call(StopProfile)
+
+    # ------------------------------------------------------------ outputs
+    def _fail_all(self, reason: str) -> None:
+        if self.errored is None:
+            logger.error("engine core is dead: %s", reason)
+        self.errored = reason
+        for queue in self.queues.values():
+            queue.put_nowait(EngineDeadError(reason))
+        for future in self.pending_calls.values():
+            if not future.done():
+                future.set_exception(EngineDeadError(reason))
+
+    async def _output_loop(self) -> None:
+        chunk = max(1, envs.VLLM_V1_OUTPUT_PROC_CHUNK_SIZE)
+        timeout_s = envs.VLLM_ENGINE_ITERATION_TIMEOUT_S
+        while self.errored is None:
+            message = await self.client.recv(200)
+            if message is None:
+                if not self.client.is_alive():
+                    self._fail_all("the engine core process exited "
+                                   f"(exit code {getattr(self.client.worker, 'exitcode', None)})")
+                elif (self.queues and self.busy_since is not None
+                      and time.monotonic() - self.busy_since > timeout_s):
+                    self._fail_all(f"an engine step took longer than "
+                                   f"VLLM_ENGINE_ITERATION_TIMEOUT_S={timeout_s} s")
+                continue
+            self.busy_since = time.monotonic() if self.queues else None
+            if isinstance(message, UtilityResult):
+                future = self.pending_calls.get(message.call_id)
+                if future is not None and not future.done():
+                    future.set_result(message.value)
+            elif isinstance(message, EngineDead):
+                self._fail_all(message.reason)
+            elif isinstance(message, EngineCoreOutputs):
+                self.stats.batch_sizes.append(message.num_scheduled)
+                outputs = message.outputs
+                for start in range(0, len(outputs), chunk):
+                    self._dispatch(outputs[start:start + chunk])
+                    if start + chunk < len(outputs):
+                        await asyncio.sleep(0)
+
+    def _dispatch(self, outputs) -> None:
+        results, to_stop = self.output_processor.process(outputs)
+        self.stats.generation_tokens += sum(len(o.new_token_ids) for o in outputs)
+        if to_stop:
+            asyncio.get_running_loop().create_task(
+                self.client.send(AbortRequests(to_stop, stopped=True)))
+        for result in results:
+            if result.finished:
+                self._record_finished(result)
+            queue = self.queues.get(result.request_id)
+            if queue is not None:
+                queue.put_nowait(result)
+
+    def _record_finished(self, result: RequestOutput) -> None:
+        m = result.metrics
+        for completion in result.outputs:
+            self.stats.finished[completion.finish_reason or "abort"] += 1
+        if m is None or m.first_token_time is None or m.finished_time is None:
+            return
+        self.stats.ttft.append(m.first_token_time - m.arrival_time)
+        self.stats.e2e.append(m.finished_time - m.arrival_time)
+        tokens = max(len(c.token_ids) for c in result.outputs)
+        if tokens > 1 and m.last_token_time is not None:
+            self.stats.tpot.append((m.last_token_time - m.first_token_time) / (tokens - 1))
+
+    def shutdown(self) -> None:
+        if self._output_task is not None:
+            self._output_task.cancel()
+        self.client.close()

@@ -1,0 +1,108 @@
+"""The API process's side of the engine core: starts it (a process, or a
+thread when VLLM_ENABLE_V1_MULTIPROCESSING=0), sends typed messages over
+ZeroMQ IPC sockets under VLLM_RPC_BASE_PATH, and receives its outputs."""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+import uuid
+
+import zmq
+import zmq.asyncio
+
+from vllm import envs
+from vllm.engine.core_proc import run_engine_core
+from vllm.engine.messages import EngineDead, EngineReady
+
+logger = logging.getLogger(__name__)
+
+
+class EngineDeadError(RuntimeError):
+    """The engine core stopped (crashed, was killed, or hung past its step timeout)."""
+
+
+class EngineCoreClient:
+    def __init__(self, vllm_config, eos_token_id: int | None, startup_timeout_s: float = 600.0,
+                 multiprocess: bool | None = None) -> None:
+        self.multiprocess = (envs.VLLM_ENABLE_V1_MULTIPROCESSING if multiprocess is None
+                             else multiprocess)
+        base = envs.VLLM_RPC_BASE_PATH
+        os.makedirs(base, exist_ok=True)
+        tag = uuid.uuid4().hex[:12]
+        self.paths = [os.path.join(base, f"vllm-{tag}-{kind}.ipc") for kind in ("in", "out")]
+        input_path, output_path = (f"ipc://{p}" for p in self.paths)
+        self.context = zmq.asyncio.Context()
+        self.inbox = self.context.socket(zmq.PUSH)  # to the core
+        self.inbox.bind(input_path)
+        self.outbox = self.context.socket(zmq.PULL)  # from the core
+        self.outbox.bind(output_path)
+        args = (vllm_config, eos_token_id, input_path, output_path)
+        if self.multiprocess:
+            self.worker = multiprocessing.get_context("spawn").Process(
+                target=run_engine_core, args=args, name="EngineCore", daemon=True)
+        else:
+            self.worker = threading.Thread(target=run_engine_core, args=args,
+                                           name="EngineCore", daemon=True)
+        self.worker.start()
+        self.ready = self._wait_ready(startup_timeout_s)
+        self.dead_reason: str | None = None
+
+    def _wait_ready(self, timeout_s: float) -> EngineReady:
+        """Block until the core reports ready (model loaded, cache allocated)."""
+        sync = zmq.Socket.shadow(self.outbox.underlying)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if sync.poll(200):
+                message = pickle.loads(sync.recv())
+                if isinstance(message, EngineReady):
+                    return message
+                if isinstance(message, EngineDead):
+                    self.close()
+                    raise EngineDeadError(f"engine core failed to start: {message.reason}")
+            elif not self.is_alive():
+                code = getattr(self.worker, "exitcode", None)
+                self.close()
+                raise EngineDeadError(f"engine core exited during start-up (exit code {code})")
+        self.close()
+        raise EngineDeadError(f"engine core not ready after {timeout_s:.0f} s")
+
+    def is_alive(self) -> bool:
+        return self.worker.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return getattr(self.worker, "pid", None)
+
+    async def send(self, message) -> None:
+        await self.inbox.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    async def recv(self, timeout_ms: int):
+        """The next message from the core, or None after timeout_ms."""
+        if await self.outbox.poll(timeout_ms):
+            return pickle.loads(await self.outbox.recv())
+        return None
+
+    def close(self) -> None:
+        if self.worker.is_alive():
+            from vllm.engine.messages import Shutdown
+            try:
+                zmq.Socket.shadow(self.inbox.underlying).send(pickle.dumps(Shutdown()),
+                                                              zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+            self.worker.join(5)
+        if self.multiprocess and self.worker.is_alive():
+            self.worker.terminate()
+            self.worker.join(5)
+        for socket in (self.inbox, self.outbox):
+            socket.close(linger=0)
+        self.context.term()
+        for path in self.paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

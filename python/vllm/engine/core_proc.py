@@ -1,0 +1,98 @@
+"""The engine core in its own process: a busy loop that takes requests from
+the API process over one ZeroMQ socket, steps the scheduler and model, and
+pushes outputs back over another (IPC sockets under VLLM_RPC_BASE_PATH).
+
+Running the model in its own process keeps tokenization, detokenization and
+HTTP handling off the step loop's CPU time and the GIL."""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import time
+import traceback
+
+from vllm.engine.messages import (AbortRequests, AddRequest, EngineCoreOutputs, EngineDead,
+                                  EngineReady, GetStats, ResetPrefixCache, Shutdown, StartProfile,
+                                  StopProfile, UtilityResult)
+
+logger = logging.getLogger(__name__)
+
+
+def _handle(core, message, send) -> bool:
+    """Apply one input; False on shutdown."""
+    from vllm.core.request import RequestStatus
+    if isinstance(message, AddRequest):
+        core.add_request(message.request)
+    elif isinstance(message, AbortRequests):
+        status = (RequestStatus.FINISHED_STOPPED if message.stopped
+                  else RequestStatus.FINISHED_ABORTED)
+        core.abort_requests(message.request_ids, status)
+    elif isinstance(message, (ResetPrefixCache, GetStats, StartProfile, StopProfile)):
+        call = {ResetPrefixCache: core.reset_prefix_cache, GetStats: core.stats,
+                StartProfile: core.start_profile, StopProfile: core.stop_profile}
+        try:
+            value = call[type(message)]()
+        except Exception as exc:  # the caller's error, not the engine's death
+            value = exc
+        send(UtilityResult(message.call_id, value))
+    elif isinstance(message, Shutdown):
+        return False
+    else:
+        raise TypeError(f"unexpected message {type(message).__name__}")
+    return True
+
+
+def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str) -> None:
+    """Process entry point (spawned)."""
+    import zmq
+
+    from vllm.engine.core import EngineCore
+    from vllm.logger import init_logging
+    init_logging()
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the API process decides shutdown
+    context = zmq.Context()
+    inbox = context.socket(zmq.PULL)
+    inbox.connect(input_path)
+    outbox = context.socket(zmq.PUSH)
+    outbox.connect(output_path)
+
+    def send(message) -> None:
+        outbox.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    try:
+        core = EngineCore(vllm_config, eos_token_id)
+        cc = vllm_config.cache_config
+        send(EngineReady(cc.num_blocks, cc.block_size))
+        logger.info("engine core process %d ready", os.getpid())
+        poller = zmq.Poller()
+        poller.register(inbox, zmq.POLLIN)
+        running = True
+        while running:
+            # Idle: wait for work. Busy: take what has arrived, then step.
+            timeout = 0 if core.has_unfinished_requests() else 1000
+            while poller.poll(timeout):
+                if not _handle(core, pickle.loads(inbox.recv()), send):
+                    running = False
+                    break
+                timeout = 0
+            if running and core.has_unfinished_requests():
+                start = time.perf_counter()
+                outputs = core.step()
+                send(EngineCoreOutputs(outputs, time.perf_counter() - start,
+                                       len(core.last_scheduled)))
+    except Exception:  # report, then die: the API process decides what happens next
+        reason = traceback.format_exc()
+        logger.error("engine core failed:\n%s", reason)
+        try:
+            send(EngineDead(reason.strip().splitlines()[-1]))
+        except Exception:
+            pass
+        raise SystemExit(1)
+    finally:
+        inbox.close(linger=0)
+        outbox.close(linger=1000)
+        context.term()

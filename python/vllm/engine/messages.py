@@ -1,0 +1,69 @@
+"""Typed messages between the API process and the engine-core process
+(pickled over ZeroMQ). No string-named calls: one dataclass per kind."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vllm.core.request import Request
+from vllm.core.sched_output import EngineCoreOutput
+
+
+@dataclass
+class AddRequest:
+    request: Request
+
+
+@dataclass
+class AbortRequests:
+    request_ids: list[str]
+    stopped: bool = False  # True: finished by a stop string, not a client abort
+
+
+@dataclass
+class ResetPrefixCache:
+    call_id: int
+
+
+@dataclass
+class GetStats:
+    call_id: int
+
+
+@dataclass
+class StartProfile:
+    call_id: int
+
+
+@dataclass
+class StopProfile:
+    call_id: int
+
+
+@dataclass
+class Shutdown:
+    pass
+
+
+@dataclass
+class UtilityResult:
+    call_id: int
+    value: object
+
+
+@dataclass
+class EngineReady:
+    num_blocks: int
+    block_size: int
+
+
+@dataclass
+class EngineCoreOutputs:
+    outputs: list[EngineCoreOutput]
+    step_seconds: float = 0.0
+    num_scheduled: int = 0  # requests in the step (batch size)
+    finished_aborted: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EngineDead:
+    reason: str

@@ -1,0 +1,80 @@
+"""Turning a user's prompt and SamplingParams into core Requests: tokenize,
+validate against the model, apply engine-wide stop ids, fan n samples out
+into n requests. Shared by LLMEngine and AsyncLLM."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vllm.config import ModelConfig
+from vllm.core.request import Request
+from vllm.sampling_params import SamplingParams
+from vllm.transformers_utils.tokenizer import stop_token_ids_of
+
+PromptType = Any  # str | list[int] | {"prompt": str} | {"prompt_token_ids": [...]}
+
+
+@dataclass
+class ProcessedRequest:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    children: list[Request]
+
+
+class InputProcessor:
+    def __init__(self, model_config: ModelConfig, tokenizer) -> None:
+        self.model_config = model_config
+        self.tokenizer = tokenizer
+        self.extra_stop_ids = stop_token_ids_of(model_config.hf_config, tokenizer)
+
+    def tokens_of(self, prompt: PromptType) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            return prompt, self.tokenizer(prompt).input_ids
+        if isinstance(prompt, dict):
+            if "prompt_token_ids" in prompt:
+                return prompt.get("prompt"), list(prompt["prompt_token_ids"])
+            if "prompt" in prompt:
+                return prompt["prompt"], self.tokenizer(prompt["prompt"]).input_ids
+            raise ValueError("a prompt dict needs 'prompt' or 'prompt_token_ids'")
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            return None, list(prompt)
+        raise ValueError(f"unsupported prompt type {type(prompt).__name__}: give a string, "
+                         "a list of token ids, or a dict with 'prompt' / 'prompt_token_ids'")
+
+    def validate_prompt(self, token_ids: list[int]) -> None:
+        if not token_ids:
+            raise ValueError("The decoder prompt cannot be empty")
+        max_len = self.model_config.max_model_len
+        if len(token_ids) >= max_len:
+            raise ValueError(f"The decoder prompt (length {len(token_ids)}) is longer than "
+                             f"the maximum model length of {max_len}. Make sure that "
+                             "`max_model_len` is no smaller than the number of text tokens "
+                             "plus one.")
+        vocab = self.model_config.vocab_size
+        bad = [t for t in token_ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is out of vocabulary (0..{vocab - 1})")
+
+    def process(self, request_id: str, prompt: PromptType, params: SamplingParams,
+                arrival_time: float) -> ProcessedRequest:
+        if not isinstance(params, SamplingParams):
+            raise ValueError("params must be a SamplingParams")
+        text, token_ids = self.tokens_of(prompt)
+        if params.truncate_prompt_tokens is not None:
+            token_ids = token_ids[-params.truncate_prompt_tokens:]
+        self.validate_prompt(token_ids)
+        params = params.clone()
+        if not params.ignore_eos:
+            params.all_stop_token_ids |= self.extra_stop_ids
+        if params.max_tokens is None:
+            params.max_tokens = self.model_config.max_model_len - len(token_ids)
+        children = []
+        for index in range(params.n):
+            child = params.clone(n=1)
+            if params.n > 1 and params.seed is not None:
+                child.seed = params.seed + index  # distinct but reproducible samples
+            child_id = f"{index}_{request_id}" if params.n > 1 else request_id
+            children.append(Request(child_id, token_ids, child, self.tokenizer.eos_token_id,
+                                    arrival_time))
+        return ProcessedRequest(request_id, text, token_ids, children)

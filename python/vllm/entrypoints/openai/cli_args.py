@@ -1,0 +1,64 @@
+"""Command-line flags of `vllm serve` (vLLM's names)."""
+from __future__ import annotations
+
+import argparse
+
+from vllm.engine.arg_utils import EngineArgs
+
+
+def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> None:
+    if model_positional:
+        parser.add_argument("model_tag", nargs="?", default=None,
+                            help="model folder, .gguf file or cached id (default: the "
+                                 "embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--model", default=None, help="same as the positional MODEL")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' on /v1 routes "
+                             "(default: VLLM_API_KEY)")
+    parser.add_argument("--served-model-name", nargs="+", default=None)
+    parser.add_argument("--tokenizer", default=None)
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--dtype", default="auto",
+                        choices=["auto", "float32", "float", "bfloat16", "float16", "half"])
+    parser.add_argument("--max-model-len", type=int, default=None)
+    parser.add_argument("--max-num-seqs", type=int, default=128)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None)
+    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
+                        default=True)
+    parser.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction,
+                        default=True)
+    parser.add_argument("--load-format", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--chat-template", default=None,
+                        help="a Jinja template, or a file holding one")
+    parser.add_argument("--disable-log-requests", action="store_true")
+    parser.add_argument("--disable-log-stats", action="store_true")
+    parser.add_argument("--max-request-body-bytes", type=int, default=16 << 20,
+                        help="larger request bodies are refused with 413")
+    parser.add_argument("--uvicorn-log-level", default="warning",
+                        choices=["debug", "info", "warning", "error", "critical"])
+    parser.add_argument("--trust-remote-code", action="store_true")
+    # GPU-only flags a vLLM command line may carry; accepted and ignored on CPU.
+    parser.add_argument("--gpu-memory-utilization", type=float, default=None,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--enforce-eager", action="store_true", help=argparse.SUPPRESS)
+
+
+def engine_args_from(args: argparse.Namespace) -> EngineArgs:
+    if args.tensor_parallel_size != 1:
+        raise SystemExit("vllm serve: --tensor-parallel-size other than 1 is not supported "
+                         "on CPU")
+    model = getattr(args, "model_tag", None) or args.model
+    return EngineArgs(
+        model=model, tokenizer=args.tokenizer, revision=args.revision, dtype=args.dtype,
+        max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
+        enable_prefix_caching=args.enable_prefix_caching,
+        enable_chunked_prefill=args.enable_chunked_prefill, load_format=args.load_format,
+        seed=args.seed,
+        served_model_name=args.served_model_name[0] if args.served_model_name else None)

@@ -1,0 +1,148 @@
+"""The server under load and failure: 64 concurrent streams, clients that
+leave mid-stream (their KV blocks come back), API keys, dev and profiler
+routes, and the engine process dying."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.entrypoints.server import RemoteServer
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def _metric(server, name: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    match = re.search(rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+-]+)$", text, re.M)
+    assert match, f"{name} missing from /metrics"
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = RemoteServer(["--max-num-seqs", "64"])
+    yield s
+    s.stop()
+
+
+def test_64_concurrent_streams_then_half_disconnect_frees_the_cache(server):
+    async def full_stream(client, i):
+        stream = await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Tell me fact number {i}."}],
+            max_tokens=24, temperature=0.8, seed=i, stream=True)
+        text, finish = [], None
+        async for chunk in stream:
+            for c in chunk.choices:
+                text.append(c.delta.content or "")
+                finish = c.finish_reason or finish
+        return "".join(text), finish
+
+    async def leave_early(client, i):
+        stream = await client.completions.create(
+            model=MODEL, prompt=f"Write a long essay about topic {i}:", max_tokens=400,
+            stream=True, extra_body={"ignore_eos": True})
+        seen = 0
+        async for _ in stream:
+            seen += 1
+            if seen == 3:
+                break
+        await stream.close()
+        return seen
+
+    async def main():
+        client = server.async_client()
+        results = await asyncio.gather(*[full_stream(client, i) for i in range(64)])
+        left = await asyncio.gather(*[leave_early(client, i) for i in range(32)],
+                                    *[full_stream(client, i) for i in range(32)])
+        await client.close()
+        return results, left
+
+    results, left = asyncio.run(main())
+    assert len(results) == 64 and all(finish in ("stop", "length") and text
+                                      for text, finish in results)
+    assert all(n == 3 for n in left[:32])
+    assert all(finish in ("stop", "length") for _, finish in left[32:])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (_metric(server, "vllm:kv_cache_usage_perc") > 0
+                                           or _metric(server, "vllm:num_requests_running") > 0):
+        time.sleep(0.2)
+    assert _metric(server, "vllm:kv_cache_usage_perc") == 0.0
+    assert _metric(server, "vllm:num_requests_running") == 0.0
+    assert _metric(server, "vllm:num_requests_waiting") == 0.0
+    assert _metric(server, "vllm:generation_tokens_total") > 64 * 5
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'vllm:request_success_total{finished_reason="abort"' in text
+    assert "vllm:time_to_first_token_seconds_count" in text
+    assert "vllm:e2e_request_latency_seconds_bucket" in text
+
+
+def test_prefix_cache_hits_show_in_metrics(server):
+    client = server.client()
+    long_prompt = "You are a careful assistant. " * 20 + "Say hi."
+    for _ in range(2):
+        client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=2)
+    assert _metric(server, "vllm:prefix_cache_hits_total") > 0
+    assert 0 < _metric(server, "vllm:prefix_cache_hit_rate") <= 1
+
+
+def test_api_key_guards_v1_routes_only():
+    s = RemoteServer(["--api-key", "sekrit"])
+    try:
+        with pytest.raises(openai.AuthenticationError):
+            s.client().models.list()
+        with pytest.raises(openai.AuthenticationError):
+            s.client(api_key="wrong").completions.create(model=MODEL, prompt="hi", max_tokens=1)
+        r = httpx.post(f"{s.url}/v1/completions", json={"prompt": "hi"})
+        assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
+        assert [m.id for m in s.client(api_key="sekrit").models.list().data] == [MODEL]
+        assert httpx.get(f"{s.url}/health").status_code == 200
+    finally:
+        s.stop()
+
+
+def test_api_key_from_environment_and_dev_and_profiler_routes(tmp_path):
+    s = RemoteServer(env={"VLLM_API_KEY": "envkey", "VLLM_SERVER_DEV_MODE": "1",
+                          "VLLM_TORCH_PROFILER_DIR": str(tmp_path)})
+    try:
+        assert httpx.get(f"{s.url}/v1/models").status_code == 401
+        assert s.client(api_key="envkey").models.list().data[0].id == MODEL
+        assert httpx.post(f"{s.url}/reset_prefix_cache").status_code == 200
+        assert httpx.post(f"{s.url}/start_profile").status_code == 200
+        s.client(api_key="envkey").completions.create(model=MODEL, prompt="hi", max_tokens=2)
+        trace = httpx.post(f"{s.url}/stop_profile", timeout=60).json()["trace"]
+        assert os.path.dirname(trace) == str(tmp_path) and os.path.getsize(trace) > 0
+    finally:
+        s.stop()
+
+
+def test_engine_death_makes_the_server_exit_nonzero():
+    s = RemoteServer()
+    try:
+        os.kill(s.engine_pid(), signal.SIGKILL)
+        assert s.proc.wait(20) != 0
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+        s.stop()
+
+
+def test_keep_alive_on_engine_death_answers_with_errors():
+    s = RemoteServer(env={"VLLM_KEEP_ALIVE_ON_ENGINE_DEATH": "1"})
+    try:
+        os.kill(s.engine_pid(), signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and httpx.get(f"{s.url}/health").status_code == 200:
+            time.sleep(0.2)
+        assert httpx.get(f"{s.url}/health").status_code == 503
+        r = httpx.post(f"{s.url}/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+        assert r.status_code in (500, 503) and "engine is dead" in r.json()["error"]["message"]
+        assert s.proc.poll() is None
+    finally:
+        s.stop()
