@@ -53,6 +53,7 @@ class SamplingParams:
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
     # Filled by the engine from the tokenizer / generation config.
     all_stop_token_ids: set[int] = field(default_factory=set, repr=False)
+    bad_words_token_ids: list[list[int]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -77,8 +78,8 @@ class SamplingParams:
 
         if not isinstance(self.n, int) or self.n < 1:
             bad(f"n must be at least 1, got {self.n}.")
-        if self.best_of is not None and self.best_of < self.n:
-            bad(f"best_of must be greater than or equal to n, got n={self.n} and "
+        if self.best_of is not None and self.best_of != self.n:
+            bad(f"best_of other than n is not supported (as in vLLM V1), got n={self.n} and "
                 f"best_of={self.best_of}.")
         if not -2.0 <= self.presence_penalty <= 2.0:
             bad(f"presence_penalty must be in [-2, 2], got {self.presence_penalty}.")
@@ -131,6 +132,7 @@ class SamplingParams:
         new.stop = list(self.stop)
         new.stop_token_ids = list(self.stop_token_ids)
         new.all_stop_token_ids = set(self.all_stop_token_ids)
+        new.bad_words_token_ids = [list(w) for w in self.bad_words_token_ids]
         for key, value in changes.items():
             setattr(new, key, value)
         return new

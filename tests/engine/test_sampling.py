@@ -106,6 +106,17 @@ def test_logits_processors_run_in_order_and_in_a_thread_pool(smollm_fp32, prompt
     assert tokens == [7, 9, 11]
 
 
+def test_bad_words_never_appear(smollm_fp32):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    free = smollm_fp32.chat(messages, SamplingParams(temperature=0, max_tokens=20),
+                            use_tqdm=False)[0].outputs[0].text
+    assert "Paris" in free
+    banned = smollm_fp32.chat(messages, SamplingParams(temperature=0, max_tokens=20,
+                                                       bad_words=["Paris"]),
+                              use_tqdm=False)[0].outputs[0].text
+    assert "Paris" not in banned and banned
+
+
 def test_penalties_match_their_definition():
     vocab = 20
     logits = torch.randn(1, vocab)
@@ -138,6 +149,7 @@ def test_penalties_match_their_definition():
     (dict(repetition_penalty=0.0), "repetition_penalty"),
     (dict(logprobs=-1), "logprobs"),
     (dict(stop=[""]), "stop"),
+    (dict(n=2, best_of=3), "best_of"),
 ])
 def test_invalid_sampling_params_raise_value_error(kwargs, reason):
     with pytest.raises(ValueError, match=reason):

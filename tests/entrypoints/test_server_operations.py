@@ -146,3 +146,17 @@ def test_keep_alive_on_engine_death_answers_with_errors():
         assert s.proc.poll() is None
     finally:
         s.stop()
+
+
+def test_step_longer_than_iteration_timeout_kills_the_server():
+    # A zero-second budget: the first step with a request in flight is "too long".
+    s = RemoteServer(env={"VLLM_ENGINE_ITERATION_TIMEOUT_S": "0"})
+    try:
+        r = httpx.post(f"{s.url}/v1/completions", json={"prompt": "hi", "max_tokens": 50,
+                                                        "ignore_eos": True}, timeout=30)
+        assert r.status_code == 500 and "VLLM_ENGINE_ITERATION_TIMEOUT_S" in r.text
+        assert s.proc.wait(20) != 0
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+        s.stop()

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import AsyncIterator
 
 from vllm import envs
@@ -29,6 +29,8 @@ from vllm.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
+_MAX_SAMPLES = 100_000
+
 
 class FrontendStats:
     """Counters and latency samples the /metrics route reports."""
@@ -37,10 +39,11 @@ class FrontendStats:
         self.prompt_tokens = 0
         self.generation_tokens = 0
         self.finished: Counter[str] = Counter()
-        self.ttft: list[float] = []  # drained by the metrics collector
-        self.tpot: list[float] = []
-        self.e2e: list[float] = []
-        self.batch_sizes: list[int] = []
+        # Latency samples, drained by each /metrics scrape; bounded so a server
+        # nobody scrapes does not grow without end.
+        self.ttft: deque[float] = deque(maxlen=_MAX_SAMPLES)
+        self.tpot: deque[float] = deque(maxlen=_MAX_SAMPLES)
+        self.e2e: deque[float] = deque(maxlen=_MAX_SAMPLES)
 
 
 class AsyncLLM:
@@ -170,16 +173,18 @@ class AsyncLLM:
         timeout_s = envs.VLLM_ENGINE_ITERATION_TIMEOUT_S
         while self.errored is None:
             message = await self.client.recv(200)
+            now = time.monotonic()
+            if (self.queues and self.busy_since is not None
+                    and now - self.busy_since > timeout_s):
+                self._fail_all(f"an engine step took longer than "
+                               f"VLLM_ENGINE_ITERATION_TIMEOUT_S={timeout_s} s")
+                break
             if message is None:
                 if not self.client.is_alive():
                     self._fail_all("the engine core process exited "
                                    f"(exit code {getattr(self.client.worker, 'exitcode', None)})")
-                elif (self.queues and self.busy_since is not None
-                      and time.monotonic() - self.busy_since > timeout_s):
-                    self._fail_all(f"an engine step took longer than "
-                                   f"VLLM_ENGINE_ITERATION_TIMEOUT_S={timeout_s} s")
                 continue
-            self.busy_since = time.monotonic() if self.queues else None
+            self.busy_since = now if self.queues else None
             if isinstance(message, UtilityResult):
                 future = self.pending_calls.get(message.call_id)
                 if future is not None and not future.done():
@@ -187,7 +192,6 @@ class AsyncLLM:
             elif isinstance(message, EngineDead):
                 self._fail_all(message.reason)
             elif isinstance(message, EngineCoreOutputs):
-                self.stats.batch_sizes.append(message.num_scheduled)
                 outputs = message.outputs
                 for start in range(0, len(outputs), chunk):
                     self._dispatch(outputs[start:start + chunk])

@@ -56,6 +56,17 @@ class InputProcessor:
         if bad:
             raise ValueError(f"token id {bad[0]} is out of vocabulary (0..{vocab - 1})")
 
+    def _bad_word_sequences(self, words: list[str]) -> list[list[int]]:
+        """Token sequences of each bad word, as it would appear at the start
+        of the text and after a space (as vLLM bans both)."""
+        sequences = []
+        for word in words:
+            for variant in (word.lstrip(), " " + word.lstrip()):
+                ids = self.tokenizer(variant, add_special_tokens=False).input_ids
+                if ids and ids not in sequences:
+                    sequences.append(ids)
+        return sequences
+
     def process(self, request_id: str, prompt: PromptType, params: SamplingParams,
                 arrival_time: float) -> ProcessedRequest:
         if not isinstance(params, SamplingParams):
@@ -69,6 +80,8 @@ class InputProcessor:
             params.all_stop_token_ids |= self.extra_stop_ids
         if params.max_tokens is None:
             params.max_tokens = self.model_config.max_model_len - len(token_ids)
+        if params.bad_words:
+            params.bad_words_token_ids = self._bad_word_sequences(params.bad_words)
         children = []
         for index in range(params.n):
             child = params.clone(n=1)

@@ -77,6 +77,16 @@ def _apply_penalties(state: SamplingState, row: torch.Tensor) -> None:
         row -= p.presence_penalty * (counts > 0).to(row.dtype)
 
 
+def _ban_bad_words(state: SamplingState, row: torch.Tensor) -> None:
+    """Forbid the token that would complete a bad word's token sequence."""
+    outputs = state.output_token_ids
+    for sequence in state.params.bad_words_token_ids:
+        prefix = sequence[:-1]
+        if len(outputs) >= len(prefix) and outputs[len(outputs) - len(prefix):] == prefix:
+            if sequence[-1] < row.shape[0]:
+                row[sequence[-1]] = float("-inf")
+
+
 def _top_k_top_p_min_p(logits: torch.Tensor, states: list[SamplingState]) -> torch.Tensor:
     vocab = logits.shape[1]
     top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else vocab for s in states])
@@ -147,6 +157,8 @@ class Sampler:
                     logits[i, banned] = float("-inf")
             if (p.repetition_penalty != 1.0 or p.frequency_penalty or p.presence_penalty):
                 _apply_penalties(state, logits[i])
+            if p.bad_words_token_ids:
+                _ban_bad_words(state, logits[i])
 
         tokens = logits.argmax(-1)
         random_rows = [i for i, s in enumerate(states) if s.params.temperature > 0]

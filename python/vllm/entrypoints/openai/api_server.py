@@ -88,7 +88,12 @@ def build_app(engine, args: argparse.Namespace):
     async def on_http_error(_, exc):
         return _error(exc.status_code, str(exc.detail))
 
+    log_requests = not args.disable_log_requests
+
     async def run(handler, request_model):
+        if log_requests:
+            logger.info("request: %s", request_model.model_dump(exclude={"messages", "prompt"},
+                                                                exclude_none=True))
         try:
             result = await handler(request_model)
         except LookupError as exc:
