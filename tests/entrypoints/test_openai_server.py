@@ -146,6 +146,45 @@ def test_oversized_body_is_refused(server):
     r = _post(server, "/v1/completions", {"prompt": "x" * (17 << 20)})
     assert r.status_code == 413 and "larger than the limit" in r.json()["error"]["message"]
 
+    def chunks():  # no Content-Length: the limit applies as the body streams in
+        yield b'{"prompt": "'
+        for _ in range(17):
+            yield b"x" * (1 << 20)
+        yield b'"}'
+
+    r = httpx.post(f"{server.url}/v1/completions", content=chunks(), timeout=30,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "larger than the limit" in r.json()["error"]["message"]
+    assert httpx.get(f"{server.url}/health").status_code == 200
+
+
+def test_module_entry_point_serves(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.entrypoints.server import free_port
+    from vllm.transformers_utils.model_resolver import default_model_path
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                             "--model", default_model_path(), "--port", str(port),
+                             "--served-model-name", "smol"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(__import__("os").environ, VLLM_CPU_KVCACHE_SPACE="1"))
+    try:
+        import time
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()["data"]
+        assert [m["id"] for m in models] == ["smol"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
 
 def test_detokenize_and_dev_routes_absent(server):
     tokens = _post(server, "/tokenize", {"prompt": "Hello world"}).json()["tokens"]

@@ -43,6 +43,56 @@ def _validation_message(exc) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+class BodyLimit:
+    """ASGI middleware refusing bodies over max_bytes with 413: at once when
+    Content-Length says so, else as soon as a chunked body grows past it."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send, size: str) -> None:
+        response = _error(413, f"request body of {size} bytes is larger than the limit of "
+                               f"{self.max_bytes} bytes")
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(response.body)).encode())]})
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(send, length.decode())
+        received = 0
+        too_large = refused = False
+
+        async def counting_receive():
+            # Past the limit, stop reading and end the body early; the
+            # (failed) response the app then makes is replaced by a 413.
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def replacing_send(message):
+            nonlocal refused
+            if not too_large:
+                return await send(message)
+            if not refused:
+                refused = True
+                await self._refuse(send, f"more than {self.max_bytes}")
+
+        await self.app(scope, counting_receive, replacing_send)
+
+
 def build_app(engine, args: argparse.Namespace):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -68,12 +118,10 @@ def build_app(engine, args: argparse.Namespace):
     app = FastAPI(title="vLLM-compatible OpenAI server")
     app.state.engine = engine
 
+    app.add_middleware(BodyLimit, max_bytes=max_body)
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            return _error(413, f"request body of {length} bytes is larger than the limit "
-                               f"of {max_body} bytes")
         if api_key and request.url.path.startswith("/v1"):
             if request.headers.get("authorization") != f"Bearer {api_key}":
                 return _error(401, "Unauthorized: a valid API key is required "
