@@ -160,3 +160,22 @@ def test_step_longer_than_iteration_timeout_kills_the_server():
         if s.proc.poll() is None:
             s.proc.kill()
         s.stop()
+
+
+def test_chat_template_flag_replaces_the_models_template(tmp_path):
+    template = tmp_path / "plain.jinja"
+    template.write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n"
+                        "{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}")
+    s = RemoteServer(["--chat-template", str(template), "--served-model-name", "plain"])
+    try:
+        messages = [{"role": "user", "content": "Hello there"}]
+        via_chat = httpx.post(f"{s.url}/tokenize", json={"messages": messages}).json()["tokens"]
+        expected = httpx.post(f"{s.url}/tokenize",
+                              json={"prompt": "[user] Hello there\n[assistant] ",
+                                    "add_special_tokens": False}).json()["tokens"]
+        assert via_chat == expected
+        out = s.client().chat.completions.create(model="plain", messages=messages,
+                                                 max_tokens=3)
+        assert out.usage.prompt_tokens == len(expected)
+    finally:
+        s.stop()
