@@ -15,6 +15,17 @@ __version__: str = build_info().get("version") or "0.0.0+unbuilt"
 
 _envs.warn_unknown_vllm_variables()
 
+# As vLLM does at import: configure the `vllm` loggers (or leave them alone
+# with VLLM_CONFIGURE_LOGGING=0); a bad logging setting fails here, loudly.
+from vllm.logger import init_logging as _init_logging  # noqa: E402
+
+_init_logging()
+
+if _envs.VLLM_TRACE_FUNCTION:
+    from vllm.tracing import enable_function_trace as _enable_trace  # noqa: E402
+
+    _enable_trace()
+
 # The engine classes load on first use: `import vllm` (and `vllm --version`)
 # stays light, and needs neither transformers nor a model.
 _LAZY = {

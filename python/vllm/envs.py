@@ -406,6 +406,9 @@ _var("VLLM_CPU_ISA", _choice("auto", "avx512", "avx2", "scalar"), "auto",
      "auto | avx512 | avx2 | scalar",
      "CPU kernel variant to run; auto picks the best the CPU supports. A "
      "variant the CPU lacks is refused at import.")
+_var("VLLM_PLUGINS_FAIL_ON_ERROR", _bool_from_int, False, BOOL01,
+     "1 makes a general plugin that raises at start-up fatal; by default it is "
+     "logged and skipped.")
 _var("MODELSCOPE_CACHE", _expanded_path, None, PATH,
      "ModelScope's cache root; with VLLM_USE_MODELSCOPE=True model ids are "
      "looked up under its hub/ folder (unset: ~/.cache/modelscope).")

@@ -179,3 +179,36 @@ def test_chat_template_flag_replaces_the_models_template(tmp_path):
         assert out.usage.prompt_tokens == len(expected)
     finally:
         s.stop()
+
+
+def test_engine_process_exits_when_the_api_process_is_killed():
+    s = RemoteServer()
+    engine_pid = s.engine_pid()
+    s.proc.kill()  # SIGKILL: no chance to shut the engine down
+    s.proc.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(engine_pid, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{engine_pid}/stat") as f:
+            if f.read().split()[2] == "Z":  # exited, waiting to be reaped
+                break
+        time.sleep(0.2)
+    else:
+        os.kill(engine_pid, signal.SIGKILL)
+        raise AssertionError("engine core outlived its API process")
+    s.stop()
+
+
+def test_sigterm_shuts_the_engine_down_and_exits_zero():
+    s = RemoteServer()
+    engine_pid = s.engine_pid()
+    s.proc.terminate()
+    assert s.proc.wait(30) == 0
+    time.sleep(0.5)
+    assert not os.path.exists(f"/proc/{engine_pid}") or open(
+        f"/proc/{engine_pid}/stat").read().split()[2] == "Z"
+    assert "is gone" not in s.read_log()  # shut down by the server, not by the orphan check
+    s.stop()

@@ -25,7 +25,9 @@ from vllm.engine.messages import (AbortRequests, AddRequest, EngineCoreOutputs, 
 from vllm.engine.output_processor import OutputProcessor
 from vllm.engine.processor import InputProcessor, ProcessedRequest, PromptType
 from vllm.outputs import RequestOutput
+from vllm.plugins import load_general_plugins
 from vllm.sampling_params import SamplingParams
+from vllm.usage.usage_lib import UsageContext, report_usage, usage_settings
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ class FrontendStats:
 
 
 class AsyncLLM:
-    def __init__(self, args: EngineArgs, multiprocess: bool | None = None) -> None:
+    def __init__(self, args: EngineArgs, multiprocess: bool | None = None,
+                 usage_context: UsageContext = UsageContext.ENGINE_CONTEXT) -> None:
+        load_general_plugins()
         self.vllm_config, self.tokenizer = args.create_engine_config()
         self.model_config = self.vllm_config.model_config
         self.processor = InputProcessor(self.model_config, self.tokenizer)
@@ -62,6 +66,8 @@ class AsyncLLM:
         self.errored: str | None = None
         self.busy_since: float | None = None  # when the core last had work and no output
         self._output_task: asyncio.Task | None = None
+        report_usage(usage_context, self.model_config.architecture,
+                     usage_settings(self.vllm_config))
 
     @classmethod
     def from_engine_args(cls, args: EngineArgs) -> "AsyncLLM":

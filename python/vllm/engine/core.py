@@ -31,6 +31,25 @@ class SchedulerStats:
         return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0
 
 
+class BatchSizeLog:
+    """VLLM_LOG_BATCHSIZE_INTERVAL > 0: every that many seconds, log how many
+    steps ran at each batch size (requests per step) since the last log."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.counts: dict[int, int] = {}
+        self.since = time.monotonic()
+
+    def record(self, batch_size: int) -> None:
+        self.counts[batch_size] = self.counts.get(batch_size, 0) + 1
+        now = time.monotonic()
+        if now - self.since >= self.interval_s:
+            summary = ", ".join(f"{size}: {n}" for size, n in sorted(self.counts.items()))
+            logger.info("batch sizes over the last %.0f s (size: steps): %s",
+                        now - self.since, summary)
+            self.counts, self.since = {}, now
+
+
 class EngineCore:
     def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
         start = time.perf_counter()
@@ -38,6 +57,8 @@ class EngineCore:
         self.worker = CPUWorker(config, eos_token_id)
         cc = config.cache_config
         self.last_scheduled: dict[str, int] = {}
+        interval = envs.VLLM_LOG_BATCHSIZE_INTERVAL
+        self.batch_log = BatchSizeLog(interval) if interval > 0 else None
         profile_dir = envs.VLLM_TORCH_PROFILER_DIR
         self.profiler = TorchProfiler(profile_dir) if profile_dir else None
         self.scheduler = Scheduler(config.scheduler_config, cc.num_blocks, cc.block_size,
@@ -60,6 +81,8 @@ class EngineCore:
             return []
         sched = self.scheduler.schedule()
         self.last_scheduled = sched.num_scheduled_tokens
+        if self.batch_log is not None:
+            self.batch_log.record(len(sched.num_scheduled_tokens))
         result = self.worker.execute_model(sched)
         return self.scheduler.update_from_output(sched, result)
 

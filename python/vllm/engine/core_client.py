@@ -43,7 +43,8 @@ class EngineCoreClient:
         args = (vllm_config, eos_token_id, input_path, output_path)
         if self.multiprocess:
             self.worker = multiprocessing.get_context("spawn").Process(
-                target=run_engine_core, args=args, name="EngineCore", daemon=True)
+                target=run_engine_core, args=args + (os.getpid(),), name="EngineCore",
+                daemon=True)
         else:
             self.worker = threading.Thread(target=run_engine_core, args=args,
                                            name="EngineCore", daemon=True)

@@ -44,13 +44,17 @@ def _handle(core, message, send) -> bool:
     return True
 
 
-def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str) -> None:
-    """Process entry point (spawned)."""
+def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str,
+                    parent_pid: int | None = None) -> None:
+    """Process entry point (spawned). With parent_pid, the loop ends when that
+    process is gone (killed without shutting us down): no orphaned engines."""
     import zmq
 
     from vllm.engine.core import EngineCore
     from vllm.logger import init_logging
+    from vllm.plugins import load_general_plugins
     init_logging()
+    load_general_plugins()  # this process builds the model: plugin architectures too
     import threading
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the API process decides shutdown
@@ -72,6 +76,9 @@ def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str
         poller.register(inbox, zmq.POLLIN)
         running = True
         while running:
+            if parent_pid is not None and os.getppid() != parent_pid:
+                logger.error("API process %d is gone: engine core exiting", parent_pid)
+                break
             # Idle: wait for work. Busy: take what has arrived, then step.
             timeout = 0 if core.has_unfinished_requests() else 1000
             while poller.poll(timeout):

@@ -12,22 +12,30 @@ from vllm.engine.core import EngineCore
 from vllm.engine.output_processor import OutputProcessor
 from vllm.engine.processor import InputProcessor, PromptType
 from vllm.outputs import RequestOutput
+from vllm.plugins import load_general_plugins
 from vllm.sampling_params import SamplingParams
+from vllm.usage.usage_lib import UsageContext, report_usage, usage_settings
 
 logger = logging.getLogger(__name__)
 
 
 class LLMEngine:
-    def __init__(self, args: EngineArgs) -> None:
+    def __init__(self, args: EngineArgs,
+                 usage_context: UsageContext = UsageContext.ENGINE_CONTEXT) -> None:
+        load_general_plugins()  # before the model is resolved: plugins may add architectures
         self.vllm_config, self.tokenizer = args.create_engine_config()
         self.model_config = self.vllm_config.model_config
         self.processor = InputProcessor(self.model_config, self.tokenizer)
         self.engine_core = EngineCore(self.vllm_config, self.tokenizer.eos_token_id)
         self.output_processor = OutputProcessor(self.tokenizer)
+        report_usage(usage_context, self.model_config.architecture,
+                     usage_settings(self.vllm_config))
 
     @classmethod
-    def from_engine_args(cls, args: EngineArgs) -> "LLMEngine":
-        return cls(args)
+    def from_engine_args(cls, args: EngineArgs,
+                         usage_context: UsageContext = UsageContext.ENGINE_CONTEXT
+                         ) -> "LLMEngine":
+        return cls(args, usage_context)
 
     def get_tokenizer(self):
         return self.tokenizer

@@ -13,6 +13,7 @@ from vllm.engine.arg_utils import EngineArgs
 from vllm.engine.llm_engine import LLMEngine, PromptType
 from vllm.outputs import RequestOutput
 from vllm.sampling_params import SamplingParams
+from vllm.usage.usage_lib import UsageContext
 
 
 class LLM:
@@ -25,7 +26,7 @@ class LLM:
             kwargs.pop(ignored, None)
         args = EngineArgs(model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
                           max_model_len=max_model_len, **kwargs)
-        self.llm_engine = LLMEngine.from_engine_args(args)
+        self.llm_engine = LLMEngine.from_engine_args(args, UsageContext.LLM_CLASS)
         self._counter = itertools.count()
 
     def get_tokenizer(self):
@@ -46,6 +47,10 @@ class LLM:
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
                  use_tqdm: bool = True, *, prompt_token_ids: list[list[int]] | None = None
                  ) -> list[RequestOutput]:
+        if prompt_token_ids is not None:
+            from vllm.logger import warn_deprecated
+            warn_deprecated("LLM.generate(prompt_token_ids=...) is deprecated: pass "
+                            "[{'prompt_token_ids': ids}, ...] as the prompts")
         if prompts is None and prompt_token_ids is not None:
             prompts = [{"prompt_token_ids": ids} for ids in prompt_token_ids]
         if prompts is None:

@@ -8,8 +8,10 @@
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 
 from vllm import envs
@@ -229,11 +231,18 @@ async def serve(args: argparse.Namespace) -> int:
     from vllm.logger import init_logging
 
     init_logging()
-    engine = AsyncLLM(engine_args_from(args))
+    from vllm.usage.usage_lib import UsageContext
+    engine = AsyncLLM(engine_args_from(args), usage_context=UsageContext.OPENAI_API_SERVER)
     app = build_app(engine, args)
     config = uvicorn.Config(app, host=args.host, port=args.port,
                             log_level=args.uvicorn_log_level, timeout_graceful_shutdown=3)
     server = uvicorn.Server(config)
+    # Our own SIGINT/SIGTERM handling: uvicorn's re-raises the signal once it
+    # has stopped, killing the process before the engine core is shut down.
+    server.capture_signals = contextlib.nullcontext
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
     died = False
 
     async def watch_engine():

@@ -1,0 +1,1 @@
+"""Anonymous usage statistics (on by default, as in vLLM; opt-outs below)."""

@@ -1,0 +1,93 @@
+"""Logging variables, deprecation warnings, batch-size logs and function
+tracing, each seen from a fresh Python process (logging is set up at
+`import vllm`)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    full.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full, timeout=300)
+
+
+LOG_LINE = ("import logging, vllm; logging.getLogger('vllm.test').info('hello'); "
+            "logging.getLogger('vllm.test').debug('details')")
+
+
+def test_default_logging_prefix_level_and_process_name():
+    out = _python(LOG_LINE, VLLM_LOGGING_PREFIX="[node7] ")
+    line = next(l for l in out.stdout.splitlines() if "hello" in l)
+    assert line.startswith("[node7] INFO ") and "MainProcess(" in line and "details" not in out.stdout
+    debug = _python(LOG_LINE, VLLM_LOGGING_LEVEL="DEBUG")
+    assert "details" in debug.stdout
+    bad = _python("import vllm", VLLM_LOGGING_LEVEL="LOUD")
+    assert bad.returncode != 0 and "VLLM_LOGGING_LEVEL='LOUD' is invalid" in bad.stderr
+
+
+def test_configure_logging_off_leaves_logging_alone():
+    out = _python(LOG_LINE, VLLM_CONFIGURE_LOGGING="0")
+    assert out.returncode == 0 and "hello" not in out.stdout + out.stderr
+
+
+def test_logging_config_file(tmp_path):
+    log_file = tmp_path / "vllm.log"
+    config = {"version": 1, "formatters": {"f": {"format": "CUSTOM %(name)s %(message)s"}},
+              "handlers": {"file": {"class": "logging.FileHandler", "formatter": "f",
+                                    "filename": str(log_file)}},
+              "loggers": {"vllm": {"handlers": ["file"], "level": "INFO"}}}
+    path = tmp_path / "logging.json"
+    path.write_text(json.dumps(config))
+    out = _python(LOG_LINE, VLLM_LOGGING_CONFIG_PATH=str(path))
+    assert out.returncode == 0, out.stderr
+    assert log_file.read_text().strip() == "CUSTOM vllm.test hello"
+    missing = _python("import vllm", VLLM_LOGGING_CONFIG_PATH=str(tmp_path / "nope.json"))
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    both = _python("import vllm", VLLM_LOGGING_CONFIG_PATH=str(path),
+                   VLLM_CONFIGURE_LOGGING="0")
+    assert both.returncode != 0 and "VLLM_CONFIGURE_LOGGING=0" in both.stderr
+
+
+def test_deprecation_warning_and_its_silencer():
+    code = ("import warnings; warnings.simplefilter('always');"
+            "from vllm import LLM, SamplingParams;"
+            "llm = LLM(load_format='dummy', max_model_len=64);"
+            "llm.generate(prompt_token_ids=[[5, 6]], sampling_params=SamplingParams(max_tokens=1),"
+            " use_tqdm=False)")
+    warned = _python(code, VLLM_CPU_KVCACHE_SPACE="1", DO_NOT_TRACK="1")
+    assert warned.returncode == 0, warned.stderr
+    assert "DeprecationWarning" in warned.stderr and "prompt_token_ids" in warned.stderr
+    quiet = _python(code, VLLM_CPU_KVCACHE_SPACE="1", DO_NOT_TRACK="1",
+                    VLLM_NO_DEPRECATION_WARNING="1")
+    assert quiet.returncode == 0 and "DeprecationWarning" not in quiet.stderr
+
+
+def test_batch_size_log_interval():
+    code = ("from vllm import LLM, SamplingParams;"
+            "llm = LLM(load_format='dummy', max_model_len=64);"
+            "llm.generate(['a b c'] * 3, SamplingParams(max_tokens=20, ignore_eos=True),"
+            " use_tqdm=False)")
+    out = _python(code, VLLM_CPU_KVCACHE_SPACE="1", DO_NOT_TRACK="1",
+                  VLLM_LOG_BATCHSIZE_INTERVAL="0.000001")
+    assert out.returncode == 0, out.stderr
+    assert "batch sizes over the last" in out.stdout and "3: " in out.stdout
+    silent = _python(code, VLLM_CPU_KVCACHE_SPACE="1", DO_NOT_TRACK="1")
+    assert "batch sizes over the last" not in silent.stdout
+
+
+def test_function_trace_writes_a_file_under_the_cache_root(tmp_path):
+    code = "import vllm.config, json; json.dumps({'a': 1})"
+    out = _python(code, VLLM_TRACE_FUNCTION="1", VLLM_CACHE_ROOT=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    traces = list((tmp_path / "function_traces").glob("vllm-trace-pid*.log"))
+    assert len(traces) == 1 and "VLLM_TRACE_FUNCTION is on" in out.stdout
+    text = traces[0].read_text()
+    assert "call dumps in" in text and "return dumps" in text
+    assert not (tmp_path / "function_traces").exists() or _python(
+        "import vllm", VLLM_CACHE_ROOT=str(tmp_path / "other")).returncode == 0
+    assert not (tmp_path / "other" / "function_traces").exists()
