@@ -91,3 +91,27 @@ def test_function_trace_writes_a_file_under_the_cache_root(tmp_path):
     assert not (tmp_path / "function_traces").exists() or _python(
         "import vllm", VLLM_CACHE_ROOT=str(tmp_path / "other")).returncode == 0
     assert not (tmp_path / "other" / "function_traces").exists()
+
+
+def test_llm_profiler_writes_a_trace_under_the_expanded_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("VLLM_TORCH_PROFILER_DIR", "~/traces")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM, SamplingParams
+    llm = LLM(load_format="dummy", max_model_len=64)
+    llm.start_profile()
+    llm.generate("hello", SamplingParams(max_tokens=2), use_tqdm=False)
+    path = llm.stop_profile()
+    assert os.path.dirname(path) == str(tmp_path / "traces")
+    trace = json.loads(open(path).read())
+    names = {event.get("name", "") for event in trace["traceEvents"]}
+    assert any("_C::" in name for name in names)  # our kernels show up by name
+
+
+def test_profiler_without_its_variable_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM
+    llm = LLM(load_format="dummy", max_model_len=64)
+    import pytest
+    with pytest.raises(RuntimeError, match="VLLM_TORCH_PROFILER_DIR"):
+        llm.start_profile()
