@@ -1,4 +1,4 @@
-"""The `vllm` command: serve, generate, chat, collect-env, --version."""
+"""The `vllm` command: serve, bench, generate, chat, collect-env, --version."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the OpenAI-compatible server")
     from vllm.entrypoints.openai.cli_args import add_serve_args
     add_serve_args(serve, model_positional=True)
+    bench = sub.add_parser("bench", help="benchmarks: throughput, latency, serve")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    from vllm.benchmarks.offline import add_latency_args, add_throughput_args
+    from vllm.benchmarks.serve import add_serve_bench_args
+    add_throughput_args(bench_sub.add_parser("throughput", help="offline throughput"))
+    add_latency_args(bench_sub.add_parser("latency", help="latency of one batch"))
+    add_serve_bench_args(bench_sub.add_parser("serve", help="load an OpenAI-compatible server"))
     chat = sub.add_parser("chat", help="interactive chat in the terminal (offline)")
     chat.add_argument("--system", default=None, help="system prompt")
     _add_engine_args(chat)
@@ -90,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(args)
     if args.command == "chat":
         return _chat(args)
+    if args.command == "bench":
+        from vllm.benchmarks import offline, serve as serve_bench
+        run = {"throughput": offline.run_throughput, "latency": offline.run_latency,
+               "serve": serve_bench.run_serve_bench}[args.bench_command]
+        result = run(args)
+        return 0 if result.get("failed", 0) == 0 else 1
     if args.command == "serve":
         import asyncio
 

@@ -1,0 +1,1 @@
+"""`vllm bench throughput | latency | serve`: the benchmarks vLLM users know."""
