@@ -12,6 +12,7 @@ find_package(OpenMP REQUIRED COMPONENTS CXX)
 set(VLLM_CPU_KERNEL_SOURCES
   csrc/cpu/kernel_table.cpp
   csrc/cpu/layernorm.cpp
+  csrc/cpu/linear.cpp
   csrc/cpu/activation.cpp
   csrc/cpu/rotary.cpp
   csrc/cpu/attention.cpp)
@@ -46,7 +47,7 @@ vllm_add_extension(_C
   SOURCES csrc/core/module_init.cpp csrc/torch_bindings.cpp
           csrc/cpu/torch_bindings_cpu.cpp csrc/cpu/cache_ops.cpp
           csrc/cpu/attention_bindings_cpu.cpp csrc/cpu/isa_dispatch.cpp
-          csrc/cpu/thread_binding.cpp
+          csrc/cpu/thread_binding.cpp csrc/cpu/linear_bindings_cpu.cpp
   OBJECTS ${_objects})
 target_compile_definitions(_C PRIVATE VLLM_HAS_CPU_KERNELS ${_dispatch_defs})
 target_link_libraries(_C PRIVATE OpenMP::OpenMP_CXX)

@@ -10,6 +10,7 @@ void act_and_mul(const ActivationArgs& args);
 void activation(const ActivationArgs& args);
 void rotary_embedding(const RotaryArgs& args);
 void paged_attention(const PagedAttentionArgs& args);
+void small_m_linear(const LinearArgs& args);
 
 #define VLLM_STR2(x) #x
 #define VLLM_STR(x) VLLM_STR2(x)
@@ -17,7 +18,7 @@ void paged_attention(const PagedAttentionArgs& args);
 const KernelTable& kernel_table() {
   static const KernelTable table{VLLM_STR(VLLM_ISA_NS), &rms_norm, &fused_add_rms_norm,
                                  &act_and_mul, &activation, &rotary_embedding,
-                                 &paged_attention};
+                                 &paged_attention, &small_m_linear};
   return table;
 }
 

@@ -76,6 +76,19 @@ struct RotaryArgs {
 
 using vllm::PagedAttentionArgs;  // csrc/core/attention_args.h
 
+// out[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]); weight rows are
+// contiguous ([n, k] row-major), all tensors of `dtype`.
+struct LinearArgs {
+  void* out;
+  const void* input;
+  const void* weight;
+  const void* bias;  // may be null
+  int64_t m, n, k;
+  int64_t input_row_stride;
+  int64_t out_row_stride;
+  DType dtype;
+};
+
 // Limits of the CPU attention kernel (checked by the bindings).
 constexpr int64_t kAttentionMaxHeadSize = 256;
 constexpr int64_t kAttentionMaxGroup = 64;
@@ -89,6 +102,7 @@ struct KernelTable {
   void (*activation)(const ActivationArgs&);
   void (*rotary_embedding)(const RotaryArgs&);
   void (*paged_attention)(const PagedAttentionArgs&);
+  void (*small_m_linear)(const LinearArgs&);
 };
 
 // One per compiled variant; defined in kernel_table.cpp built per ISA.

@@ -143,6 +143,14 @@ def paged_attention_prefill(out: torch.Tensor, query: torch.Tensor,
         query_start_loc, seq_lens, alibi_slopes, kv_cache_dtype, k_scale, v_scale)
 
 
+# ---------------------------------------------------------------- linear (CPU)
+def small_m_linear(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor | None = None) -> None:
+    """out = input @ weight.T (+ bias) for a few input rows (decode), streaming
+    the weights at memory bandwidth; CPU builds only."""
+    torch.ops._C.small_m_linear(out, input, weight, bias)
+
+
 # ---------------------------------------------------------------- CPU utils
 def init_cpu_threads_env(cpu_ids: list[int] | str) -> str:
     """Run one OpenMP thread per CPU, each bound to its CPU (CPU builds)."""
@@ -186,6 +194,11 @@ if _C is not None:
 
     for _name in ("paged_attention_v1", "paged_attention_v2", "paged_attention_prefill"):
         torch.library.register_fake(f"_C::{_name}")(_no_output_fake)
+
+    if hasattr(torch.ops._C, "small_m_linear"):
+        @torch.library.register_fake("_C::small_m_linear")
+        def _small_m_linear_fake(out, input, weight, bias) -> None:
+            return None
 
     @torch.library.register_fake("_C::rotary_embedding")
     def _rotary_embedding_fake(positions, query, key, head_size, cos_sin_cache,

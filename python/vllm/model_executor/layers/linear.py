@@ -6,6 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vllm import _custom_ops as ops
+
+_HAS_SMALL_M = hasattr(torch.ops._C, "small_m_linear") if ops._C is not None else False
+
 
 class Linear(nn.Module):
     """y = x W^T (+ b), W stored [out, in]. `shard_sizes` names the row
@@ -40,4 +44,22 @@ class Linear(nn.Module):
         param.data[start:start + size].copy_(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _use_small_m_kernel(x, self.weight):
+            out = torch.empty(x.shape[0], self.out_features, dtype=x.dtype, device=x.device)
+            ops.small_m_linear(out, x, self.weight, self.bias)
+            return out
         return F.linear(x, self.weight, self.bias)
+
+
+# Up to this many rows (decode batches) the weights are the traffic and our
+# streaming kernel wins (2-3.7x at 1 row); at 4 rows it is at parity and at 16
+# twice slower than oneDNN, whose bf16 dot products win once compute counts
+# (bench/kernels/test_linear_bench.py).
+SMALL_M_MAX_ROWS = 3
+
+
+def _use_small_m_kernel(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # 16-bit weights only: fp32 stays on torch, whose summation order the
+    # token-exact comparisons with transformers rely on.
+    return (x.dim() == 2 and x.shape[0] <= SMALL_M_MAX_ROWS and x.device.type == "cpu"
+            and weight.dtype in (torch.bfloat16, torch.float16) and _HAS_SMALL_M)

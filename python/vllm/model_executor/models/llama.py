@@ -11,7 +11,8 @@ from torch import nn
 from vllm.model_executor.layers.activation import ActAndMul
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm.model_executor.layers.linear import Linear
+from vllm import _custom_ops as ops
+from vllm.model_executor.layers.linear import Linear, _use_small_m_kernel
 from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings
 
 
@@ -122,7 +123,12 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits of the given hidden states (only the rows to sample)."""
-        return torch.nn.functional.linear(hidden, self.lm_head.weight).float()
+        weight = self.lm_head.weight
+        if _use_small_m_kernel(hidden, weight):
+            out = torch.empty(hidden.shape[0], weight.shape[0], dtype=hidden.dtype)
+            ops.small_m_linear(out, hidden, weight, None)
+            return out.float()
+        return torch.nn.functional.linear(hidden, weight).float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Copy checkpoint tensors in; returns the parameter names filled."""

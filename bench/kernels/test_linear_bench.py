@@ -1,0 +1,34 @@
+"""small_m_linear vs torch's F.linear on SmolLM2-135M's decode shapes (bf16).
+
+    python -m pytest bench/kernels/test_linear_bench.py --benchmark-only \
+        --benchmark-group-by=param:shape,param:threads
+
+Decode with a handful of sequences reads every weight once per step, so the
+figure that matters is the achieved read bandwidth: bytes of weight / time
+(extra_info["bytes"]). Not part of the test suite.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vllm import _custom_ops as ops
+
+# (rows, out_features, in_features): qkv, gate_up, down, o, lm_head
+SHAPES = [(1, 960, 576), (1, 3072, 576), (1, 576, 1536), (1, 576, 576), (1, 49152, 576),
+          (4, 3072, 576), (16, 3072, 576)]
+
+
+@pytest.mark.parametrize("impl", ["vllm", "torch"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}")
+def test_small_m_linear(benchmark, threads, shape, impl):
+    m, n, k = shape
+    x = torch.randn(m, k).to(torch.bfloat16)
+    w = torch.randn(n, k).to(torch.bfloat16)
+    out = torch.empty(m, n, dtype=torch.bfloat16)
+    benchmark.extra_info["bytes"] = w.numel() * 2
+    if impl == "vllm":
+        benchmark(ops.small_m_linear, out, x, w, None)
+    else:
+        benchmark(F.linear, x, w)
