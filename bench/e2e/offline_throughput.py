@@ -1,7 +1,9 @@
 """Offline throughput of LLM.generate on synthetic prompts (random token ids)
-of a fixed input length, ignoring EOS so every request makes exactly
+of a fixed input length, greedy, ignoring EOS so every request makes exactly
 --output-len tokens. Prints requests/s, total and output tokens/s, and the
-batch-1 decode rate.
+batch-1 decode rate, from one engine. (`vllm bench throughput` and `vllm
+bench latency --batch-size 1` measure the same with vLLM's CLI, sampling at
+temperature 1 and starting an engine each.)
 
     python bench/e2e/offline_throughput.py --num-prompts 64 --input-len 158 --output-len 128
 """
@@ -28,16 +30,15 @@ def main() -> None:
     import torch
 
     from vllm import LLM, SamplingParams
+    from vllm.benchmarks.datasets import random_requests
 
     start = time.perf_counter()
     llm = LLM(model=args.model, dtype=args.dtype,
               max_model_len=max(512, args.input_len + args.output_len + 1))
     startup = time.perf_counter() - start
-    vocab = llm.llm_engine.model_config.vocab_size
-    generator = torch.Generator().manual_seed(0)
-    prompts = [{"prompt_token_ids": torch.randint(100, vocab - 100, (args.input_len,),
-                                                  generator=generator).tolist()}
-               for _ in range(args.num_prompts)]
+    requests = random_requests(llm.get_tokenizer(), args.num_prompts, args.input_len,
+                               args.output_len)
+    prompts = [{"prompt_token_ids": r.prompt} for r in requests]
     params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True)
     llm.generate(prompts[:2], SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
     llm.reset_prefix_cache()

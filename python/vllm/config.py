@@ -3,7 +3,7 @@ built; bad values raise ValueError with the reason."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -153,4 +153,3 @@ class VllmConfig:
     cache_config: CacheConfig
     scheduler_config: SchedulerConfig
     attention_backend: str | None = None
-    extra: dict = field(default_factory=dict)

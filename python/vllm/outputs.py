@@ -19,12 +19,9 @@ PositionLogprobs = dict[int, Logprob]
 @dataclass
 class RequestMetrics:
     arrival_time: float
-    first_scheduled_time: float | None = None
     first_token_time: float | None = None
     last_token_time: float | None = None
     finished_time: float | None = None
-    time_in_queue: float | None = None
-    num_preemptions: int = 0
 
 
 @dataclass

@@ -46,6 +46,8 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     detokenize: bool = True
     skip_special_tokens: bool = True
+    # Accepted for vLLM compatibility; fast (Rust) tokenizers, the only kind
+    # loaded here, always join special tokens their own way.
     spaces_between_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     logits_processors: list[LogitsProcessor] | None = None

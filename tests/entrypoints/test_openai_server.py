@@ -137,6 +137,12 @@ def test_bad_requests_get_400_with_an_openai_error(server, body, needle):
     assert httpx.get(f"{server.url}/health").status_code == 200
 
 
+def test_chat_echo_is_refused_not_ignored(server):
+    r = _post(server, "/v1/chat/completions",
+              {"messages": [{"role": "user", "content": "hi"}], "echo": True})
+    assert r.status_code == 400 and "echo" in r.json()["error"]["message"]
+
+
 def test_openai_client_raises_bad_request(client):
     with pytest.raises(openai.BadRequestError, match="temperature"):
         client.chat.completions.create(model=MODEL, messages=QUESTION, temperature=-0.5)

@@ -88,8 +88,8 @@ def test_function_trace_writes_a_file_under_the_cache_root(tmp_path):
     assert len(traces) == 1 and "VLLM_TRACE_FUNCTION is on" in out.stdout
     text = traces[0].read_text()
     assert "call dumps in" in text and "return dumps" in text
-    assert not (tmp_path / "function_traces").exists() or _python(
-        "import vllm", VLLM_CACHE_ROOT=str(tmp_path / "other")).returncode == 0
+    untraced = _python("import vllm", VLLM_CACHE_ROOT=str(tmp_path / "other"))
+    assert untraced.returncode == 0 and "VLLM_TRACE_FUNCTION" not in untraced.stdout
     assert not (tmp_path / "other" / "function_traces").exists()
 
 

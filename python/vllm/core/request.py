@@ -43,7 +43,6 @@ class Request:
         self.num_computed_tokens = 0
         self.num_cached_tokens = -1  # prefix-cache hit on first scheduling
         self.num_preemptions = 0
-        self.first_scheduled_time: float | None = None
         # Content hashes of this request's full blocks, extended as they fill.
         self.block_hashes: list[int] = []
         self.max_tokens = sampling_params.max_tokens

@@ -56,7 +56,6 @@ class EngineCore:
         self.config = config
         self.worker = CPUWorker(config, eos_token_id)
         cc = config.cache_config
-        self.last_scheduled: dict[str, int] = {}
         interval = envs.VLLM_LOG_BATCHSIZE_INTERVAL
         self.batch_log = BatchSizeLog(interval) if interval > 0 else None
         profile_dir = envs.VLLM_TORCH_PROFILER_DIR
@@ -77,10 +76,8 @@ class EngineCore:
 
     def step(self) -> list[EngineCoreOutput]:
         if not self.scheduler.has_unfinished_requests():
-            self.last_scheduled = {}
             return []
         sched = self.scheduler.schedule()
-        self.last_scheduled = sched.num_scheduled_tokens
         if self.batch_log is not None:
             self.batch_log.record(len(sched.num_scheduled_tokens))
         result = self.worker.execute_model(sched)

@@ -10,7 +10,6 @@ import logging
 import os
 import pickle
 import signal
-import time
 import traceback
 
 from vllm.engine.messages import (AbortRequests, AddRequest, EngineCoreOutputs, EngineDead,
@@ -87,10 +86,7 @@ def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str
                     break
                 timeout = 0
             if running and core.has_unfinished_requests():
-                start = time.perf_counter()
-                outputs = core.step()
-                send(EngineCoreOutputs(outputs, time.perf_counter() - start,
-                                       len(core.last_scheduled)))
+                send(EngineCoreOutputs(core.step()))
     except Exception:  # report, then die: the API process decides what happens next
         reason = traceback.format_exc()
         logger.error("engine core failed:\n%s", reason)

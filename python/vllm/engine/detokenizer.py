@@ -10,8 +10,7 @@ _CONTEXT = 5  # prompt tokens that give the first output token its spacing
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer, prompt_token_ids: list[int], skip_special_tokens: bool,
-                 spaces_between_special_tokens: bool = True) -> None:
+    def __init__(self, tokenizer, prompt_token_ids: list[int], skip_special_tokens: bool) -> None:
         self.tokenizer = tokenizer
         self.skip_special_tokens = skip_special_tokens
         self.tokens = list(prompt_token_ids[-_CONTEXT:])

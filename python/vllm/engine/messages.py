@@ -2,7 +2,7 @@
 (pickled over ZeroMQ). No string-named calls: one dataclass per kind."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vllm.core.request import Request
 from vllm.core.sched_output import EngineCoreOutput
@@ -59,9 +59,6 @@ class EngineReady:
 @dataclass
 class EngineCoreOutputs:
     outputs: list[EngineCoreOutput]
-    step_seconds: float = 0.0
-    num_scheduled: int = 0  # requests in the step (batch size)
-    finished_aborted: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -34,6 +34,7 @@ class _ParentState:
     prompt_token_ids: list[int]
     params: SamplingParams
     samples: list[_SampleState]
+    child_ids: list[str]
     metrics: RequestMetrics
     prompt_logprobs: list[PositionLogprobs | None] | None = None
     num_cached_tokens: int = 0
@@ -62,7 +63,7 @@ class OutputProcessor:
             samples.append(sample)
             self.child_to_parent[child] = (request_id, index)
         self.parents[request_id] = _ParentState(
-            request_id, prompt, prompt_token_ids, params[0], samples,
+            request_id, prompt, prompt_token_ids, params[0], samples, list(child_ids),
             RequestMetrics(arrival_time),
             [None] if params[0].prompt_logprobs is not None else None)
 
@@ -70,7 +71,8 @@ class OutputProcessor:
         return bool(self.parents)
 
     def child_ids(self, request_id: str) -> list[str]:
-        return [c for c, (p, _) in self.child_to_parent.items() if p == request_id]
+        parent = self.parents.get(request_id)
+        return list(parent.child_ids) if parent is not None else []
 
     def _decode_logprobs(self, entry: SampledLogprobs) -> PositionLogprobs:
         out: PositionLogprobs = {}
@@ -136,18 +138,17 @@ class OutputProcessor:
             if finished:
                 parent.metrics.finished_time = now
                 del self.parents[parent.request_id]
-                for child in [c for c, (p, _) in self.child_to_parent.items()
-                              if p == parent.request_id]:
-                    del self.child_to_parent[child]
+                for child in parent.child_ids:
+                    self.child_to_parent.pop(child, None)
             output = self._make_output(parent, finished)
             if output is not None:
                 results.append(output)
         return results, to_stop
 
     def abort(self, request_id: str) -> None:
-        self.parents.pop(request_id, None)
-        for child in self.child_ids(request_id):
-            del self.child_to_parent[child]
+        parent = self.parents.pop(request_id, None)
+        for child in parent.child_ids if parent is not None else []:
+            self.child_to_parent.pop(child, None)
 
     def _make_output(self, parent: _ParentState, finished: bool) -> RequestOutput | None:
         kind = parent.params.output_kind

@@ -11,6 +11,7 @@ from typing import AsyncIterator
 
 from vllm.entrypoints.openai.protocol import ChatCompletionRequest, CompletionRequest
 from vllm.outputs import CompletionOutput, RequestOutput
+from vllm.transformers_utils.chat import render_chat_prompt
 
 
 class BadRequest(ValueError):
@@ -215,25 +216,21 @@ class OpenAIServing:
 
     # ------------------------------------------------------------ chat
     def _chat_prompt(self, request: ChatCompletionRequest) -> dict:
+        messages = request.plain_messages()  # ValueError for non-text parts: a 400
         try:
-            messages = request.plain_messages()
-            text = self.tokenizer.apply_chat_template(
-                messages, chat_template=request.chat_template or self.chat_template,
-                tokenize=False,
-                add_generation_prompt=(request.add_generation_prompt
-                                       and not request.continue_final_message),
-                continue_final_message=request.continue_final_message)
-        except ValueError:
-            raise
+            return render_chat_prompt(self.tokenizer, messages,
+                                      request.chat_template or self.chat_template,
+                                      request.add_generation_prompt,
+                                      request.continue_final_message)
         except Exception as exc:  # template errors are the request's fault
             raise BadRequest(f"could not apply the chat template: {exc}") from None
-        return {"prompt": text,
-                "prompt_token_ids": self.tokenizer(text, add_special_tokens=False).input_ids}
 
     async def chat(self, request: ChatCompletionRequest):
         self.check_model(request.model)
         if not request.messages:
             raise BadRequest("messages must not be empty")
+        if request.echo:
+            raise BadRequest("echo is not supported for chat completions")
         prompt = self._chat_prompt(request)
         prompt_len = len(prompt["prompt_token_ids"])
         self._check_budget(prompt_len, request.max_completion_tokens or request.max_tokens)
