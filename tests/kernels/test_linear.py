@@ -71,3 +71,30 @@ def test_linear_layer_uses_it_for_16_bit_decode_batches():
         x = torch.randn(rows, 64).to(torch.bfloat16)
         torch.testing.assert_close(layer(x), reference(x, layer.weight, layer.bias),
                                    **TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_linear_layer_with_the_packed_onednn_weight(bias):
+    from vllm.model_executor.layers import linear
+    if not linear._PACKED_ONEDNN:
+        pytest.skip("torch has no oneDNN bf16 path on this CPU")
+    layer = linear.Linear(576, {"q": 576, "k": 192, "v": 192}, bias=bias, dtype=torch.bfloat16)
+    torch.nn.init.normal_(layer.weight)
+    if bias:
+        torch.nn.init.normal_(layer.bias)
+    layer.process_weights_after_loading()
+    assert layer.packed_weight is not None
+    for rows in (4, 64, 517):  # every row count above the small-row kernel's
+        x = torch.randn(rows, 576).to(torch.bfloat16)
+        out = layer(x)
+        assert out.shape == (rows, 960) and out.dtype == torch.bfloat16
+        torch.testing.assert_close(out, reference(x, layer.weight, layer.bias),
+                                   **TOL[torch.bfloat16])
+
+
+def test_fp32_layers_are_not_packed():
+    # fp32 stays on F.linear: exact comparisons with transformers rely on it.
+    from vllm.model_executor.layers.linear import Linear
+    layer = Linear(64, 32, dtype=torch.float32)
+    layer.process_weights_after_loading()
+    assert layer.packed_weight is None

@@ -13,6 +13,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from vllm.transformers_utils.gguf_reader import GGUFFile
+
 logger = logging.getLogger(__name__)
 
 # GGUF architecture -> (Hugging Face architecture, model_type)
@@ -42,17 +44,12 @@ _GLOBAL_TENSORS = {
 
 
 @lru_cache(maxsize=4)
-def _reader(path: str):
-    import gguf
-    return gguf.GGUFReader(path)
+def _reader(path: str) -> GGUFFile:
+    return GGUFFile(path)
 
 
-def _field(reader, key: str, default=None):
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    value = field.contents()
-    return value
+def _field(reader: GGUFFile, key: str, default=None):
+    return reader.get(key, default)
 
 
 def gguf_architecture(path: str) -> str:
@@ -77,7 +74,7 @@ def load_gguf_config(path: str):
     num_heads = int(meta("attention.head_count"))
     hidden = int(meta("embedding_length"))
     tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = int(meta("vocab_size", len(tokens.data) if tokens is not None else 0))
+    vocab = int(meta("vocab_size", len(tokens) if tokens is not None else 0))
     has_output = any(t.name == "output.weight" for t in reader.tensors)
     head_dim = int(meta("attention.key_length", hidden // num_heads))
     kwargs = dict(

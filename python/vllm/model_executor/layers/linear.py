@@ -9,6 +9,11 @@ from torch import nn
 from vllm import _custom_ops as ops
 
 _HAS_SMALL_M = hasattr(torch.ops._C, "small_m_linear") if ops._C is not None else False
+# oneDNN bf16 GEMMs on a prepacked weight: needs torch built with oneDNN and
+# a CPU with native bf16 dot products (else oneDNN emulates bf16 slowly).
+_PACKED_ONEDNN = (torch.backends.mkldnn.is_available()
+                  and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                  and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
 class Linear(nn.Module):
@@ -30,6 +35,8 @@ class Linear(nn.Module):
                                    requires_grad=False)
         self.bias = (nn.Parameter(torch.empty(offset, dtype=dtype), requires_grad=False)
                      if bias else None)
+        # oneDNN's blocked copy of the weight (see pack_weight_for_onednn)
+        self.packed_weight: torch.Tensor | None = None
 
     def load(self, name: str, loaded: torch.Tensor, shard: str = "") -> None:
         """Copy a checkpoint tensor ("weight" or "bias") into its row block."""
@@ -43,12 +50,38 @@ class Linear(nn.Module):
                              f"{tuple(loaded.shape)}, expected {expected}")
         param.data[start:start + size].copy_(loaded)
 
+    def process_weights_after_loading(self) -> None:
+        self.packed_weight = pack_weight_for_onednn(self.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _use_small_m_kernel(x, self.weight):
-            out = torch.empty(x.shape[0], self.out_features, dtype=x.dtype, device=x.device)
-            ops.small_m_linear(out, x, self.weight, self.bias)
-            return out
-        return F.linear(x, self.weight, self.bias)
+        return apply_linear(x, self.weight, self.bias, self.packed_weight)
+
+
+def pack_weight_for_onednn(weight: torch.Tensor) -> torch.Tensor | None:
+    """oneDNN's own blocked layout of a bf16 weight, or None where unused.
+
+    F.linear hands oneDNN the plain [out, in] weight and oneDNN reorders it
+    into its blocked layout on every call: at 64 rows (a decode batch) that
+    is 15-20% of the GEMM (bench/kernels/test_linear_bench.py). Packing once
+    at load costs a second copy of the weight; the plain one stays for the
+    small-row kernel, which streams it as stored."""
+    if not (_PACKED_ONEDNN and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
+            and weight.dim() == 2):
+        return None
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+
+
+def apply_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 packed: torch.Tensor | None) -> torch.Tensor:
+    """x W^T + b by the fastest path for this many rows: our streaming
+    kernel for a few rows, oneDNN on the packed weight, else torch."""
+    if _use_small_m_kernel(x, weight):
+        out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
+        ops.small_m_linear(out, x, weight, bias)
+        return out
+    if packed is not None and x.dim() == 2 and x.dtype == weight.dtype:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return F.linear(x, weight, bias)
 
 
 # Up to this many rows (decode batches) the weights are the traffic and our

@@ -88,6 +88,8 @@ def get_model(config: ModelConfig, attn_backend) -> torch.nn.Module:
                 raise ValueError(f"checkpoint {config.path} lacks weights: "
                                  f"{', '.join(missing[:5])}"
                                  + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        if hasattr(model, "process_weights_after_loading"):
+            model.process_weights_after_loading()
     model.eval()
     logger.info("loaded %s (%s, %s) in %.2f s", config.architecture, config.load_format,
                 config.dtype, time.perf_counter() - start)

@@ -11,8 +11,7 @@ from torch import nn
 from vllm.model_executor.layers.activation import ActAndMul
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm import _custom_ops as ops
-from vllm.model_executor.layers.linear import Linear, _use_small_m_kernel
+from vllm.model_executor.layers.linear import Linear, apply_linear, pack_weight_for_onednn
 from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings
 
 
@@ -114,6 +113,7 @@ class LlamaForCausalLM(nn.Module):
         else:
             self.lm_head = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
             self.lm_head.weight.requires_grad_(False)
+        self.packed_lm_head: torch.Tensor | None = None
 
     def attention_layers(self) -> list[Attention]:
         return [layer.self_attn.attn for layer in self.model.layers]
@@ -123,12 +123,13 @@ class LlamaForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits of the given hidden states (only the rows to sample)."""
-        weight = self.lm_head.weight
-        if _use_small_m_kernel(hidden, weight):
-            out = torch.empty(hidden.shape[0], weight.shape[0], dtype=hidden.dtype)
-            ops.small_m_linear(out, hidden, weight, None)
-            return out.float()
-        return torch.nn.functional.linear(hidden, weight).float()
+        return apply_linear(hidden, self.lm_head.weight, None, self.packed_lm_head).float()
+
+    def process_weights_after_loading(self) -> None:
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.process_weights_after_loading()
+        self.packed_lm_head = pack_weight_for_onednn(self.lm_head.weight)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Copy checkpoint tensors in; returns the parameter names filled."""
