@@ -98,3 +98,20 @@ def test_fp32_layers_are_not_packed():
     layer = Linear(64, 32, dtype=torch.float32)
     layer.process_weights_after_loading()
     assert layer.packed_weight is None
+
+
+def test_weights_placed_back_to_back_in_call_order():
+    from vllm.model_executor.layers.linear import Linear, place_weights_in_call_order
+    layers = [Linear(64, 96, dtype=torch.bfloat16), Linear(96, 32, dtype=torch.bfloat16),
+              Linear(32, 64, dtype=torch.bfloat16)]
+    for layer in layers:
+        torch.nn.init.normal_(layer.weight)
+    before = [layer.weight.detach().clone() for layer in layers]
+    place_weights_in_call_order(layers)
+    for layer, weight in zip(layers, before):
+        assert torch.equal(layer.weight, weight) and layer.weight.is_contiguous()
+    for first, second in zip(layers, layers[1:]):
+        end = first.weight.data_ptr() + first.weight.numel() * first.weight.element_size()
+        assert second.weight.data_ptr() == end
+    x = torch.randn(2, 64).to(torch.bfloat16)  # and the layers still compute
+    torch.testing.assert_close(layers[0](x), reference(x, before[0], None), **TOL[torch.bfloat16])

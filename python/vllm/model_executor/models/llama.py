@@ -11,7 +11,8 @@ from torch import nn
 from vllm.model_executor.layers.activation import ActAndMul
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm.model_executor.layers.linear import Linear, apply_linear, pack_weight_for_onednn
+from vllm.model_executor.layers.linear import (Linear, apply_linear, pack_weight_for_onednn,
+                                               place_weights_in_call_order)
 from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings
 
 
@@ -126,9 +127,10 @@ class LlamaForCausalLM(nn.Module):
         return apply_linear(hidden, self.lm_head.weight, None, self.packed_lm_head).float()
 
     def process_weights_after_loading(self) -> None:
-        for module in self.modules():
-            if isinstance(module, Linear):
-                module.process_weights_after_loading()
+        linears = [m for m in self.modules() if isinstance(m, Linear)]  # in call order
+        place_weights_in_call_order(linears)
+        for module in linears:
+            module.process_weights_after_loading()
         self.packed_lm_head = pack_weight_for_onednn(self.lm_head.weight)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
