@@ -151,6 +151,24 @@ def small_m_linear(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
     torch.ops._C.small_m_linear(out, input, weight, bias)
 
 
+def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
+                        weights: list[torch.Tensor], biases: list[torch.Tensor | None],
+                        key_caches: list[torch.Tensor], value_caches: list[torch.Tensor],
+                        cos_sin_cache: torch.Tensor, slot_mapping: torch.Tensor,
+                        block_tables: torch.Tensor, seq_lens: torch.Tensor, block_size: int,
+                        max_seq_len: int, num_heads: int, num_kv_heads: int, head_size: int,
+                        epsilon: float, scale: float, is_neox: bool,
+                        activation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every Llama-family decoder layer of a decode step of up to 3 sequences
+    in one call (CPU builds): per layer `weights` holds input norm, qkv, o,
+    post-attention norm, gate_up, down; `biases` qkv, o, gate_up, down (or
+    None). Returns (hidden, residual) before the final norm."""
+    return torch.ops._C.fused_decode_layers(
+        hidden, positions, weights, biases, key_caches, value_caches, cos_sin_cache,
+        slot_mapping, block_tables, seq_lens, block_size, max_seq_len, num_heads,
+        num_kv_heads, head_size, epsilon, scale, is_neox, activation)
+
+
 # ---------------------------------------------------------------- CPU utils
 def init_cpu_threads_env(cpu_ids: list[int] | str) -> str:
     """Run one OpenMP thread per CPU, each bound to its CPU (CPU builds)."""
@@ -199,6 +217,11 @@ if _C is not None:
         @torch.library.register_fake("_C::small_m_linear")
         def _small_m_linear_fake(out, input, weight, bias) -> None:
             return None
+
+    if hasattr(torch.ops._C, "fused_decode_layers"):
+        @torch.library.register_fake("_C::fused_decode_layers")
+        def _fused_decode_layers_fake(hidden, positions, weights, *args):
+            return torch.empty_like(hidden), torch.empty_like(hidden)
 
     @torch.library.register_fake("_C::rotary_embedding")
     def _rotary_embedding_fake(positions, query, key, head_size, cos_sin_cache,

@@ -24,3 +24,9 @@ def get_attn_metadata() -> Any:
         return _CONTEXT.get()
     except LookupError:
         raise RuntimeError("attention ran outside set_forward_context()") from None
+
+
+def get_attn_metadata_or_none() -> Any:
+    """The step's metadata, or None outside a forward context (a model run
+    on its own, as in tests)."""
+    return _CONTEXT.get(None)

@@ -18,6 +18,7 @@ class ActAndMul(nn.Module):
         if act not in _KERNELS:
             raise ValueError(f"hidden activation {act!r} is not supported "
                              f"({', '.join(_KERNELS)})")
+        self.name = act
         self.kernel = _KERNELS[act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

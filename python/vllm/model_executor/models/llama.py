@@ -8,12 +8,14 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from vllm.forward_context import get_attn_metadata_or_none
 from vllm.model_executor.layers.activation import ActAndMul
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.linear import (Linear, apply_linear, pack_weight_for_onednn,
                                                place_weights_in_call_order)
 from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings
+from vllm.model_executor.models.fused_decode import FusedDecode
 
 
 class LlamaAttention(nn.Module):
@@ -85,12 +87,17 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, dtype, backend, qkv_bias)
                                     for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+        self.fused_decode = FusedDecode(self.layers)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         hidden = self.embed_tokens(input_ids)
-        residual = None
-        for layer in self.layers:
-            hidden, residual = layer(positions, hidden, residual)
+        md = get_attn_metadata_or_none()
+        if self.fused_decode.applicable(hidden, md):
+            hidden, residual = self.fused_decode.run(hidden, positions, md)
+        else:
+            residual = None
+            for layer in self.layers:
+                hidden, residual = layer(positions, hidden, residual)
         hidden, _ = self.norm(hidden, residual)
         return hidden
 

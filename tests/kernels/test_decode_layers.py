@@ -1,0 +1,112 @@
+"""fused_decode_layers (all decoder layers of a small decode step in one C++
+call) against the layer-by-layer modules it replaces: same hidden states,
+same residual, same KV-cache writes, bit for bit, on random Llama / Qwen2
+models with fresh random weights and caches."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig
+
+from vllm import _custom_ops as ops
+from vllm.attention.backends.metadata import AttentionMetadata
+from vllm.attention.backends.paged import PagedAttentionBackend
+from vllm.attention.kv_cache_layout import kv_cache_shapes
+from vllm.forward_context import set_forward_context
+from vllm.model_executor.models.llama import LlamaForCausalLM
+from vllm.model_executor.models.qwen2 import Qwen2ForCausalLM
+
+from tests.kernels.isa import cpu_isa  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.skipif(not hasattr(torch.ops._C, "fused_decode_layers"),
+                                reason="CPU builds only")
+BLOCK = 16
+NUM_BLOCKS = 40
+
+
+def random_model(cls, act: str, dtype: torch.dtype):
+    config = LlamaConfig(vocab_size=300, hidden_size=192, intermediate_size=320,
+                         num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
+                         head_dim=64, hidden_act=act, max_position_embeddings=512)
+    model = cls(config, dtype, PagedAttentionBackend)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.2)
+    model.process_weights_after_loading()
+    shapes = kv_cache_shapes(NUM_BLOCKS, BLOCK, 2, 64)
+    for attn in model.attention_layers():
+        attn.kv_cache = (torch.randn(shapes.key).to(dtype), torch.randn(shapes.value).to(dtype))
+    return model
+
+
+def decode_metadata(rows: int) -> tuple[AttentionMetadata, torch.Tensor]:
+    # each sequence owns 4 distinct blocks; contexts of different lengths
+    seq_lens = torch.randint(1, 4 * BLOCK, (rows,), dtype=torch.int32)
+    tables = torch.randperm(NUM_BLOCKS)[:4 * rows].reshape(rows, 4).to(torch.int32)
+    positions = seq_lens.long() - 1
+    slots = tables[torch.arange(rows), positions // BLOCK].long() * BLOCK + positions % BLOCK
+    md = AttentionMetadata(slot_mapping=slots,
+                           query_start_loc=torch.arange(rows + 1, dtype=torch.int32),
+                           seq_lens=seq_lens, block_tables=tables, max_query_len=1,
+                           max_seq_len=int(seq_lens.max()), block_size=BLOCK)
+    return md, positions
+
+
+def run(model, ids, positions, md, fused: bool):
+    model.model.fused_decode.enabled = fused
+    with torch.inference_mode(), set_forward_context(md):
+        assert model.model.fused_decode.applicable(model.model.embed_tokens(ids), md) == fused
+        return model(ids, positions)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+@pytest.mark.parametrize("cls, act", [(LlamaForCausalLM, "silu"), (Qwen2ForCausalLM, "silu"),
+                                      (LlamaForCausalLM, "gelu_pytorch_tanh")],
+                         ids=["llama", "qwen2-bias", "gelu-tanh"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_matches_the_layer_by_layer_path(cpu_isa, rows, cls, act, dtype):
+    model = random_model(cls, act, dtype)
+    md, positions = decode_metadata(rows)
+    ids = torch.randint(0, 300, (rows,))
+    before = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+    expected = run(model, ids, positions, md, fused=False)
+    expected_caches = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+    for attn, (k, v) in zip(model.attention_layers(), before):  # back to the old caches
+        attn.kv_cache[0].copy_(k)
+        attn.kv_cache[1].copy_(v)
+    got = run(model, ids, positions, md, fused=True)
+    assert torch.isfinite(expected).all()
+    assert torch.equal(got, expected)
+    for attn, (k, v) in zip(model.attention_layers(), expected_caches):
+        assert torch.equal(attn.kv_cache[0], k) and torch.equal(attn.kv_cache[1], v)
+
+
+def test_other_steps_keep_the_layer_by_layer_path():
+    model = random_model(LlamaForCausalLM, "silu", torch.bfloat16)
+    fused = model.model.fused_decode
+    md, _ = decode_metadata(3)
+    hidden = torch.zeros(4, 192, dtype=torch.bfloat16)
+    assert not fused.applicable(hidden, md)  # 4 rows: beyond the small-row kernels
+    assert not fused.applicable(hidden[:1].float(), md)  # fp32
+    prefill = AttentionMetadata(md.slot_mapping, md.query_start_loc, md.seq_lens,
+                                md.block_tables, max_query_len=5, max_seq_len=md.max_seq_len,
+                                block_size=BLOCK)
+    assert not fused.applicable(hidden[:1], prefill)
+    assert fused.applicable(hidden[:1], md)
+
+
+def test_bad_arguments_are_clear_errors():
+    x = torch.zeros(1, 64, dtype=torch.bfloat16)
+    cache = torch.zeros(kv_cache_shapes(2, BLOCK, 1, 64).key, dtype=torch.bfloat16)
+    common = dict(cos_sin_cache=torch.zeros(8, 64, dtype=torch.bfloat16),
+                  slot_mapping=torch.zeros(1, dtype=torch.int64),
+                  block_tables=torch.zeros(1, 1, dtype=torch.int32),
+                  seq_lens=torch.ones(1, dtype=torch.int32), block_size=BLOCK, max_seq_len=1,
+                  num_heads=1, num_kv_heads=1, head_size=64, epsilon=1e-5, scale=0.125,
+                  is_neox=True)
+    with pytest.raises(RuntimeError, match="expected 6 weights"):
+        ops.fused_decode_layers(x, torch.zeros(1, dtype=torch.int64), [x], [None] * 4, [cache],
+                                [cache], activation="silu", **common)
+    with pytest.raises(RuntimeError, match="activation 'relu'"):
+        ops.fused_decode_layers(x, torch.zeros(1, dtype=torch.int64), [x] * 6, [None] * 4,
+                                [cache], [cache], activation="relu", **common)
