@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _make_plugin_site(tmp_path, body: str, name: str = "tinyplugin"):
     site = tmp_path / "site"
@@ -57,7 +59,10 @@ def test_plugin_registers_an_architecture_and_vllm_plugins_selects(tmp_path):
     assert "ran ['tinyplugin']" in named.stdout
 
 
-def test_engine_uses_the_plugin_architecture_in_its_own_process(tmp_path):
+@pytest.mark.parametrize("method, runs", [("spawn", 2), ("fork", 1)])
+def test_engine_uses_the_plugin_architecture_in_its_own_process(tmp_path, method, runs):
+    # spawn: the plugin runs again in the engine process; fork (vLLM's
+    # default): the engine process inherits what it registered.
     site = _make_plugin_site(tmp_path, PLUGIN)
     model = tmp_path / "model"
     model.mkdir()
@@ -86,10 +91,10 @@ def test_engine_uses_the_plugin_architecture_in_its_own_process(tmp_path):
             print("tokens", len(out.outputs[0].token_ids))
         asyncio.run(main())
     """)
-    out = _run(site, code, VLLM_CPU_KVCACHE_SPACE="1")
+    out = _run(site, code, VLLM_CPU_KVCACHE_SPACE="1", VLLM_WORKER_MULTIPROC_METHOD=method)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "tokens 2" in out.stdout
-    assert out.stdout.count("tinyplugin registered") == 2  # API process and engine process
+    assert "tokens 2" in out.stdout  # the engine process built MyTinyLM
+    assert out.stdout.count("tinyplugin registered") == runs
 
 
 def test_failing_plugin_is_logged_or_fatal(tmp_path):

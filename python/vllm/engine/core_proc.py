@@ -45,7 +45,7 @@ def _handle(core, message, send) -> bool:
 
 def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str,
                     parent_pid: int | None = None) -> None:
-    """Process entry point (spawned). With parent_pid, the loop ends when that
+    """Process entry point (forked or spawned). With parent_pid, the loop ends when that
     process is gone (killed without shutting us down): no orphaned engines."""
     import zmq
 
