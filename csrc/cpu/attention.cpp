@@ -150,11 +150,12 @@ inline void block_scores_bf16(const uint32_t* qpairs, int64_t hs, const bf16_t* 
   const int64_t pairs = hs / 2;
   for (int64_t j = 0; j < bs; j += 16) {
     __m512 acc0[NR], acc1[NR];
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
     for (int64_t dp = 0; dp + 1 < pairs; dp += 2) {
       const __m512bh k0 = interleave_rows(k + 2 * dp * bs + j, k + (2 * dp + 1) * bs + j, idx);
       const __m512bh k1 = interleave_rows(k + (2 * dp + 2) * bs + j, k + (2 * dp + 3) * bs + j, idx);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int r = 0; r < NR; ++r) {
         acc0[r] = _mm512_dpbf16_ps(acc0[r], broadcast_pair(qpairs[r * pairs + dp]), k0);
         acc1[r] = _mm512_dpbf16_ps(acc1[r], broadcast_pair(qpairs[r * pairs + dp + 1]), k1);
@@ -163,11 +164,12 @@ inline void block_scores_bf16(const uint32_t* qpairs, int64_t hs, const bf16_t* 
     if (pairs % 2) {
       const int64_t dp = pairs - 1;
       const __m512bh k0 = interleave_rows(k + 2 * dp * bs + j, k + (2 * dp + 1) * bs + j, idx);
+#pragma GCC unroll 8
       for (int r = 0; r < NR; ++r)
         acc0[r] = _mm512_dpbf16_ps(acc0[r], broadcast_pair(qpairs[r * pairs + dp]), k0);
     }
     const __m512 sv = _mm512_set1_ps(scale);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int r = 0; r < NR; ++r)
       _mm512_storeu_ps(out + r * out_stride + j, _mm512_mul_ps(_mm512_add_ps(acc0[r], acc1[r]), sv));
   }
@@ -190,6 +192,7 @@ inline void block_values_bf16(float* acc, const float* p, int64_t p_stride, cons
     }
   }
   __m512 a[NR][nv];
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 16
     for (int64_t c = 0; c < nv; ++c) a[r][c] = _mm512_loadu_ps(acc + r * kHs + c * 16);
@@ -197,13 +200,54 @@ inline void block_values_bf16(float* acc, const float* p, int64_t p_stride, cons
 #pragma GCC unroll 16
     for (int64_t c = 0; c < nv; ++c) {
       const __m512bh vv = interleave_rows(v + 2 * jp * kHs + c * 16, v + (2 * jp + 1) * kHs + c * 16, idx);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int r = 0; r < NR; ++r) a[r][c] = _mm512_dpbf16_ps(a[r][c], broadcast_pair(ppairs[r * jpairs + jp]), vv);
     }
   }
+#pragma GCC unroll 8
   for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 16
     for (int64_t c = 0; c < nv; ++c) _mm512_storeu_ps(acc + r * kHs + c * 16, a[r][c]);
+}
+
+// Rows per call: every call interleaves the block's bf16 pairs once (one
+// permute per 32 elements) for all its rows, so the more rows per call the
+// less permuting per multiply-add; a decode tile has G rows per KV head (3 for
+// SmolLM2), a prefill tile tokens x G. Bounded by the 32 zmm registers: two
+// accumulators per score row, head_size / 16 per value row.
+constexpr int kScoreRows = 8;
+template <int64_t kHs>
+constexpr int value_rows_bf16() {
+  constexpr int64_t nv = kHs / 16;
+  return nv == 0 ? 1 : (24 / nv >= 6 ? 6 : (24 / nv >= 1 ? int(24 / nv) : 1));
+}
+
+inline void scores_bf16_rows(int n, const uint32_t* qpairs, int64_t hs, const bf16_t* k,
+                             int64_t bs, float scale, float* out) {
+  switch (n) {
+    case 8: block_scores_bf16<8>(qpairs, hs, k, bs, scale, out, kMaxBlockSize); break;
+    case 7: block_scores_bf16<7>(qpairs, hs, k, bs, scale, out, kMaxBlockSize); break;
+    case 6: block_scores_bf16<6>(qpairs, hs, k, bs, scale, out, kMaxBlockSize); break;
+    case 5: block_scores_bf16<5>(qpairs, hs, k, bs, scale, out, kMaxBlockSize); break;
+    case 4: block_scores_bf16<4>(qpairs, hs, k, bs, scale, out, kMaxBlockSize); break;
+    case 3: block_scores_bf16<3>(qpairs, hs, k, bs, scale, out, kMaxBlockSize); break;
+    case 2: block_scores_bf16<2>(qpairs, hs, k, bs, scale, out, kMaxBlockSize); break;
+    default: block_scores_bf16<1>(qpairs, hs, k, bs, scale, out, kMaxBlockSize); break;
+  }
+}
+
+template <int64_t kHs>
+inline void values_bf16_rows(int n, float* acc, const float* p, const bf16_t* v, int64_t bs,
+                             uint32_t* ppairs) {
+  constexpr int kMax = value_rows_bf16<kHs>();
+  switch (n) {
+    case 6: if constexpr (kMax >= 6) { block_values_bf16<6, kHs>(acc, p, kMaxBlockSize, v, bs, ppairs); break; } [[fallthrough]];
+    case 5: if constexpr (kMax >= 5) { block_values_bf16<5, kHs>(acc, p, kMaxBlockSize, v, bs, ppairs); break; } [[fallthrough]];
+    case 4: if constexpr (kMax >= 4) { block_values_bf16<4, kHs>(acc, p, kMaxBlockSize, v, bs, ppairs); break; } [[fallthrough]];
+    case 3: if constexpr (kMax >= 3) { block_values_bf16<3, kHs>(acc, p, kMaxBlockSize, v, bs, ppairs); break; } [[fallthrough]];
+    case 2: if constexpr (kMax >= 2) { block_values_bf16<2, kHs>(acc, p, kMaxBlockSize, v, bs, ppairs); break; } [[fallthrough]];
+    default: block_values_bf16<1, kHs>(acc, p, kMaxBlockSize, v, bs, ppairs); break;
+  }
 }
 #endif
 
@@ -344,12 +388,12 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
       if constexpr (std::is_same_v<T, bf16_t>) {
         if (bs % 16 == 0 && hs % 2 == 0) {
           const int64_t pairs = hs / 2;
-          for (; r + 4 <= r1; r += 4)
-            block_scores_bf16<4>(tile.qpairs + r * pairs, hs, k_cache + base, bs, a.scale,
-                                 logits + r * kMaxBlockSize, kMaxBlockSize);
-          for (; r < r1; ++r)
-            block_scores_bf16<1>(tile.qpairs + r * pairs, hs, k_cache + base, bs, a.scale,
-                                 logits + r * kMaxBlockSize, kMaxBlockSize);
+          while (r < r1) {
+            const int n = r1 - r < kScoreRows ? r1 - r : kScoreRows;
+            scores_bf16_rows(n, tile.qpairs + r * pairs, hs, k_cache + base, bs, a.scale,
+                             logits + r * kMaxBlockSize);
+            r += n;
+          }
         }
       }
 #endif
@@ -371,13 +415,12 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
 #ifdef VLLM_BF16_DOT
       if constexpr (std::is_same_v<T, bf16_t> && kHs != 0 && kHs % 16 == 0) {
         if (lo == 0 && hi == bs && bs % 16 == 0) {
-          constexpr int NR = value_rows<kHs>();
-          for (; r + NR <= r1; r += NR)
-            block_values_bf16<NR, kHs>(tile.acc + r * kHs, logits + r * kMaxBlockSize,
-                                       kMaxBlockSize, v_cache + base, bs, tile.ppairs);
-          for (; r < r1; ++r)
-            block_values_bf16<1, kHs>(tile.acc + r * kHs, logits + r * kMaxBlockSize,
-                                      kMaxBlockSize, v_cache + base, bs, tile.ppairs);
+          while (r < r1) {
+            const int n = r1 - r < value_rows_bf16<kHs>() ? r1 - r : value_rows_bf16<kHs>();
+            values_bf16_rows<kHs>(n, tile.acc + r * kHs, logits + r * kMaxBlockSize,
+                                  v_cache + base, bs, tile.ppairs);
+            r += n;
+          }
         }
       }
 #endif
