@@ -48,6 +48,8 @@ def main() -> None:
             made = decode(b1["prompt"], b1["tokens"])
         result["batch1_tok_s"] = made / clock.seconds
     if "prefill" not in args.skip:
+        llm.reset()
+        llm.eval(work["prefill"]["warmup"])
         total, seconds = 0, 0.0
         for ids in work["prefill"]["prompts"]:
             llm.reset()

@@ -51,6 +51,7 @@ def main() -> None:
         result["batch1_tok_s"] = len(out[0].outputs[0].token_ids) / clock.seconds
     if "prefill" not in args.skip:
         params = SamplingParams(max_tokens=1, temperature=0.0)
+        llm.generate(prompts([work["prefill"]["warmup"]]), params, use_tqdm=False)
         total, seconds = 0, 0.0
         for ids in work["prefill"]["prompts"]:
             with Clock() as clock:
