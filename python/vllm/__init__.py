@@ -9,6 +9,8 @@ check_torch_matches()
 # torch having loaded it (import vllm._C must work on its own).
 import torch  # noqa: E402,F401
 
+from vllm import _fork_safety  # noqa: E402,F401  (records the thread baseline)
+
 from vllm import envs as _envs  # noqa: E402
 
 __version__: str = build_info().get("version") or "0.0.0+unbuilt"

@@ -15,10 +15,23 @@ import zmq
 import zmq.asyncio
 
 from vllm import envs
+from vllm._fork_safety import fork_is_safe, native_thread_count
 from vllm.engine.core_proc import run_engine_core
 from vllm.engine.messages import EngineDead, EngineReady
 
 logger = logging.getLogger(__name__)
+
+
+def _start_method() -> str:
+    """VLLM_WORKER_MULTIPROC_METHOD, except that a process whose thread pools
+    have started (any forward pass ran here, as when an `LLM` ran first) is
+    not forked: the child would hang in its first parallel region."""
+    method = envs.VLLM_WORKER_MULTIPROC_METHOD
+    if method == "fork" and not fork_is_safe():
+        logger.info("starting the engine core with spawn, not fork: this process already "
+                    "runs %s threads", native_thread_count())
+        return "spawn"
+    return method
 
 
 class EngineDeadError(RuntimeError):
@@ -42,7 +55,7 @@ class EngineCoreClient:
             # start-up than spawn). Started before this process makes its
             # ZeroMQ context (not fork-safe); connecting before the bind below
             # is fine for ZeroMQ.
-            method = envs.VLLM_WORKER_MULTIPROC_METHOD
+            method = _start_method()
             self.worker = multiprocessing.get_context(method).Process(
                 target=run_engine_core, args=args + (os.getpid(),), name="EngineCore",
                 daemon=True)
