@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -359,7 +358,8 @@ def main() -> None:
     if args.serving:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
         base_env.update(OMP_NUM_THREADS=str(args.threads), DO_NOT_TRACK="1")
-        ours_cmd = [shutil.which("vllm") or "vllm", "serve", args.models["gguf_q4_1"],
+        ours_cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve",
+                    args.models["gguf_q4_1"],
                     "--dtype", "bfloat16", "--max-model-len", "1024",
                     "--served-model-name", "smollm2"]
         serving["ours"] = run_serving("ours", ours_cmd, base_env, args, 8011)

@@ -66,7 +66,7 @@ def test_engine_uses_the_plugin_architecture_in_its_own_process(tmp_path, method
     site = _make_plugin_site(tmp_path, PLUGIN)
     model = tmp_path / "model"
     model.mkdir()
-    code = textwrap.dedent(f"""
+    make_model = textwrap.dedent(f"""
         import transformers, torch
         from vllm.transformers_utils.gguf_file import load_gguf_tokenizer
         from vllm.transformers_utils.model_resolver import default_model_path
@@ -79,6 +79,11 @@ def test_engine_uses_the_plugin_architecture_in_its_own_process(tmp_path, method
         import json, pathlib
         p = pathlib.Path({str(model)!r}) / "config.json"
         c = json.loads(p.read_text()); c["architectures"] = ["MyTinyLM"]; p.write_text(json.dumps(c))
+    """)
+    made = _run(site, make_model)
+    assert made.returncode == 0, made.stderr[-3000:]
+    # A fresh process (no torch kernels run yet), so fork is safe to use.
+    code = textwrap.dedent(f"""
         import asyncio
         from vllm.engine.arg_utils import EngineArgs
         from vllm.engine.async_llm import AsyncLLM
