@@ -32,3 +32,26 @@ def test_small_m_linear(benchmark, threads, shape, impl):
         benchmark(ops.small_m_linear, out, x, w, None)
     else:
         benchmark(F.linear, x, w)
+
+
+# Batched decode / prefill shapes: oneDNN on the weight packed once at load
+# (what Linear does above 3 rows) vs F.linear, which re-lays the weight out
+# on every call.
+BATCH_SHAPES = [(64, 960, 576), (64, 3072, 576), (64, 576, 1536), (512, 3072, 576)]
+
+
+@pytest.mark.parametrize("impl", ["packed", "torch"])
+@pytest.mark.parametrize("shape", BATCH_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}")
+def test_packed_onednn_linear(benchmark, threads, shape, impl):
+    from vllm.model_executor.layers.linear import apply_linear, pack_weight_for_onednn
+    m, n, k = shape
+    x = torch.randn(m, k).to(torch.bfloat16)
+    w = torch.randn(n, k).to(torch.bfloat16)
+    packed = pack_weight_for_onednn(w)
+    if packed is None:
+        pytest.skip("no oneDNN bf16 path on this CPU")
+    benchmark.extra_info["GFLOP"] = 2 * m * n * k / 1e9
+    if impl == "packed":
+        benchmark(apply_linear, x, w, None, packed)
+    else:
+        benchmark(F.linear, x, w)

@@ -82,7 +82,7 @@ def pack_weight_for_onednn(weight: torch.Tensor) -> torch.Tensor | None:
 
     F.linear hands oneDNN the plain [out, in] weight and oneDNN reorders it
     into its blocked layout on every call: at 64 rows (a decode batch) that
-    is 15-20% of the GEMM (bench/kernels/test_linear_bench.py). Packing once
+    is 15-20% of the GEMM (bench/kernels/test_linear_bench.py, packed vs torch). Packing once
     at load costs a second copy of the weight; the plain one stays for the
     small-row kernel, which streams it as stored."""
     if not (_PACKED_ONEDNN and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
