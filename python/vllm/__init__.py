@@ -1,4 +1,5 @@
 """vLLM-compatible inference engine with its own compiled kernels."""
+from vllm import _fork_safety  # first: notes whether torch was loaded before vllm
 from vllm._build_record import build_info, check_torch_matches
 
 # Before anything loads a compiled module: a torch other than the one the
@@ -9,7 +10,7 @@ check_torch_matches()
 # torch having loaded it (import vllm._C must work on its own).
 import torch  # noqa: E402,F401
 
-from vllm import _fork_safety  # noqa: E402,F401  (records the thread baseline)
+_fork_safety.record_baseline()
 
 from vllm import envs as _envs  # noqa: E402
 

@@ -18,7 +18,7 @@ def _run(code: str) -> str:
 
 def test_fork_only_before_thread_pools_start():
     out = _run("""
-        import torch, vllm
+        import vllm, torch
         from vllm._fork_safety import fork_is_safe
         from vllm.engine.core_client import _start_method
         print("fresh", fork_is_safe(), _start_method())
@@ -29,3 +29,14 @@ def test_fork_only_before_thread_pools_start():
     """)
     assert "fresh True fork" in out
     assert "after False spawn" in out
+
+
+def test_never_fork_when_torch_was_loaded_before_vllm():
+    # torch may have run kernels (started its pools) before vllm could count
+    out = _run("""
+        import torch
+        import vllm
+        from vllm.engine.core_client import _start_method
+        print("method", _start_method())
+    """)
+    assert "method spawn" in out

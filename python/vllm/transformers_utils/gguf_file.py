@@ -48,12 +48,8 @@ def _reader(path: str) -> GGUFFile:
     return GGUFFile(path)
 
 
-def _field(reader: GGUFFile, key: str, default=None):
-    return reader.get(key, default)
-
-
 def gguf_architecture(path: str) -> str:
-    arch = _field(_reader(path), "general.architecture")
+    arch = _reader(path).get("general.architecture")
     if arch not in _ARCHITECTURES:
         raise ValueError(f"GGUF file {path} holds a {arch!r} model; supported GGUF "
                          f"architectures: {', '.join(sorted(_ARCHITECTURES))}")
@@ -69,11 +65,11 @@ def load_gguf_config(path: str):
     hf_arch, model_type = _ARCHITECTURES[arch]
 
     def meta(key, default=None):
-        return _field(reader, f"{arch}.{key}", default)
+        return reader.get(f"{arch}.{key}", default)
 
     num_heads = int(meta("attention.head_count"))
     hidden = int(meta("embedding_length"))
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    tokens = reader.get("tokenizer.ggml.tokens")
     vocab = int(meta("vocab_size", len(tokens) if tokens is not None else 0))
     has_output = any(t.name == "output.weight" for t in reader.tensors)
     head_dim = int(meta("attention.key_length", hidden // num_heads))
@@ -89,8 +85,8 @@ def load_gguf_config(path: str):
         rope_theta=float(meta("rope.freq_base", 10000.0)),
         vocab_size=vocab,
         tie_word_embeddings=not has_output,
-        bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"),
-        eos_token_id=_field(reader, "tokenizer.ggml.eos_token_id"),
+        bos_token_id=reader.get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=reader.get("tokenizer.ggml.eos_token_id"),
         torch_dtype="float32",
     )
     if model_type != "qwen2":
@@ -115,8 +111,8 @@ def iterate_gguf_weights(path: str) -> Iterator[tuple[str, torch.Tensor]]:
 
     reader = _reader(path)
     arch = gguf_architecture(path)
-    num_heads = int(_field(reader, f"{arch}.attention.head_count"))
-    num_kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv", num_heads))
+    num_heads = int(reader.get(f"{arch}.attention.head_count"))
+    num_kv_heads = int(reader.get(f"{arch}.attention.head_count_kv", num_heads))
     permuted = arch in ("llama", "mistral")
     for tensor in reader.tensors:
         parts = tensor.name.split(".")
