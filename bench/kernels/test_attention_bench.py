@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vllm import _custom_ops as ops
+from vllm import hugepages
 from vllm.attention.kv_cache_layout import kv_cache_shapes
 
 ONE = torch.tensor(1.0)
@@ -26,12 +27,18 @@ CASES = {
 }
 
 
+def cache_tensor(shape, dtype):
+    tensor = hugepages.empty(math.prod(shape), dtype).view(shape)
+    return tensor.copy_(torch.randn(shape, dtype=dtype))
+
+
 def setup(case, dtype=torch.bfloat16, block_size=16):
     c = CASES[case]
     blocks_per_seq = math.ceil(c["ctx"] / block_size)
     num_blocks = c["seqs"] * blocks_per_seq
     shapes = kv_cache_shapes(num_blocks, block_size, c["kv_heads"], c["head_size"])
-    kc, vc = torch.randn(shapes.key, dtype=dtype), torch.randn(shapes.value, dtype=dtype)
+    # on huge pages, as the engine allocates its cache (vllm/hugepages.py)
+    kc, vc = cache_tensor(shapes.key, dtype), cache_tensor(shapes.value, dtype)
     tables = torch.randperm(num_blocks).reshape(c["seqs"], blocks_per_seq).to(torch.int32)
     lens = torch.full((c["seqs"],), c["ctx"], dtype=torch.int32)
     query = torch.randn(c["seqs"], c["heads"], c["head_size"], dtype=dtype)
@@ -88,8 +95,8 @@ def test_prefill_smollm2(benchmark, threads, tokens, impl):
     heads, kv_heads, head_size, block_size = 9, 3, 64, 32
     blocks = math.ceil(tokens / block_size)
     shapes = kv_cache_shapes(blocks + 4, block_size, kv_heads, head_size)
-    kc = torch.randn(shapes.key, dtype=torch.bfloat16)
-    vc = torch.randn(shapes.value, dtype=torch.bfloat16)
+    kc = cache_tensor(shapes.key, torch.bfloat16)
+    vc = cache_tensor(shapes.value, torch.bfloat16)
     table = torch.randperm(blocks + 4)[:blocks].to(torch.int32).reshape(1, -1)
     query = torch.randn(tokens, heads, head_size, dtype=torch.bfloat16)
     scale = head_size ** -0.5

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 
-from vllm import envs
+from vllm import envs, hugepages
 from vllm.attention.kv_cache_layout import kv_cache_shapes
 from vllm.attention.selector import get_attn_backend
 from vllm.config import VllmConfig
@@ -68,7 +68,11 @@ def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     Zeros, not garbage: a kernel reading the tail of a half-filled block
     multiplies by zero weights, and 0 * NaN would poison the output."""
     nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
-    return torch.from_numpy(np.zeros(nbytes, dtype=np.uint8)).view(dtype).view(shape)
+    cache = torch.from_numpy(np.zeros(nbytes, dtype=np.uint8))
+    # still untouched, so each first touch maps a zeroed 2 MiB page: 512x
+    # fewer faults in the middle of steps, and fewer TLB misses on KV reads
+    hugepages.advise(cache)
+    return cache.view(dtype).view(shape)
 
 
 class CPUWorker:

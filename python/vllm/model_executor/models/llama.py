@@ -135,7 +135,8 @@ class LlamaForCausalLM(nn.Module):
 
     def process_weights_after_loading(self) -> None:
         linears = [m for m in self.modules() if isinstance(m, Linear)]  # in call order
-        place_weights_in_call_order(linears)
+        # the LM head is the last weight a decode step streams
+        place_weights_in_call_order(linears + [self.lm_head])
         for module in linears:
             module.process_weights_after_loading()
         self.packed_lm_head = pack_weight_for_onednn(self.lm_head.weight)

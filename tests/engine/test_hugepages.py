@@ -1,0 +1,108 @@
+"""Huge pages for weights and KV cache, checked against what the kernel says
+about the mapping (/proc/self/smaps), not against our own bookkeeping."""
+import pytest
+import torch
+
+from vllm import hugepages
+
+THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
+
+
+def _thp_mode() -> str | None:
+    try:
+        with open(THP_MODE_FILE) as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.index("[") + 1:text.index("]")]
+
+
+needs_thp = pytest.mark.skipif(_thp_mode() not in ("always", "madvise"),
+                               reason="transparent huge pages are off or absent here")
+
+
+def _smaps_entry(address: int) -> dict[str, str]:
+    """The smaps fields of the mapping that holds `address`."""
+    with open("/proc/self/smaps") as f:
+        lines = f.read().splitlines()
+    entry, inside = {}, False
+    for line in lines:
+        head = line.split()[0]
+        if "-" in head and ":" not in head:  # a mapping's first line: start-end perms ...
+            start, end = (int(part, 16) for part in head.split("-"))
+            if inside:
+                break
+            inside = start <= address < end
+        elif inside:
+            key, _, value = line.partition(":")
+            entry[key] = value.strip()
+    return entry
+
+
+def _hugepage_bytes_advised_at(address: int) -> bool:
+    # smaps splits a mapping where madvise changed its flags; "hg" in VmFlags
+    # marks the range advised MADV_HUGEPAGE
+    return "hg" in _smaps_entry(address).get("VmFlags", "").split()
+
+
+@needs_thp
+def test_empty_is_aligned_advised_and_usable():
+    tensor = hugepages.empty(3 * hugepages.HUGE_PAGE // 2 + 7, torch.bfloat16)
+    assert tensor.numel() == 3 * hugepages.HUGE_PAGE // 2 + 7 and tensor.dtype == torch.bfloat16
+    assert tensor.data_ptr() % hugepages.HUGE_PAGE == 0
+    assert _hugepage_bytes_advised_at(tensor.data_ptr())
+    values = torch.randn(tensor.numel()).to(torch.bfloat16)
+    tensor.copy_(values)
+    assert torch.equal(tensor, values)
+
+
+@needs_thp
+def test_touched_advised_memory_is_backed_by_huge_pages():
+    tensor = hugepages.empty(8 * hugepages.HUGE_PAGE, torch.uint8)
+    tensor.fill_(1)
+    # the kernel may fall back to small pages when memory is fragmented;
+    # on a machine with free memory most of the range comes back huge
+    huge_kb = int(_smaps_entry(tensor.data_ptr())["AnonHugePages"].split()[0])
+    assert huge_kb >= 4 * hugepages.HUGE_PAGE // 1024
+
+
+def test_small_or_disabled_allocations_are_plain(monkeypatch):
+    small = hugepages.empty(100, torch.float32)
+    assert small.numel() == 100 and hugepages.advise(small) == 0  # no aligned 2 MiB inside
+    monkeypatch.setattr(hugepages, "enabled", False)
+    big = hugepages.empty(hugepages.HUGE_PAGE, torch.uint8)
+    assert big.numel() == hugepages.HUGE_PAGE and hugepages.advise(big) == 0
+
+
+@needs_thp
+def test_advise_covers_only_the_aligned_interior():
+    raw = torch.empty(5 * hugepages.HUGE_PAGE, dtype=torch.uint8)
+    skip = -raw.data_ptr() % hugepages.HUGE_PAGE + 4096  # start just past a boundary
+    view = raw[skip:skip + 3 * hugepages.HUGE_PAGE]
+    assert hugepages.advise(view) == 2 * hugepages.HUGE_PAGE
+    first = view.data_ptr() - 4096 + hugepages.HUGE_PAGE
+    assert _hugepage_bytes_advised_at(first)
+    assert not _hugepage_bytes_advised_at(view.data_ptr())
+
+
+@needs_thp
+def test_call_order_weights_and_kv_cache_are_advised():
+    from vllm.model_executor.layers.linear import Linear, place_weights_in_call_order
+    from vllm.worker.cpu_worker import _lazy_zeros
+
+    layers = [Linear(1024, 1024, dtype=torch.bfloat16) for _ in range(3)]  # 6 MiB in all
+    place_weights_in_call_order(layers)
+    assert layers[0].weight.data_ptr() % hugepages.HUGE_PAGE == 0
+    assert _hugepage_bytes_advised_at(layers[1].weight.data_ptr())
+
+    big = _lazy_zeros((256, 4, 32, 64), torch.bfloat16)  # 4 MiB of zeros, advised
+    assert torch.count_nonzero(big) == 0
+    inner = (big.data_ptr() + hugepages.HUGE_PAGE - 1) & ~(hugepages.HUGE_PAGE - 1)
+    assert _hugepage_bytes_advised_at(inner)
+
+
+def test_module_imports_without_libc(monkeypatch):
+    # a platform without madvise: plain tensors, nothing advised
+    monkeypatch.setattr(hugepages, "_madvise", None)
+    tensor = hugepages.empty(2 * hugepages.HUGE_PAGE, torch.uint8)
+    assert tensor.numel() == 2 * hugepages.HUGE_PAGE and hugepages.advise(tensor) == 0
