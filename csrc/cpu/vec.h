@@ -88,6 +88,15 @@ inline void from_float(float x, fp16_t* out) {
   uint32_t mant = abs + 0xfffu + ((abs >> 13) & 1u);  // round to nearest even
   out->bits = sign | uint16_t((mant - 0x38000000u) >> 13);
 }
+// x 2^n for integer-valued n in [-252, 254] without an ldexp instruction:
+// two power-of-two factors, each a normal float; the first product is exact,
+// the second rounds once, so denormal results come out right.
+template <typename V>
+inline V ldexp_by_halves(V x, V n) {
+  const V half_n = (n * V(0.5f)).round();
+  return x * V::pow2(half_n) * V::pow2(n - half_n);
+}
+
 // ---- the vector type ----
 #if defined(VLLM_ISA_AVX512)
 struct FloatVec {
@@ -142,6 +151,9 @@ struct FloatVec {
     __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n.v), _mm512_set1_epi32(127));
     return FloatVec(_mm512_castsi512_ps(_mm512_slli_epi32(e, 23)));
   }
+  // x 2^n for integer-valued n, one rounding (denormal results included):
+  // vscalefps does in one instruction what two pow2 products do elsewhere.
+  static FloatVec ldexp(FloatVec x, FloatVec n) { return FloatVec(_mm512_scalef_ps(x.v, n.v)); }
   // |mag| with the sign of `sign`.
   static FloatVec copysign(FloatVec mag, FloatVec sign) {
     const __m512i m = _mm512_set1_epi32(0x7fffffff);
@@ -205,6 +217,7 @@ struct FloatVec {
     __m256i e = _mm256_add_epi32(_mm256_cvtps_epi32(n.v), _mm256_set1_epi32(127));
     return FloatVec(_mm256_castsi256_ps(_mm256_slli_epi32(e, 23)));
   }
+  static FloatVec ldexp(FloatVec x, FloatVec n) { return ldexp_by_halves(x, n); }
   static FloatVec copysign(FloatVec mag, FloatVec sign) {
     const __m256 sign_bit = _mm256_set1_ps(-0.0f);
     return FloatVec(_mm256_or_ps(_mm256_andnot_ps(sign_bit, mag.v), _mm256_and_ps(sign_bit, sign.v)));
@@ -254,6 +267,7 @@ struct FloatVec {
     for (int i = 0; i < kWidth; ++i) r.v[i] = bits_to_float(uint32_t(int32_t(n.v[i]) + 127) << 23);
     return r;
   }
+  static FloatVec ldexp(FloatVec x, FloatVec n) { return ldexp_by_halves(x, n); }
   static FloatVec copysign(FloatVec mag, FloatVec sign) {
     FloatVec r;
     for (int i = 0; i < kWidth; ++i) r.v[i] = __builtin_copysignf(mag.v[i], sign.v[i]);
@@ -281,9 +295,9 @@ template <>
 inline FloatVec round_to<float>(FloatVec x) { return x; }
 
 // e^x to about 2 ulp: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6
-// polynomial (Cephes' expf coefficients), scaled by 2^n in two steps so
-// results down to the denormals (and 0 below) come out right. Saturates at
-// e^88.7 above.
+// polynomial (Cephes' expf coefficients), scaled by 2^n with one rounding
+// (FloatVec::ldexp) so results down to the denormals (and 0 below) come out
+// right. Saturates at e^88.7 above.
 inline FloatVec exp(FloatVec x) {
   x = FloatVec::min(FloatVec::max(x, FloatVec(-104.0f)), FloatVec(88.7f));
   const FloatVec n = (x * FloatVec(1.44269504088896341f)).round();
@@ -296,8 +310,7 @@ inline FloatVec exp(FloatVec x) {
   p = FloatVec::fma(p, r, FloatVec(1.6666665459e-1f));
   p = FloatVec::fma(p, r, FloatVec(5.0000001201e-1f));
   p = FloatVec::fma(p * r, r, r + FloatVec(1.0f));
-  const FloatVec half_n = (n * FloatVec(0.5f)).round();
-  return p * FloatVec::pow2(half_n) * FloatVec::pow2(n - half_n);
+  return FloatVec::ldexp(p, n);
 }
 
 // 1 / (1 + e^-x), without cancellation for either sign of x.
