@@ -130,3 +130,21 @@ def test_dummy_weights_run_without_a_checkpoint():
     assert weight.dtype == torch.bfloat16 and float(weight.abs().max()) <= 1e-3
     out = llm.generate("hello", SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
     assert len(out[0].outputs[0].token_ids) == 4
+
+
+@pytest.mark.parametrize("context, chunked, expected", [
+    ("OPENAI_API_SERVER", True, 1024),   # the server: shorter stalls of running decodes
+    ("LLM_CLASS", True, 2048),           # offline: larger, cheaper prefill chunks
+    ("ENGINE_CONTEXT", True, 2048),
+    ("OPENAI_API_SERVER", False, 4096),  # unchunked: a whole prompt must fit a step
+])
+def test_default_step_token_budget_by_usage_context(context, chunked, expected):
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+    args = EngineArgs(max_model_len=4096, load_format="dummy", enable_chunked_prefill=chunked)
+    config, _ = args.create_engine_config(UsageContext[context])
+    assert config.scheduler_config.max_num_batched_tokens == expected
+    explicit = 300 if chunked else 5000  # an explicit value always wins
+    args.max_num_batched_tokens = explicit
+    config, _ = args.create_engine_config(UsageContext[context])
+    assert config.scheduler_config.max_num_batched_tokens == explicit

@@ -52,7 +52,7 @@ class AsyncLLM:
     def __init__(self, args: EngineArgs, multiprocess: bool | None = None,
                  usage_context: UsageContext = UsageContext.ENGINE_CONTEXT) -> None:
         load_general_plugins()
-        self.vllm_config, self.tokenizer = args.create_engine_config()
+        self.vllm_config, self.tokenizer = args.create_engine_config(usage_context)
         self.model_config = self.vllm_config.model_config
         self.processor = InputProcessor(self.model_config, self.tokenizer)
         self.output_processor = OutputProcessor(self.tokenizer)

@@ -23,7 +23,7 @@ class LLMEngine:
     def __init__(self, args: EngineArgs,
                  usage_context: UsageContext = UsageContext.ENGINE_CONTEXT) -> None:
         load_general_plugins()  # before the model is resolved: plugins may add architectures
-        self.vllm_config, self.tokenizer = args.create_engine_config()
+        self.vllm_config, self.tokenizer = args.create_engine_config(usage_context)
         self.model_config = self.vllm_config.model_config
         self.processor = InputProcessor(self.model_config, self.tokenizer)
         self.engine_core = EngineCore(self.vllm_config, self.tokenizer.eos_token_id)
