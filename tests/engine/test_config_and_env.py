@@ -133,7 +133,7 @@ def test_dummy_weights_run_without_a_checkpoint():
 
 
 @pytest.mark.parametrize("context, chunked, expected", [
-    ("OPENAI_API_SERVER", True, 1024),   # the server: shorter stalls of running decodes
+    ("OPENAI_API_SERVER", True, 1536),   # the server: shorter stalls of running decodes
     ("LLM_CLASS", True, 2048),           # offline: larger, cheaper prefill chunks
     ("ENGINE_CONTEXT", True, 2048),
     ("OPENAI_API_SERVER", False, 4096),  # unchunked: a whole prompt must fit a step
