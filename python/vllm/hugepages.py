@@ -1,13 +1,15 @@
 """Transparent huge pages for the engine's big CPU buffers (linear weights,
 KV cache).
 
-Why: a batch-1 decode step streams ~270 MB of weights; on 4 KiB pages that is
-~66,000 TLB misses a step and the hardware prefetcher restarts at every page.
-The KV cache is allocated lazily and filled by the kernels: on 4 KiB pages
-every new page is a fault in the middle of a step (3-4% of a prefill).
-2 MiB pages cut both by 512x. Linux's default THP mode is `madvise`, so the
-engine has to ask for them (`madvise(MADV_HUGEPAGE)`); torch only does so
-for every allocation with THP_MEM_ALLOC_ENABLE=1 set before its first one.
+Why: a batch-1 decode step streams ~270 MB of weights, and decode attention
+reads KV blocks scattered over a multi-GiB cache; on 4 KiB pages both take a
+TLB miss every 4 KiB. Measured here (bench/RESULTS.md): SmolLM2's layer GEMVs
+8-15% faster, decode attention over 32 x 2048 tokens 16-20 -> 20-23 GB/s.
+(First touches of the lazily zeroed cache cost about the same either way on
+this VM: the host backs new memory slowly.) Linux's default THP mode is
+`madvise`, so the engine has to ask (`madvise(MADV_HUGEPAGE)`); torch only
+does so for every allocation with THP_MEM_ALLOC_ENABLE=1 set before its
+first one.
 
 Where huge pages are unavailable (another OS, THP `never`) the buffers are
 plain memory: `advise` reports 0 bytes and nothing else changes."""

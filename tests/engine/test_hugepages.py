@@ -101,7 +101,7 @@ def test_call_order_weights_and_kv_cache_are_advised():
     assert _hugepage_bytes_advised_at(inner)
 
 
-def test_module_imports_without_libc(monkeypatch):
+def test_without_madvise_tensors_are_plain(monkeypatch):
     # a platform without madvise: plain tensors, nothing advised
     monkeypatch.setattr(hugepages, "_madvise", None)
     tensor = hugepages.empty(2 * hugepages.HUGE_PAGE, torch.uint8)
