@@ -1,5 +1,7 @@
 """Huge pages for weights and KV cache, checked against what the kernel says
 about the mapping (/proc/self/smaps), not against our own bookkeeping."""
+import mmap
+
 import pytest
 import torch
 
@@ -76,13 +78,18 @@ def test_small_or_disabled_allocations_are_plain(monkeypatch):
 
 @needs_thp
 def test_advise_covers_only_the_aligned_interior():
-    raw = torch.empty(5 * hugepages.HUGE_PAGE, dtype=torch.uint8)
+    # a fresh anonymous mapping: memory malloc recycles may carry an earlier
+    # test's advice, which would blur the "not advised" check
+    region = mmap.mmap(-1, 5 * hugepages.HUGE_PAGE)
+    raw = torch.frombuffer(region, dtype=torch.uint8)
     skip = -raw.data_ptr() % hugepages.HUGE_PAGE + 4096  # start just past a boundary
     view = raw[skip:skip + 3 * hugepages.HUGE_PAGE]
     assert hugepages.advise(view) == 2 * hugepages.HUGE_PAGE
     first = view.data_ptr() - 4096 + hugepages.HUGE_PAGE
     assert _hugepage_bytes_advised_at(first)
     assert not _hugepage_bytes_advised_at(view.data_ptr())
+    del raw, view
+    region.close()
 
 
 @needs_thp
