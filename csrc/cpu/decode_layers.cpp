@@ -1,6 +1,5 @@
 // fused_decode_layers: every decoder layer of a Llama-family model for a
-// decode step of a few sequences (up to 3 rows: the small-row linear
-// kernel's range), in one call.
+// decode step (one token per sequence), in one call.
 //
 // Why: at batch 1 a layer is ~10 kernels of a few microseconds each, plus
 // the weights' streaming; from Python each kernel also pays a module call
@@ -10,8 +9,10 @@
 // layer-by-layer path (tests/kernels/test_decode_layers.py).
 #include <torch/library.h>
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/linear.h>
 #include <ATen/ops/ones.h>
 
 #include "cpu_ops.h"
@@ -22,7 +23,7 @@ namespace {
 // Per layer, in `weights`: input norm, qkv, o, post-attention norm,
 // gate_up, down; in `biases`: qkv, o, gate_up, down (each may be None).
 constexpr size_t kWeightsPerLayer = 6;
-constexpr size_t kBiasesPerLayer = 4;
+constexpr size_t kBiasesPerLayer = 4;  // also the packed weights per layer
 
 using ActFn = void (*)(at::Tensor&, const at::Tensor&);
 
@@ -34,11 +35,47 @@ ActFn activation_kernel(const std::string& name) {
               "' is not one of silu, gelu, gelu_pytorch_tanh");
 }
 
+// oneDNN's GEMM on a weight packed at load (torch's mkldnn::_linear_pointwise,
+// the op Python's apply_linear calls), through the dispatcher.
+at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& packed,
+                         const std::optional<at::Tensor>& bias) {
+  static const c10::OperatorHandle op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
+  torch::jit::Stack stack;
+  stack.emplace_back(x);
+  stack.emplace_back(packed);
+  stack.emplace_back(bias.has_value() ? c10::IValue(*bias) : c10::IValue());
+  stack.emplace_back(std::string("none"));
+  stack.emplace_back(c10::List<std::optional<at::Scalar>>());
+  stack.emplace_back(std::string(""));
+  op.callBoxed(&stack);
+  return stack.back().toTensor();
+}
+
+// x W^T + b by the path Python's apply_linear takes for the same rows (so
+// both paths give the same bits): the small-row kernel up to
+// `small_m_max_rows`, else oneDNN on the packed weight, else at::linear.
+at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
+                  const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& packed,
+                  int64_t small_m_max_rows) {
+  if (x.size(0) <= small_m_max_rows) {
+    at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
+    small_m_linear(out, x, weight, bias);
+    return out;
+  }
+  if (packed.has_value() && x.scalar_type() == weight.scalar_type()) {
+    return onednn_linear(x, *packed, bias);
+  }
+  return at::linear(x, weight, bias);
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
     const at::Tensor& hidden_in, const at::Tensor& positions, const std::vector<at::Tensor>& weights,
-    const std::vector<std::optional<at::Tensor>>& biases, const std::vector<at::Tensor>& key_caches,
+    const std::vector<std::optional<at::Tensor>>& biases,
+    const std::vector<std::optional<at::Tensor>>& packed, int64_t small_m_max_rows,
+    const std::vector<at::Tensor>& key_caches,
     const std::vector<at::Tensor>& value_caches, const at::Tensor& cos_sin_cache,
     const at::Tensor& slot_mapping, const at::Tensor& block_tables, const at::Tensor& seq_lens,
     int64_t block_size, int64_t max_seq_len, int64_t num_heads, int64_t num_kv_heads,
@@ -53,6 +90,9 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
   TORCH_CHECK(biases.size() == layers * kBiasesPerLayer, op, ": expected ",
               layers * kBiasesPerLayer, " biases (", kBiasesPerLayer, " per layer), got ",
               biases.size());
+  TORCH_CHECK(packed.size() == layers * kBiasesPerLayer, op, ": expected ",
+              layers * kBiasesPerLayer, " packed weights (", kBiasesPerLayer,
+              " per layer, each may be None), got ", packed.size());
   TORCH_CHECK(hidden_in.dim() == 2, op, ": hidden must be [tokens, hidden_size]");
   TORCH_CHECK(seq_lens.size(0) == hidden_in.size(0), op,
               ": decode only: one token per sequence");
@@ -67,6 +107,7 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
   for (size_t l = 0; l < layers; ++l) {
     const at::Tensor* w = &weights[l * kWeightsPerLayer];
     const std::optional<at::Tensor>* b = &biases[l * kBiasesPerLayer];
+    const std::optional<at::Tensor>* p = &packed[l * kBiasesPerLayer];
     at::Tensor normed;
     if (l == 0) {
       residual = hidden.clone();
@@ -76,8 +117,7 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
       fused_add_rms_norm(hidden, residual, w[0], epsilon);
       normed = hidden;
     }
-    at::Tensor qkv = at::empty({m, w[1].size(0)}, options);
-    small_m_linear(qkv, normed, w[1], b[0]);
+    const at::Tensor qkv = linear(normed, w[1], b[0], p[0], small_m_max_rows);
     at::Tensor q = qkv.narrow(1, 0, q_size);
     std::optional<at::Tensor> k = qkv.narrow(1, q_size, kv_size);
     const at::Tensor v = qkv.narrow(1, q_size + kv_size, kv_size);
@@ -89,24 +129,24 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
     paged_attention_v1(attn, q.view({m, num_heads, head_size}), key_cache, value_cache,
                        num_kv_heads, scale, block_tables, seq_lens, block_size, max_seq_len,
                        std::nullopt, "auto", unit_scale, unit_scale, 0, 0, 0, 0, 0);
-    at::Tensor attn_out = at::empty({m, w[2].size(0)}, options);
-    small_m_linear(attn_out, attn.view({m, q_size}), w[2], b[1]);
+    at::Tensor attn_out = linear(attn.view({m, q_size}), w[2], b[1], p[1], small_m_max_rows);
     fused_add_rms_norm(attn_out, residual, w[3], epsilon);
-    at::Tensor gate_up = at::empty({m, w[4].size(0)}, options);
-    small_m_linear(gate_up, attn_out, w[4], b[2]);
+    const at::Tensor gate_up = linear(attn_out, w[4], b[2], p[2], small_m_max_rows);
     at::Tensor gated = at::empty({m, w[4].size(0) / 2}, options);
     act(gated, gate_up);
-    hidden = at::empty({m, w[5].size(0)}, options);
-    small_m_linear(hidden, gated, w[5], b[3]);
+    hidden = linear(gated, w[5], b[3], p[3], small_m_max_rows);
   }
   return {hidden, residual};
 }
 
 TORCH_LIBRARY_FRAGMENT(_C, ops) {
   // Returns (hidden, residual) after the last layer; the final norm is the
-  // caller's. CPU only, decode steps of up to 3 sequences.
+  // caller's. CPU only, decode steps (one token per sequence). `packed`:
+  // oneDNN-packed qkv, o, gate_up, down per layer (or None), used above
+  // `small_m_max_rows` rows as Python's Linear does.
   ops.def(
       "fused_decode_layers(Tensor hidden, Tensor positions, Tensor[] weights, Tensor?[] biases, "
+      "Tensor?[] packed, int small_m_max_rows, "
       "Tensor(a!)[] key_caches, Tensor(b!)[] value_caches, Tensor cos_sin_cache, Tensor slot_mapping, "
       "Tensor block_tables, Tensor seq_lens, int block_size, int max_seq_len, int num_heads, "
       "int num_kv_heads, int head_size, float epsilon, float scale, bool is_neox, "
@@ -114,5 +154,7 @@ TORCH_LIBRARY_FRAGMENT(_C, ops) {
 }
 
 TORCH_LIBRARY_IMPL(_C, CPU, ops) { ops.impl("fused_decode_layers", &fused_decode_layers); }
+// The packed weights are oneDNN (MkldnnCPU) tensors, which select this key.
+TORCH_LIBRARY_IMPL(_C, MkldnnCPU, ops) { ops.impl("fused_decode_layers", &fused_decode_layers); }
 
 }  // namespace vllm::cpu_ops

@@ -153,18 +153,21 @@ def small_m_linear(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
 
 def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
                         weights: list[torch.Tensor], biases: list[torch.Tensor | None],
+                        packed: list[torch.Tensor | None], small_m_max_rows: int,
                         key_caches: list[torch.Tensor], value_caches: list[torch.Tensor],
                         cos_sin_cache: torch.Tensor, slot_mapping: torch.Tensor,
                         block_tables: torch.Tensor, seq_lens: torch.Tensor, block_size: int,
                         max_seq_len: int, num_heads: int, num_kv_heads: int, head_size: int,
                         epsilon: float, scale: float, is_neox: bool,
                         activation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every Llama-family decoder layer of a decode step of up to 3 sequences
-    in one call (CPU builds): per layer `weights` holds input norm, qkv, o,
-    post-attention norm, gate_up, down; `biases` qkv, o, gate_up, down (or
-    None). Returns (hidden, residual) before the final norm."""
+    """Every Llama-family decoder layer of a decode step in one call (CPU
+    builds): per layer `weights` holds input norm, qkv, o, post-attention
+    norm, gate_up, down; `biases` and `packed` (oneDNN-packed weights, used
+    above `small_m_max_rows` rows) qkv, o, gate_up, down, each may be None.
+    Returns (hidden, residual) before the final norm."""
     return torch.ops._C.fused_decode_layers(
-        hidden, positions, weights, biases, key_caches, value_caches, cos_sin_cache,
+        hidden, positions, weights, biases, packed, small_m_max_rows, key_caches,
+        value_caches, cos_sin_cache,
         slot_mapping, block_tables, seq_lens, block_size, max_seq_len, num_heads,
         num_kv_heads, head_size, epsilon, scale, is_neox, activation)
 

@@ -1,5 +1,5 @@
-"""fused_decode_layers (all decoder layers of a small decode step in one C++
-call) against the layer-by-layer modules it replaces: same hidden states,
+"""fused_decode_layers (all decoder layers of a decode step in one C++ call)
+against the layer-by-layer modules it replaces: same hidden states,
 same residual, same KV-cache writes, bit for bit, on random Llama / Qwen2
 models with fresh random weights and caches."""
 from __future__ import annotations
@@ -59,7 +59,9 @@ def run(model, ids, positions, md, fused: bool):
         return model(ids, positions)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3])
+# 1-3 rows: the small-row kernel; 4 and 9: oneDNN on packed bf16 weights
+# (F.linear for fp16), as the modules choose
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 9])
 @pytest.mark.parametrize("cls, act", [(LlamaForCausalLM, "silu"), (Qwen2ForCausalLM, "silu"),
                                       (LlamaForCausalLM, "gelu_pytorch_tanh")],
                          ids=["llama", "qwen2-bias", "gelu-tanh"])
@@ -86,7 +88,6 @@ def test_other_steps_keep_the_layer_by_layer_path():
     fused = model.model.fused_decode
     md, _ = decode_metadata(3)
     hidden = torch.zeros(4, 192, dtype=torch.bfloat16)
-    assert not fused.applicable(hidden, md)  # 4 rows: beyond the small-row kernels
     assert not fused.applicable(hidden[:1].float(), md)  # fp32
     prefill = AttentionMetadata(md.slot_mapping, md.query_start_loc, md.seq_lens,
                                 md.block_tables, max_query_len=5, max_seq_len=md.max_seq_len,
@@ -104,9 +105,13 @@ def test_bad_arguments_are_clear_errors():
                   seq_lens=torch.ones(1, dtype=torch.int32), block_size=BLOCK, max_seq_len=1,
                   num_heads=1, num_kv_heads=1, head_size=64, epsilon=1e-5, scale=0.125,
                   is_neox=True)
+    pos = torch.zeros(1, dtype=torch.int64)
     with pytest.raises(RuntimeError, match="expected 6 weights"):
-        ops.fused_decode_layers(x, torch.zeros(1, dtype=torch.int64), [x], [None] * 4, [cache],
-                                [cache], activation="silu", **common)
+        ops.fused_decode_layers(x, pos, [x], [None] * 4, [None] * 4, 3, [cache], [cache],
+                                activation="silu", **common)
+    with pytest.raises(RuntimeError, match="expected 4 packed weights"):
+        ops.fused_decode_layers(x, pos, [x] * 6, [None] * 4, [None] * 3, 3, [cache], [cache],
+                                activation="silu", **common)
     with pytest.raises(RuntimeError, match="activation 'relu'"):
-        ops.fused_decode_layers(x, torch.zeros(1, dtype=torch.int64), [x] * 6, [None] * 4,
-                                [cache], [cache], activation="relu", **common)
+        ops.fused_decode_layers(x, pos, [x] * 6, [None] * 4, [None] * 4, 3, [cache], [cache],
+                                activation="relu", **common)

@@ -1,10 +1,10 @@
-"""The decode fast path of Llama-family models: for a decode step of up to 3
-sequences on CPU, every decoder layer runs in one C++ call
+"""The decode fast path of Llama-family models: for a decode step on CPU
+(one token per sequence), every decoder layer runs in one C++ call
 (`_C::fused_decode_layers`, csrc/cpu/decode_layers.cpp) that chains the same
 kernels the layer modules call, without a Python module call and a
 dispatcher trip per kernel (~3-4 ms of a ~17 ms batch-1 step for SmolLM2).
-Any other step (prefill, larger batches, fp32, another attention backend)
-takes the layer-by-layer path."""
+Any other step (prefill, fp32, another attention backend) takes the
+layer-by-layer path."""
 from __future__ import annotations
 
 import torch
@@ -32,36 +32,37 @@ class FusedDecode:
             return False
         attn = self.layers[0].self_attn.attn
         return (hidden.device.type == "cpu" and hidden.dim() == 2
-                and hidden.shape[0] <= SMALL_M_MAX_ROWS
                 and hidden.dtype in (torch.bfloat16, torch.float16)
                 and attn.backend is PagedAttentionBackend and attn.kv_cache is not None)
 
     def _arguments(self) -> tuple:
         cache = self.layers[0].self_attn.attn.kv_cache
         if self._args is None or self._bound_cache is not cache:
-            weights, biases, key_caches, value_caches = [], [], [], []
+            weights, biases, packed, key_caches, value_caches = [], [], [], [], []
             for layer in self.layers:
                 attn, mlp = layer.self_attn, layer.mlp
+                linears = [attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj]
                 weights += [layer.input_layernorm.weight, attn.qkv_proj.weight,
                             attn.o_proj.weight, layer.post_attention_layernorm.weight,
                             mlp.gate_up_proj.weight, mlp.down_proj.weight]
-                biases += [attn.qkv_proj.bias, attn.o_proj.bias, mlp.gate_up_proj.bias,
-                           mlp.down_proj.bias]
+                biases += [linear.bias for linear in linears]
+                packed += [linear.packed_weight for linear in linears]
                 key_caches.append(attn.attn.kv_cache[0])
                 value_caches.append(attn.attn.kv_cache[1])
             first = self.layers[0]
-            self._args = (weights, biases, key_caches, value_caches,
+            self._args = (weights, biases, packed, key_caches, value_caches,
                           first.self_attn.rotary_emb.cos_sin_cache)
             self._bound_cache = cache
         return self._args
 
     def run(self, hidden: torch.Tensor, positions: torch.Tensor,
             md: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-        weights, biases, key_caches, value_caches, cos_sin = self._arguments()
+        weights, biases, packed, key_caches, value_caches, cos_sin = self._arguments()
         first = self.layers[0]
         attn = first.self_attn
         return ops.fused_decode_layers(
-            hidden, positions, weights, biases, key_caches, value_caches, cos_sin,
+            hidden, positions, weights, biases, packed, SMALL_M_MAX_ROWS, key_caches,
+            value_caches, cos_sin,
             md.slot_mapping, md.block_tables, md.seq_lens, md.block_size, md.max_seq_len,
             attn.num_heads, attn.num_kv_heads, attn.head_size, first.input_layernorm.eps,
             attn.attn.scale, attn.rotary_emb.is_neox_style, first.mlp.act.name)
