@@ -41,6 +41,12 @@ def _smaps_entry(address: int) -> dict[str, str]:
     return entry
 
 
+def private_anonymous(nbytes: int) -> mmap.mmap:
+    """Fresh private anonymous memory, as malloc maps it (mmap.mmap(-1, n)
+    alone is shared memory, whose huge pages follow other settings)."""
+    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
 def _hugepage_bytes_advised_at(address: int) -> bool:
     # smaps splits a mapping where madvise changed its flags; "hg" in VmFlags
     # marks the range advised MADV_HUGEPAGE
@@ -60,11 +66,18 @@ def test_empty_is_aligned_advised_and_usable():
 
 @needs_thp
 def test_touched_advised_memory_is_backed_by_huge_pages():
-    tensor = hugepages.empty(8 * hugepages.HUGE_PAGE, torch.uint8)
+    # a fresh anonymous mapping, advised before its first touch (memory that
+    # malloc recycles may already be mapped with small pages, which advice
+    # does not change until khugepaged merges them)
+    region = private_anonymous(9 * hugepages.HUGE_PAGE)
+    tensor = torch.frombuffer(region, dtype=torch.uint8)
+    assert hugepages.advise(tensor) >= 8 * hugepages.HUGE_PAGE
     tensor.fill_(1)
     # the kernel may fall back to small pages when memory is fragmented;
     # on a machine with free memory most of the range comes back huge
-    huge_kb = int(_smaps_entry(tensor.data_ptr())["AnonHugePages"].split()[0])
+    huge_kb = int(_smaps_entry(tensor.data_ptr() + hugepages.HUGE_PAGE)["AnonHugePages"].split()[0])
+    del tensor
+    region.close()
     assert huge_kb >= 4 * hugepages.HUGE_PAGE // 1024
 
 
@@ -80,7 +93,7 @@ def test_small_or_disabled_allocations_are_plain(monkeypatch):
 def test_advise_covers_only_the_aligned_interior():
     # a fresh anonymous mapping: memory malloc recycles may carry an earlier
     # test's advice, which would blur the "not advised" check
-    region = mmap.mmap(-1, 5 * hugepages.HUGE_PAGE)
+    region = private_anonymous(5 * hugepages.HUGE_PAGE)
     raw = torch.frombuffer(region, dtype=torch.uint8)
     skip = -raw.data_ptr() % hugepages.HUGE_PAGE + 4096  # start just past a boundary
     view = raw[skip:skip + 3 * hugepages.HUGE_PAGE]
