@@ -23,7 +23,7 @@ namespace {
 // Per layer, in `weights`: input norm, qkv, o, post-attention norm,
 // gate_up, down; in `biases`: qkv, o, gate_up, down (each may be None).
 constexpr size_t kWeightsPerLayer = 6;
-constexpr size_t kBiasesPerLayer = 4;  // also the packed weights per layer
+constexpr size_t kLinearsPerLayer = 4;  // qkv, o, gate_up, down: biases and packed weights
 
 using ActFn = void (*)(at::Tensor&, const at::Tensor&);
 
@@ -87,11 +87,11 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
   TORCH_CHECK(weights.size() == layers * kWeightsPerLayer, op, ": expected ",
               layers * kWeightsPerLayer, " weights (", kWeightsPerLayer, " per layer), got ",
               weights.size());
-  TORCH_CHECK(biases.size() == layers * kBiasesPerLayer, op, ": expected ",
-              layers * kBiasesPerLayer, " biases (", kBiasesPerLayer, " per layer), got ",
+  TORCH_CHECK(biases.size() == layers * kLinearsPerLayer, op, ": expected ",
+              layers * kLinearsPerLayer, " biases (", kLinearsPerLayer, " per layer), got ",
               biases.size());
-  TORCH_CHECK(packed.size() == layers * kBiasesPerLayer, op, ": expected ",
-              layers * kBiasesPerLayer, " packed weights (", kBiasesPerLayer,
+  TORCH_CHECK(packed.size() == layers * kLinearsPerLayer, op, ": expected ",
+              layers * kLinearsPerLayer, " packed weights (", kLinearsPerLayer,
               " per layer, each may be None), got ", packed.size());
   TORCH_CHECK(hidden_in.dim() == 2, op, ": hidden must be [tokens, hidden_size]");
   TORCH_CHECK(seq_lens.size(0) == hidden_in.size(0), op,
@@ -106,8 +106,8 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
   at::Tensor residual;
   for (size_t l = 0; l < layers; ++l) {
     const at::Tensor* w = &weights[l * kWeightsPerLayer];
-    const std::optional<at::Tensor>* b = &biases[l * kBiasesPerLayer];
-    const std::optional<at::Tensor>* p = &packed[l * kBiasesPerLayer];
+    const std::optional<at::Tensor>* b = &biases[l * kLinearsPerLayer];
+    const std::optional<at::Tensor>* p = &packed[l * kLinearsPerLayer];
     at::Tensor normed;
     if (l == 0) {
       residual = hidden.clone();

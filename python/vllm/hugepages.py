@@ -59,8 +59,7 @@ def advise(tensor: torch.Tensor) -> int:
 def empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
     """A 1-D uninitialised CPU tensor that starts on a 2 MiB boundary and is
     advised for huge pages (a plain torch.empty when that is not possible)."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    nbytes = numel * itemsize
+    nbytes = numel * dtype.itemsize
     if not enabled or _madvise is None or nbytes < HUGE_PAGE:
         return torch.empty(numel, dtype=dtype)
     raw = torch.empty(nbytes + HUGE_PAGE, dtype=torch.uint8)

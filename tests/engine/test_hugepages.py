@@ -47,7 +47,7 @@ def private_anonymous(nbytes: int) -> mmap.mmap:
     return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
-def _hugepage_bytes_advised_at(address: int) -> bool:
+def _advised_for_huge_pages(address: int) -> bool:
     # smaps splits a mapping where madvise changed its flags; "hg" in VmFlags
     # marks the range advised MADV_HUGEPAGE
     return "hg" in _smaps_entry(address).get("VmFlags", "").split()
@@ -58,7 +58,7 @@ def test_empty_is_aligned_advised_and_usable():
     tensor = hugepages.empty(3 * hugepages.HUGE_PAGE // 2 + 7, torch.bfloat16)
     assert tensor.numel() == 3 * hugepages.HUGE_PAGE // 2 + 7 and tensor.dtype == torch.bfloat16
     assert tensor.data_ptr() % hugepages.HUGE_PAGE == 0
-    assert _hugepage_bytes_advised_at(tensor.data_ptr())
+    assert _advised_for_huge_pages(tensor.data_ptr())
     values = torch.randn(tensor.numel()).to(torch.bfloat16)
     tensor.copy_(values)
     assert torch.equal(tensor, values)
@@ -99,8 +99,8 @@ def test_advise_covers_only_the_aligned_interior():
     view = raw[skip:skip + 3 * hugepages.HUGE_PAGE]
     assert hugepages.advise(view) == 2 * hugepages.HUGE_PAGE
     first = view.data_ptr() - 4096 + hugepages.HUGE_PAGE
-    assert _hugepage_bytes_advised_at(first)
-    assert not _hugepage_bytes_advised_at(view.data_ptr())
+    assert _advised_for_huge_pages(first)
+    assert not _advised_for_huge_pages(view.data_ptr())
     del raw, view
     region.close()
 
@@ -113,12 +113,12 @@ def test_call_order_weights_and_kv_cache_are_advised():
     layers = [Linear(1024, 1024, dtype=torch.bfloat16) for _ in range(3)]  # 6 MiB in all
     place_weights_in_call_order(layers)
     assert layers[0].weight.data_ptr() % hugepages.HUGE_PAGE == 0
-    assert _hugepage_bytes_advised_at(layers[1].weight.data_ptr())
+    assert _advised_for_huge_pages(layers[1].weight.data_ptr())
 
     big = _lazy_zeros((256, 4, 32, 64), torch.bfloat16)  # 4 MiB of zeros, advised
     assert torch.count_nonzero(big) == 0
     inner = (big.data_ptr() + hugepages.HUGE_PAGE - 1) & ~(hugepages.HUGE_PAGE - 1)
-    assert _hugepage_bytes_advised_at(inner)
+    assert _advised_for_huge_pages(inner)
 
 
 def test_without_madvise_tensors_are_plain(monkeypatch):
