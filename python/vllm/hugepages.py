@@ -1,15 +1,20 @@
-"""Transparent huge pages for the engine's big CPU buffers (linear weights,
-KV cache).
+"""Page sizes for the engine's big CPU buffers: transparent huge pages for
+the linear weights, small pages for the KV cache.
 
-Why: a batch-1 decode step streams ~270 MB of weights, and decode attention
-reads KV blocks scattered over a multi-GiB cache; on 4 KiB pages both take a
-TLB miss every 4 KiB. Measured here (bench/RESULTS.md): SmolLM2's layer GEMVs
-8-15% faster, decode attention over 32 x 2048 tokens 16-20 -> 20-23 GB/s.
-(First touches of the lazily zeroed cache cost about the same either way on
-this VM: the host backs new memory slowly.) Linux's default THP mode is
-`madvise`, so the engine has to ask (`madvise(MADV_HUGEPAGE)`); torch only
-does so for every allocation with THP_MEM_ALLOC_ENABLE=1 set before its
-first one.
+Why huge pages for weights: a batch-1 decode step streams ~270 MB of them,
+and on 4 KiB pages that is a TLB miss every 4 KiB. Measured here (bench/RESULTS.md): SmolLM2's layer GEMVs
+8-15% faster. Linux's default THP mode is `madvise`, so the engine has to ask
+(`madvise(MADV_HUGEPAGE)`); torch only does so for every allocation with
+THP_MEM_ALLOC_ENABLE=1 set before its first one (numpy does for its own
+buffers above 4 MiB).
+
+The weights are touched once, at load. The KV cache is zeroed lazily and
+first touched while serving, so it stays on small pages: on a VM whose host
+reclaims free guest memory (free page reporting, as on this project's
+Firecracker machines) a fresh 2 MiB page costs ~5 ms to fault in, 4-5x more
+per byte than 4 KiB pages; a 64-sequence decode step stalled ~3 ms a step on
+it, and start-up 0.4 s. Decode attention read the cache equally fast on
+either page size (bench/RESULTS.md, session 5).
 
 Where huge pages are unavailable (another OS, THP `never`) the buffers are
 plain memory: `advise` reports 0 bytes and nothing else changes."""
@@ -23,6 +28,7 @@ import torch
 
 HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14  # <sys/mman.h> on Linux
+_MADV_NOHUGEPAGE = 15
 
 # Off switch for A/B measurements (bench) and tests; set before the model loads.
 enabled = True
@@ -38,11 +44,12 @@ if sys.platform.startswith("linux"):
         _madvise = None
 
 
-def advise(tensor: torch.Tensor) -> int:
-    """Asks for huge pages under the 2 MiB-aligned interior of a contiguous
-    CPU tensor's memory; returns the bytes advised (0 when not done). Pages
-    already touched keep their size until the kernel's khugepaged merges
-    them, so call this before filling the tensor."""
+def advise(tensor: torch.Tensor, huge: bool = True) -> int:
+    """Asks for huge pages (or, with huge=False, for small pages only,
+    overriding numpy's own advice) under the 2 MiB-aligned interior of a
+    contiguous CPU tensor's memory; returns the bytes advised (0 when not
+    done). Pages already touched keep their size until the kernel's
+    khugepaged merges them, so call this before filling the tensor."""
     if not enabled or _madvise is None or tensor.device.type != "cpu":
         return 0
     start = tensor.data_ptr()
@@ -51,7 +58,7 @@ def advise(tensor: torch.Tensor) -> int:
     last = end & ~(HUGE_PAGE - 1)
     if last <= first:
         return 0
-    if _madvise(first, last - first, _MADV_HUGEPAGE) != 0:
+    if _madvise(first, last - first, _MADV_HUGEPAGE if huge else _MADV_NOHUGEPAGE) != 0:
         return 0  # EINVAL where THP is compiled out: plain pages, as before
     return last - first
 
@@ -67,3 +74,4 @@ def empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
     aligned = raw[skip:skip + nbytes].view(dtype)
     advise(aligned)
     return aligned
+

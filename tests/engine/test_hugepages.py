@@ -47,10 +47,14 @@ def private_anonymous(nbytes: int) -> mmap.mmap:
     return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
-def _advised_for_huge_pages(address: int) -> bool:
+def _vm_flags(address: int) -> list[str]:
     # smaps splits a mapping where madvise changed its flags; "hg" in VmFlags
-    # marks the range advised MADV_HUGEPAGE
-    return "hg" in _smaps_entry(address).get("VmFlags", "").split()
+    # marks a range advised MADV_HUGEPAGE, "nh" one advised MADV_NOHUGEPAGE
+    return _smaps_entry(address).get("VmFlags", "").split()
+
+
+def _advised_for_huge_pages(address: int) -> bool:
+    return "hg" in _vm_flags(address)
 
 
 @needs_thp
@@ -115,10 +119,22 @@ def test_call_order_weights_and_kv_cache_are_advised():
     assert layers[0].weight.data_ptr() % hugepages.HUGE_PAGE == 0
     assert _advised_for_huge_pages(layers[1].weight.data_ptr())
 
-    big = _lazy_zeros((256, 4, 32, 64), torch.bfloat16)  # 4 MiB of zeros, advised
+
+@needs_thp
+def test_kv_cache_is_kept_on_small_pages():
+    from vllm.worker.cpu_worker import _lazy_zeros
+
+    # 40 MiB: numpy advises huge pages for buffers this big by itself (the
+    # cache's own advice must override it), and glibc maps anything above 32
+    # MiB afresh, as it does a real cache's layers (smaller buffers may be
+    # recycled memory that earlier tests already backed with huge pages)
+    big = _lazy_zeros((2560, 4, 32, 64), torch.bfloat16)
     assert torch.count_nonzero(big) == 0
     inner = (big.data_ptr() + hugepages.HUGE_PAGE - 1) & ~(hugepages.HUGE_PAGE - 1)
-    assert _advised_for_huge_pages(inner)
+    flags = _vm_flags(inner)
+    assert "nh" in flags and "hg" not in flags
+    big.fill_(1)
+    assert int(_smaps_entry(inner)["AnonHugePages"].split()[0]) == 0
 
 
 def test_without_madvise_tensors_are_plain(monkeypatch):

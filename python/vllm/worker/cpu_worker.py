@@ -69,9 +69,10 @@ def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     multiplies by zero weights, and 0 * NaN would poison the output."""
     nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
     cache = torch.from_numpy(np.zeros(nbytes, dtype=np.uint8))
-    # still untouched, so first touches map zeroed 2 MiB pages: one TLB entry
-    # covers 170 blocks of a SmolLM2 layer's cache instead of one block
-    hugepages.advise(cache)
+    # Small pages, overriding the huge-page advice numpy gives its big
+    # buffers itself: first touches happen while serving, and a fresh huge
+    # page can cost ~5 ms to fault in (vllm/hugepages.py).
+    hugepages.advise(cache, huge=False)
     return cache.view(dtype).view(shape)
 
 
