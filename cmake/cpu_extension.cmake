@@ -15,7 +15,8 @@ set(VLLM_CPU_KERNEL_SOURCES
   csrc/cpu/linear.cpp
   csrc/cpu/activation.cpp
   csrc/cpu/rotary.cpp
-  csrc/cpu/attention.cpp)
+  csrc/cpu/attention.cpp
+  csrc/cpu/argmax.cpp)
 
 set(_avx512_flags -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c)
 check_cxx_compiler_flag("-mavx512bf16 -mavx512vnni" VLLM_CXX_HAS_AVX512_BF16)

@@ -11,6 +11,7 @@ void activation(const ActivationArgs& args);
 void rotary_embedding(const RotaryArgs& args);
 void paged_attention(const PagedAttentionArgs& args);
 void small_m_linear(const LinearArgs& args);
+void argmax_rows(const ArgmaxArgs& args);
 
 #define VLLM_STR2(x) #x
 #define VLLM_STR(x) VLLM_STR2(x)
@@ -18,7 +19,7 @@ void small_m_linear(const LinearArgs& args);
 const KernelTable& kernel_table() {
   static const KernelTable table{VLLM_STR(VLLM_ISA_NS), &rms_norm, &fused_add_rms_norm,
                                  &act_and_mul, &activation, &rotary_embedding,
-                                 &paged_attention, &small_m_linear};
+                                 &paged_attention, &small_m_linear, &argmax_rows};
   return table;
 }
 

@@ -89,6 +89,17 @@ struct LinearArgs {
   DType dtype;
 };
 
+// out[r] = index of the largest of row r's `vocab` logits (torch.argmax's
+// answer: first maximum, first NaN if any).
+struct ArgmaxArgs {
+  int64_t* out;
+  const void* logits;
+  int64_t num_rows;
+  int64_t vocab;
+  int64_t row_stride;
+  DType dtype;
+};
+
 // Limits of the CPU attention kernel (checked by the bindings).
 constexpr int64_t kAttentionMaxHeadSize = 256;
 constexpr int64_t kAttentionMaxGroup = 64;
@@ -103,6 +114,7 @@ struct KernelTable {
   void (*rotary_embedding)(const RotaryArgs&);
   void (*paged_attention)(const PagedAttentionArgs&);
   void (*small_m_linear)(const LinearArgs&);
+  void (*argmax_rows)(const ArgmaxArgs&);
 };
 
 // One per compiled variant; defined in kernel_table.cpp built per ISA.

@@ -1,6 +1,7 @@
-// small_m_linear: the CPU-only op behind Linear layers for decode-sized
-// batches (see csrc/cpu/linear.cpp). Defined in the CPU build only: GPUs use
-// their GEMM libraries for these shapes.
+// CPU-only ops, defined in the CPU build only: small_m_linear, behind Linear
+// layers for decode-sized batches (see csrc/cpu/linear.cpp; GPUs use their
+// GEMM libraries for these shapes), and greedy_argmax, greedy sampling
+// straight from 16-bit logits (csrc/cpu/argmax.cpp).
 #include <torch/library.h>
 
 #include "../core/tensor_checks.h"
@@ -33,10 +34,29 @@ void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& 
   if (m > 0 && n > 0) cpu::active_kernels().small_m_linear(args);
 }
 
-TORCH_LIBRARY_FRAGMENT(_C, ops) {
-  ops.def("small_m_linear(Tensor! out, Tensor input, Tensor weight, Tensor? bias) -> ()");
+void greedy_argmax(at::Tensor& out, const at::Tensor& logits) {
+  constexpr const char* op = "greedy_argmax";
+  TORCH_CHECK(logits.dim() == 2 && logits.size(1) > 0, op,
+              ": logits must be [rows, vocab] with vocab > 0, got ", logits.sizes());
+  TORCH_CHECK(out.dim() == 1 && out.size(0) == logits.size(0) && out.scalar_type() == at::kLong &&
+                  out.is_contiguous(), op, ": out must be a contiguous int64 [", logits.size(0),
+              "] tensor, got ", out.scalar_type(), " ", out.sizes());
+  TORCH_CHECK(out.device() == logits.device(), op, ": out and logits must share a device");
+  cpu::ArgmaxArgs args{out.data_ptr<int64_t>(), logits.data_ptr(), logits.size(0),
+                       logits.size(1), row_stride(logits, op, "logits"),
+                       kernel_dtype(logits, op)};
+  if (args.num_rows > 0) cpu::active_kernels().argmax_rows(args);
 }
 
-TORCH_LIBRARY_IMPL(_C, CPU, ops) { ops.impl("small_m_linear", &small_m_linear); }
+TORCH_LIBRARY_FRAGMENT(_C, ops) {
+  ops.def("small_m_linear(Tensor! out, Tensor input, Tensor weight, Tensor? bias) -> ()");
+  // out[r] = argmax of logits[r] (first maximum; first NaN if any), int64.
+  ops.def("greedy_argmax(Tensor! out, Tensor logits) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(_C, CPU, ops) {
+  ops.impl("small_m_linear", &small_m_linear);
+  ops.impl("greedy_argmax", &greedy_argmax);
+}
 
 }  // namespace vllm::cpu_ops

@@ -151,6 +151,15 @@ def small_m_linear(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
     torch.ops._C.small_m_linear(out, input, weight, bias)
 
 
+def greedy_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """Index of each row's largest logit (torch.argmax(-1)'s answer: the first
+    maximum, the first NaN if any), read in the logits' own dtype; CPU
+    builds only."""
+    out = torch.empty(logits.shape[0], dtype=torch.int64, device=logits.device)
+    torch.ops._C.greedy_argmax(out, logits)
+    return out
+
+
 def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
                         weights: list[torch.Tensor], biases: list[torch.Tensor | None],
                         packed: list[torch.Tensor | None], small_m_max_rows: int,
@@ -219,6 +228,11 @@ if _C is not None:
     if hasattr(torch.ops._C, "small_m_linear"):
         @torch.library.register_fake("_C::small_m_linear")
         def _small_m_linear_fake(out, input, weight, bias) -> None:
+            return None
+
+    if hasattr(torch.ops._C, "greedy_argmax"):
+        @torch.library.register_fake("_C::greedy_argmax")
+        def _greedy_argmax_fake(out, logits) -> None:
             return None
 
     if hasattr(torch.ops._C, "fused_decode_layers"):

@@ -137,6 +137,51 @@ def test_penalties_match_their_definition():
     torch.testing.assert_close(row, expected)
 
 
+def _argmax_calls(monkeypatch) -> list[int]:
+    """Counts the sampler's calls of the greedy_argmax kernel (rows per call)."""
+    import vllm.sample.sampler as sampler_module
+    calls: list[int] = []
+    real = sampler_module.ops.greedy_argmax
+
+    def counting(logits):
+        calls.append(logits.shape[0])
+        return real(logits)
+
+    monkeypatch.setattr(sampler_module.ops, "greedy_argmax", counting)
+    return calls
+
+
+@pytest.mark.skipif(not hasattr(torch.ops._C, "greedy_argmax"), reason="CPU build only")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_plain_greedy_rows_take_the_argmax_kernel(monkeypatch, dtype):
+    calls = _argmax_calls(monkeypatch)
+    logits = (torch.randn(5, 1000) * 6).to(dtype)
+    states = [SamplingState.create(SamplingParams(temperature=0, max_tokens=4), [1], [], 2)
+              for _ in range(5)]
+    tokens, logprobs = Sampler()(logits, states)
+    assert calls == [5]
+    assert tokens == logits.float().argmax(-1).tolist() and logprobs == [None] * 5
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(temperature=0.7), dict(logprobs=2), dict(min_tokens=3, max_tokens=8),
+    dict(repetition_penalty=1.2), dict(frequency_penalty=0.5), dict(presence_penalty=0.5),
+    dict(bad_words=["fox"]), dict(logits_processors=[lambda out, row: row]),
+], ids=lambda kw: next(iter(kw)))
+def test_a_row_that_changes_its_logits_keeps_the_full_sampler(monkeypatch, kwargs):
+    # one such row in the batch: every row goes the torch way (fp32 logits)
+    calls = _argmax_calls(monkeypatch)
+    params = SamplingParams(max_tokens=kwargs.pop("max_tokens", 4), seed=0, **kwargs)
+    if params.bad_words:
+        params.bad_words_token_ids = [[7]]
+    plain = SamplingState.create(SamplingParams(temperature=0, max_tokens=4), [1], [], 2)
+    other = SamplingState.create(params, [1], [], 2)
+    logits = torch.randn(2, 50, dtype=torch.bfloat16)
+    tokens, _ = Sampler()(logits, [plain, other])
+    assert calls == []
+    assert tokens[0] == int(logits[0].float().argmax())
+
+
 @pytest.mark.parametrize("kwargs, reason", [
     (dict(temperature=-0.5), "temperature"),
     (dict(top_p=0.0), "top_p"),

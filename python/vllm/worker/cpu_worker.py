@@ -3,12 +3,13 @@ allocates the paged KV cache, and owns the model runner."""
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 
 import numpy as np
 import torch
 
-from vllm import envs, hugepages
+from vllm import envs, hugepages, malloc_settings
 from vllm.attention.kv_cache_layout import kv_cache_shapes
 from vllm.attention.selector import get_attn_backend
 from vllm.config import VllmConfig
@@ -63,15 +64,22 @@ def bind_threads(spec: str, rank: int = 0) -> list[int] | None:
 
 
 def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """Zeros that cost nothing until touched: numpy's calloc maps large
-    buffers as zero pages, so a 4 GiB cache takes memory only as it fills.
-    Zeros, not garbage: a kernel reading the tail of a half-filled block
-    multiplies by zero weights, and 0 * NaN would poison the output."""
-    nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
-    cache = torch.from_numpy(np.zeros(nbytes, dtype=np.uint8))
-    # Small pages, overriding the huge-page advice numpy gives its big
-    # buffers itself: first touches happen while serving, and a fresh huge
-    # page can cost ~5 ms to fault in (vllm/hugepages.py).
+    """Zeros that cost nothing until touched: a private anonymous mapping of
+    its own (not malloc, whose settings decide whether big blocks are fresh
+    zero pages or recycled memory it must clear), so a 4 GiB cache takes
+    memory only as it fills. Zeros, not garbage: a kernel reading the tail of
+    a half-filled block multiplies by zero weights, and 0 * NaN would poison
+    the output."""
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS"):
+        # the tensor keeps the mapping alive; unmapped when both are gone
+        region = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        cache = torch.frombuffer(region, dtype=torch.uint8)
+    else:
+        cache = torch.from_numpy(np.zeros(nbytes, dtype=np.uint8))
+    # Small pages (overriding THP "always" or numpy's advice): first touches
+    # happen while serving, and a fresh huge page can cost ~5 ms to fault in
+    # (vllm/hugepages.py).
     hugepages.advise(cache, huge=False)
     return cache.view(dtype).view(shape)
 
@@ -79,6 +87,7 @@ def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 class CPUWorker:
     def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
         self.config = config
+        malloc_settings.keep_freed_memory()
         self.bound_cpus = bind_threads(envs.VLLM_CPU_OMP_THREADS_BIND)
         mc, cc = config.model_config, config.cache_config
         self.attn_backend = get_attn_backend(config.attention_backend)

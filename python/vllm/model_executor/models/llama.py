@@ -130,8 +130,9 @@ class LlamaForCausalLM(nn.Module):
         return self.model(input_ids, positions)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """fp32 logits of the given hidden states (only the rows to sample)."""
-        return apply_linear(hidden, self.lm_head.weight, None, self.packed_lm_head).float()
+        """Logits of the given hidden states (only the rows to sample), in the
+        model's dtype, as transformers computes them; the sampler upcasts."""
+        return apply_linear(hidden, self.lm_head.weight, None, self.packed_lm_head)
 
     def process_weights_after_loading(self) -> None:
         linears = [m for m in self.modules() if isinstance(m, Linear)]  # in call order
