@@ -304,51 +304,44 @@ inline void block_values_any(float* acc, int64_t hs, const float* p, const T* v,
   }
 }
 
-// Turns one row's block scores into weights p = exp(s - new max) in place
-// and updates the row's running max, sum and output scale. Lanes outside
-// [lo, row_hi) get weight 0. Returns false when nothing was visible.
-inline bool softmax_update(float* row, int64_t bs, int64_t lo, int64_t row_hi, float slope,
+// Turns one row's scores over n positions into weights p = exp(s - new max)
+// in place and updates the row's running max, sum and output scale. Only
+// [lo, row_hi) is visible: the whole vectors outside it are zeroed without
+// an exp, and the masked lanes of the edge vectors are set to -inf, whose exp
+// is exactly 0. Returns false when nothing was visible.
+inline bool softmax_update(float* row, int64_t n, int64_t lo, int64_t row_hi, float slope,
                            bool alibi, int64_t alibi_base, float& m, float& l, float* acc,
                            int64_t hs) {
-  const bool full = lo == 0 && row_hi == bs;
-  if (alibi || !full) {
-    for (int64_t j = 0; j < bs; ++j) {
-      if (j < lo || j >= row_hi) {
-        row[j] = kNegInf;
-      } else if (alibi) {
-        row[j] += slope * float(alibi_base + j);
-      }
-    }
-  }
   if (lo >= row_hi) return false;
-  // Masked lanes hold -inf, so the max over whole vectors plus the scalar
-  // tail is the max over the visible ones.
+  if (alibi) {
+    for (int64_t j = lo; j < row_hi; ++j) row[j] += slope * float(alibi_base + j);
+  }
+  const int64_t vlo = lo - lo % W;  // the vectors holding visible lanes
+  const int64_t vhi = (row_hi + W - 1) / W * W < n ? (row_hi + W - 1) / W * W : n;
+  for (int64_t j = 0; j < vlo; ++j) row[j] = 0.f;
+  for (int64_t j = vhi; j < n; ++j) row[j] = 0.f;
+  for (int64_t j = vlo; j < lo; ++j) row[j] = kNegInf;
+  for (int64_t j = row_hi; j < vhi; ++j) row[j] = kNegInf;
   FloatVec vmax(kNegInf);
-  int64_t j_tail = 0;
-  for (; j_tail + W <= bs; j_tail += W) vmax = FloatVec::max(vmax, FloatVec::load(row + j_tail));
+  int64_t j = vlo;
+  for (; j + W <= vhi; j += W) vmax = FloatVec::max(vmax, FloatVec::load(row + j));
   float block_max = vmax.reduce_max();
-  for (; j_tail < bs; ++j_tail) block_max = row[j_tail] > block_max ? row[j_tail] : block_max;
+  for (; j < vhi; ++j) block_max = row[j] > block_max ? row[j] : block_max;
   const float new_max = block_max > m ? block_max : m;
   const FloatVec shift(new_max);
   FloatVec sum;
-  for (int64_t j = 0; j < bs; j += W) {
-    const int n = bs - j < W ? int(bs - j) : W;
-    if (n == W) {
-      const FloatVec p = exp(FloatVec::load(row + j) - shift);
-      p.store(row + j);
-      sum = sum + p;
-    } else {
-      store_tail(exp(load_tail(row + j, n) - shift), row + j, n);
-    }
+  for (j = vlo; j + W <= vhi; j += W) {
+    const FloatVec p = exp(FloatVec::load(row + j) - shift);
+    p.store(row + j);
+    sum = sum + p;
   }
-  if (!full) {
-    for (int64_t j = 0; j < bs; ++j)
-      if (j < lo || j >= row_hi) row[j] = 0.f;
-    sum = FloatVec();
-    for (int64_t j = 0; j + W <= bs; j += W) sum = sum + FloatVec::load(row + j);
+  float total = 0.f;
+  if (j < vhi) {  // n is not a multiple of the vector width
+    const int t = int(vhi - j);
+    store_tail(exp(load_tail(row + j, t) - shift), row + j, t);
+    for (int64_t k = j; k < vhi; ++k) total += row[k];
   }
-  float total = sum.reduce_add();
-  for (int64_t j = bs - bs % W; j < bs; ++j) total += row[j];
+  total += sum.reduce_add();
   if (new_max > m) {
     const float correction = __builtin_expf(m - new_max);
     if (l != 0.f) scale_row(acc, correction, hs);

@@ -74,6 +74,23 @@ def test_decode(cpu_isa, version, dtype, head_size, block_size, heads):
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block_size", [8, 64, 128])
+def test_decode_other_block_sizes(cpu_isa, version, dtype, block_size):
+    # 8: spans end inside a 16-lane vector (the softmax's tail path); 128: a
+    # block as wide as a span
+    lens = torch.tensor([1, 9, 200, 700], dtype=torch.int32)
+    num_blocks = 4 * math.ceil(700 / block_size) + 3
+    kc, vc = make_cache(num_blocks, block_size, 3, 64, dtype)
+    tables = make_tables(lens.tolist(), block_size, num_blocks)
+    query = torch.randn(len(lens), 9, 64).to(dtype)
+    run = run_v1 if version == "v1" else run_v2
+    out = run(query, kc, vc, tables, lens, 0.125)
+    torch.testing.assert_close(out, paged_attention_ref(query, kc, vc, tables, lens, 0.125),
+                               **TOL[dtype])
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
 def test_decode_alibi(cpu_isa, version):
     lens = torch.tensor([5, 700], dtype=torch.int32)
     kc, vc = make_cache(96, 16, 2, 64, torch.float32)
