@@ -18,8 +18,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import os
 import sys
+
+from vllm import envs
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +38,9 @@ _done = False
 
 
 def _user_chose_allocator() -> bool:
-    preload = os.environ.get("LD_PRELOAD", "")
+    preload = envs.raw_value("LD_PRELOAD") or ""
     return (any(name in preload for name in ("tcmalloc", "jemalloc", "mimalloc"))
-            or "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ)
+            or envs.is_set("MALLOC_MMAP_THRESHOLD_") or envs.is_set("MALLOC_TRIM_THRESHOLD_"))
 
 
 def keep_freed_memory() -> bool:
