@@ -9,12 +9,13 @@ THP_MEM_ALLOC_ENABLE=1 set before its first one (numpy does for its own
 buffers above 4 MiB).
 
 The weights are touched once, at load. The KV cache is zeroed lazily and
-first touched while serving, so it stays on small pages: on a VM whose host
-reclaims free guest memory (free page reporting, as on this project's
-Firecracker machines) a fresh 2 MiB page costs ~5 ms to fault in, 4-5x more
-per byte than 4 KiB pages; a 64-sequence decode step stalled ~3 ms a step on
-it, and start-up 0.4 s. Decode attention read the cache equally fast on
-either page size (bench/RESULTS.md, session 5).
+first touched while serving: on huge pages its long-context decode attention
+reads 6-10% faster, but on a VM whose balloon reports free guest memory to
+the host (free page reporting, as on this project's Firecracker machines) a
+fresh 2 MiB page costs ~5 ms to fault in, 4-5x more per byte than 4 KiB
+pages; a 64-sequence decode step stalled ~3 ms on it, and start-up 0.4 s
+(bench/RESULTS.md, session 5). So the cache takes huge pages except where
+`host_reclaims_free_memory`.
 
 Where huge pages are unavailable (another OS, THP `never`) the buffers are
 plain memory: `advise` reports 0 bytes and nothing else changes."""
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
+import os
 import sys
 
 import torch
@@ -75,3 +78,34 @@ def empty(numel: int, dtype: torch.dtype) -> torch.Tensor:
     advise(aligned)
     return aligned
 
+
+# virtio-balloon devices and the feature bit of free page reporting
+# (VIRTIO_BALLOON_F_REPORTING, linux/virtio_balloon.h)
+_BALLOON_DEVICES = "/sys/bus/virtio/drivers/virtio_balloon"
+_FREE_PAGE_REPORTING_BIT = 5
+
+
+@functools.cache
+def host_reclaims_free_memory() -> bool:
+    """Whether a virtio balloon reports free guest memory to the host, which
+    then drops it: a fresh huge page is then faulted back in 4 KiB at a time
+    (measured here: ~5 ms per 2 MiB, against ~1 ms for 512 small pages)."""
+    try:
+        devices = [d for d in os.listdir(_BALLOON_DEVICES) if d.startswith("virtio")]
+    except OSError:
+        return False  # no balloon driver: bare metal, or a VM without one
+    for device in devices:
+        try:
+            with open(os.path.join(_BALLOON_DEVICES, device, "features")) as f:
+                bits = f.read().strip()  # one '0'/'1' per feature bit, bit 0 first
+        except OSError:
+            continue
+        if len(bits) > _FREE_PAGE_REPORTING_BIT and bits[_FREE_PAGE_REPORTING_BIT] == "1":
+            return True
+    return False
+
+
+def kv_cache_on_huge_pages() -> bool:
+    """The KV cache's page size: huge unless fresh huge pages are slow to
+    fault in here (its first touches happen while serving)."""
+    return not host_reclaims_free_memory()

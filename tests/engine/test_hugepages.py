@@ -121,20 +121,57 @@ def test_call_order_weights_and_kv_cache_are_advised():
 
 
 @needs_thp
-def test_kv_cache_is_kept_on_small_pages():
+@pytest.mark.parametrize("huge", [True, False], ids=["huge-pages", "small-pages"])
+def test_kv_cache_page_size_is_the_engines_choice(monkeypatch, huge):
     from vllm.worker.cpu_worker import _lazy_zeros
 
+    monkeypatch.setattr(hugepages, "kv_cache_on_huge_pages", lambda: huge)
     # 40 MiB: numpy advises huge pages for buffers this big by itself (the
-    # cache's own advice must override it), and glibc maps anything above 32
-    # MiB afresh, as it does a real cache's layers (smaller buffers may be
+    # cache's own advice must decide), and glibc maps anything above 32 MiB
+    # afresh, as it does a real cache's layers (smaller buffers may be
     # recycled memory that earlier tests already backed with huge pages)
     big = _lazy_zeros((2560, 4, 32, 64), torch.bfloat16)
     assert torch.count_nonzero(big) == 0
     inner = (big.data_ptr() + hugepages.HUGE_PAGE - 1) & ~(hugepages.HUGE_PAGE - 1)
     flags = _vm_flags(inner)
-    assert "nh" in flags and "hg" not in flags
-    big.fill_(1)
-    assert int(_smaps_entry(inner)["AnonHugePages"].split()[0]) == 0
+    assert ("hg" in flags) == huge and ("nh" in flags) == (not huge)
+    if not huge:
+        big.fill_(1)
+        assert int(_smaps_entry(inner)["AnonHugePages"].split()[0]) == 0
+
+
+def _fake_balloon(root, features: str | None):
+    device = root / "virtio3"
+    device.mkdir(parents=True)
+    if features is not None:
+        (device / "features").write_text(features + "\n")
+
+
+@pytest.mark.parametrize("features, reclaims", [
+    ("0110010100000000", True),     # this project's Firecracker VMs: bit 5 set
+    ("0110000100000000", False),    # a balloon without free page reporting
+    ("0110", False),                # fewer bits than the reporting one
+    (None, False),                  # unreadable features
+], ids=["reporting", "no-reporting", "short", "unreadable"])
+def test_free_page_reporting_is_read_from_the_balloon_device(monkeypatch, tmp_path, features,
+                                                              reclaims):
+    _fake_balloon(tmp_path, features)
+    monkeypatch.setattr(hugepages, "_BALLOON_DEVICES", str(tmp_path))
+    hugepages.host_reclaims_free_memory.cache_clear()
+    try:
+        assert hugepages.host_reclaims_free_memory() is reclaims
+        assert hugepages.kv_cache_on_huge_pages() is (not reclaims)
+    finally:
+        hugepages.host_reclaims_free_memory.cache_clear()
+
+
+def test_no_balloon_driver_means_huge_pages_for_the_kv_cache(monkeypatch, tmp_path):
+    monkeypatch.setattr(hugepages, "_BALLOON_DEVICES", str(tmp_path / "absent"))
+    hugepages.host_reclaims_free_memory.cache_clear()
+    try:
+        assert hugepages.kv_cache_on_huge_pages() is True
+    finally:
+        hugepages.host_reclaims_free_memory.cache_clear()
 
 
 def test_without_madvise_tensors_are_plain(monkeypatch):

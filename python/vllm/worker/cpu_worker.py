@@ -63,13 +63,14 @@ def bind_threads(spec: str, rank: int = 0) -> list[int] | None:
     return cpus
 
 
-def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype,
+                huge: bool | None = None) -> torch.Tensor:
     """Zeros that cost nothing until touched: a private anonymous mapping of
     its own (not malloc, whose settings decide whether big blocks are fresh
     zero pages or recycled memory it must clear), so a 4 GiB cache takes
     memory only as it fills. Zeros, not garbage: a kernel reading the tail of
     a half-filled block multiplies by zero weights, and 0 * NaN would poison
-    the output."""
+    the output. `huge`: the page size (None: the engine's choice)."""
     nbytes = int(np.prod(shape)) * dtype.itemsize
     if hasattr(mmap, "MAP_PRIVATE") and hasattr(mmap, "MAP_ANONYMOUS"):
         # the tensor keeps the mapping alive; unmapped when both are gone
@@ -77,10 +78,11 @@ def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         cache = torch.frombuffer(region, dtype=torch.uint8)
     else:
         cache = torch.from_numpy(np.zeros(nbytes, dtype=np.uint8))
-    # Small pages (overriding THP "always" or numpy's advice): first touches
-    # happen while serving, and a fresh huge page can cost ~5 ms to fault in
-    # (vllm/hugepages.py).
-    hugepages.advise(cache, huge=False)
+    # Before the first touch, so the advice sets every page's size: huge
+    # pages (one TLB entry covers 170 blocks of a SmolLM2 layer) unless a
+    # fresh one costs ~5 ms to fault in here; small ones override THP
+    # "always" (vllm/hugepages.py).
+    hugepages.advise(cache, huge=hugepages.kv_cache_on_huge_pages() if huge is None else huge)
     return cache.view(dtype).view(shape)
 
 
@@ -120,9 +122,11 @@ class CPUWorker:
             pair = (_lazy_zeros(shapes.key, mc.dtype), _lazy_zeros(shapes.value, mc.dtype))
             layer.kv_cache = pair
             caches.append(pair)
-        logger.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens)", num_blocks,
-                    cc.block_size, num_blocks * self.block_bytes() / (1 << 30),
-                    num_blocks * cc.block_size)
+        logger.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens) on %s pages",
+                    num_blocks, cc.block_size, num_blocks * self.block_bytes() / (1 << 30),
+                    num_blocks * cc.block_size,
+                    "huge" if hugepages.kv_cache_on_huge_pages() else
+                    "4 KiB (the host reclaims free memory: huge ones fault in slowly)")
         return caches
 
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
