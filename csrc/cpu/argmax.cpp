@@ -79,8 +79,10 @@ template <typename T>
 struct ArgmaxFn {
   static void run(const ArgmaxArgs& a) {
     const T* logits = static_cast<const T*>(a.logits);
-#pragma omp parallel for schedule(static) if (a.num_rows > 1 && a.num_rows * a.vocab >= kParallelMinElements)
-    for (int64_t r = 0; r < a.num_rows; ++r) a.out[r] = argmax_row(logits + r * a.row_stride, a.vocab);
+    const bool parallel = a.num_rows > 1 && a.num_rows * a.vocab >= kParallelMinElements;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (int64_t r = 0; r < a.num_rows; ++r)
+      a.out[r] = argmax_row(logits + r * a.row_stride, a.vocab);
   }
 };
 

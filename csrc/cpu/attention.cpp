@@ -7,9 +7,10 @@
 // prefill. It walks the sequence's blocks once, converting each block of K
 // and V to fp32 a single time for all rows of the tile, with an online
 // softmax (running max and sum per row) updated once per span of blocks
-// (kSpan positions), so nothing of size context_len is stored. The key block is [head_size, block_size]: a block's scores for one
-// row are head_size FMAs of a broadcast query element against a row of
-// block_size tokens, with no horizontal sums.
+// (kSpan positions), so nothing of size context_len is stored. The key
+// block is [head_size, block_size]: a block's scores for one row are
+// head_size FMAs of a broadcast query element against a row of block_size
+// tokens, with no horizontal sums.
 #include <omp.h>
 
 #include <cstdlib>
@@ -406,17 +407,18 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
         }
 #endif
         for (; r + 4 <= r1; r += 4)
-          block_scores<4, kHs>(tile.q + r * hs, hs, k_cache + base, bs, logits + r * kLogitsStride + b,
-                               kLogitsStride);
+          block_scores<4, kHs>(tile.q + r * hs, hs, k_cache + base, bs,
+                               logits + r * kLogitsStride + b, kLogitsStride);
         for (; r < r1; ++r)
-          block_scores<1, kHs>(tile.q + r * hs, hs, k_cache + base, bs, logits + r * kLogitsStride + b,
-                               kLogitsStride);
+          block_scores<1, kHs>(tile.q + r * hs, hs, k_cache + base, bs,
+                               logits + r * kLogitsStride + b, kLogitsStride);
       }
     }
     prefetch_block(v_cache, span);
     for (int r = 0; r < rows; ++r) {
       const int64_t row_hi = tile.limit[r] - span < hi ? tile.limit[r] - span : hi;
-      if (!softmax_update(logits + r * kLogitsStride, cols, lo, row_hi, tile.slope ? tile.slope[r] : 0.f,
+      const float slope = tile.slope ? tile.slope[r] : 0.f;
+      if (!softmax_update(logits + r * kLogitsStride, cols, lo, row_hi, slope,
                           tile.slope != nullptr, span - seq_len + 1, tile.m[r], tile.l[r],
                           tile.acc + r * hs, hs)) {
         for (int64_t j = 0; j < cols; ++j) logits[r * kLogitsStride + j] = 0.f;
@@ -437,8 +439,8 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
           if (blo == 0 && bhi == bs && bs % 16 == 0) {
             while (r < r1) {
               const int n = r1 - r < value_rows_bf16<kHs>() ? r1 - r : value_rows_bf16<kHs>();
-              values_bf16_rows<kHs>(n, tile.acc + r * kHs, p + r * kLogitsStride, v_cache + base, bs,
-                                    tile.ppairs);
+              values_bf16_rows<kHs>(n, tile.acc + r * kHs, p + r * kLogitsStride,
+                                    v_cache + base, bs, tile.ppairs);
               r += n;
             }
           }

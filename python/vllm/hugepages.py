@@ -1,12 +1,13 @@
 """Page sizes for the engine's big CPU buffers: transparent huge pages for
-the linear weights, small pages for the KV cache.
+the linear weights, and for the KV cache unless fresh huge pages are slow
+to fault in on this machine.
 
 Why huge pages for weights: a batch-1 decode step streams ~270 MB of them,
-and on 4 KiB pages that is a TLB miss every 4 KiB. Measured here (bench/RESULTS.md): SmolLM2's layer GEMVs
-8-15% faster. Linux's default THP mode is `madvise`, so the engine has to ask
-(`madvise(MADV_HUGEPAGE)`); torch only does so for every allocation with
-THP_MEM_ALLOC_ENABLE=1 set before its first one (numpy does for its own
-buffers above 4 MiB).
+and on 4 KiB pages that is a TLB miss every 4 KiB. Measured here
+(bench/RESULTS.md): SmolLM2's layer GEMVs 8-15% faster. Linux's default THP
+mode is `madvise`, so the engine has to ask (`madvise(MADV_HUGEPAGE)`); torch
+only does so for every allocation with THP_MEM_ALLOC_ENABLE=1 set before its
+first one (numpy does for its own buffers above 4 MiB).
 
 The weights are touched once, at load. The KV cache is zeroed lazily and
 first touched while serving: on huge pages its long-context decode attention
