@@ -12,12 +12,20 @@ namespace vllm::cpu::VLLM_ISA_NS {
 namespace {
 
 constexpr int W = FloatVec::kWidth;
-constexpr int kRows = 4;    // weight rows per pass
+constexpr int kRowsPerPass = 4;  // weight rows per pass
 constexpr int kInputs = 4;  // input rows per pass
+// One input row (batch-1 decode) and a layer-sized weight: twice the weight
+// rows per pass. SmolLM2's layer GEMVs took 7.0-7.8 instead of 8.4-8.8 ms a
+// step this way (module path, per-op averages, builds alternated); its LM
+// head (49,152 rows) took 1.84-1.99 instead of 1.68-1.75 ms, so long
+// weights keep 4 rows.
+constexpr int kRowsOneInput = 8;
+constexpr int64_t kRowsOneInputMaxN = 8192;
 
-// kInputs input rows x kRows weight rows; Inputs is a template parameter so
-// the accumulators stay in registers (a runtime count would spill them).
-template <typename T, int Inputs>
+// Inputs input rows x kRows weight rows (kRowsPerPass or kRowsOneInput);
+// both are template parameters so the accumulators stay in registers (a
+// runtime count would spill them).
+template <typename T, int Inputs, int kRows>
 void rows_pass(const LinearArgs& a, const T* const* wr, int rows, int64_t n0, int64_t m0,
                const char* next_block) {
   const T* x = static_cast<const T*>(a.input);
@@ -72,7 +80,7 @@ void rows_pass(const LinearArgs& a, const T* const* wr, int rows, int64_t n0, in
   }
 }
 
-template <typename T>
+template <typename T, int kRows>
 void rows_block(const LinearArgs& a, int64_t n0) {
   const T* w = static_cast<const T*>(a.weight);
   const int rows = int(a.n - n0 < kRows ? a.n - n0 : kRows);
@@ -84,21 +92,30 @@ void rows_block(const LinearArgs& a, int64_t n0) {
     const char* next = (m0 == 0 && has_next)
                            ? reinterpret_cast<const char*>(w + (n0 + kRows) * a.k) : nullptr;
     switch (a.m - m0 < kInputs ? int(a.m - m0) : kInputs) {
-      case 1: rows_pass<T, 1>(a, wr, rows, n0, m0, next); break;
-      case 2: rows_pass<T, 2>(a, wr, rows, n0, m0, next); break;
-      case 3: rows_pass<T, 3>(a, wr, rows, n0, m0, next); break;
-      default: rows_pass<T, kInputs>(a, wr, rows, n0, m0, next); break;
+      case 1: rows_pass<T, 1, kRows>(a, wr, rows, n0, m0, next); break;
+      case 2: rows_pass<T, 2, kRows>(a, wr, rows, n0, m0, next); break;
+      case 3: rows_pass<T, 3, kRows>(a, wr, rows, n0, m0, next); break;
+      default: rows_pass<T, kInputs, kRows>(a, wr, rows, n0, m0, next); break;
     }
   }
+}
+
+template <typename T, int kRows>
+void run_blocks(const LinearArgs& a) {
+  const int64_t blocks = (a.n + kRows - 1) / kRows;
+  // static: each thread streams one contiguous range of weight rows
+#pragma omp parallel for schedule(static) if (a.n * a.k >= kParallelMinElements)
+  for (int64_t b = 0; b < blocks; ++b) rows_block<T, kRows>(a, b * kRows);
 }
 
 template <typename T>
 struct SmallMLinear {
   static void run(const LinearArgs& a) {
-    const int64_t blocks = (a.n + kRows - 1) / kRows;
-    // static: each thread streams one contiguous range of weight rows
-#pragma omp parallel for schedule(static) if (a.n * a.k >= kParallelMinElements)
-    for (int64_t b = 0; b < blocks; ++b) rows_block<T>(a, b * kRows);
+    if (a.m == 1 && a.n <= kRowsOneInputMaxN) {
+      run_blocks<T, kRowsOneInput>(a);
+    } else {
+      run_blocks<T, kRowsPerPass>(a);
+    }
   }
 };
 

@@ -23,7 +23,7 @@ def reference(x, w, b):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 9, 16])
-@pytest.mark.parametrize("n, k", [(960, 576), (97, 33), (5, 100), (1536, 64), (8, 1536)])
+@pytest.mark.parametrize("n, k", [(960, 576), (97, 33), (5, 100), (1536, 64), (8, 1536), (8200, 40)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_small_m_linear_matches_reference(cpu_isa, dtype, m, n, k, bias):
     x = torch.randn(m, k).to(dtype)
