@@ -11,7 +11,7 @@ first one (numpy does for its own buffers above 4 MiB).
 
 The weights are touched once, at load. The KV cache is zeroed lazily and
 first touched while serving: on huge pages its long-context decode attention
-reads 6-10% faster, but on a VM whose balloon reports free guest memory to
+reads 6-14% faster, but on a VM whose balloon reports free guest memory to
 the host (free page reporting, as on this project's Firecracker machines) a
 fresh 2 MiB page costs ~5 ms to fault in, 4-5x more per byte than 4 KiB
 pages; a 64-sequence decode step stalled ~3 ms on it, and start-up 0.4 s

@@ -5,8 +5,10 @@ activations: megabytes each). glibc serves blocks above its mmap threshold
 (dynamic, at most 32 MiB) with a fresh mapping and unmaps them on free, and
 trims the heap top back to the kernel; the next step then faults the same
 memory in again, 4 KiB at a time, zero-filled by the kernel. Measured here
-(bench/RESULTS.md, session 5): ~2,000 page faults in every 64-sequence
-decode step, and 3-8% of offline throughput. With higher thresholds freed
+(bench/RESULTS.md, session 5): ~1,500-2,000 page faults in every
+64-sequence decode step (a 64 x 128 run: 268-388k faults, 103-110k with
+these settings); the time saved was within this VM's run-to-run noise in
+alternating runs. With higher thresholds freed
 blocks stay in the heap and are reused; the process keeps its peak working
 set instead of handing it back between steps.
 
