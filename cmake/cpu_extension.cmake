@@ -16,7 +16,8 @@ set(VLLM_CPU_KERNEL_SOURCES
   csrc/cpu/activation.cpp
   csrc/cpu/rotary.cpp
   csrc/cpu/attention.cpp
-  csrc/cpu/argmax.cpp)
+  csrc/cpu/argmax.cpp
+  csrc/cpu/packed_linear.cpp)
 
 set(_avx512_flags -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c)
 check_cxx_compiler_flag("-mavx512bf16 -mavx512vnni" VLLM_CXX_HAS_AVX512_BF16)

@@ -1,8 +1,13 @@
-"""Linear's paths (small_m_linear, packed oneDNN) vs torch's F.linear on
-SmolLM2-135M's shapes (bf16).
+"""Linear's paths (packed_linear on our pair-packed weight, small_m_linear,
+oneDNN on its packed weight) vs torch's F.linear on SmolLM2-135M's shapes
+(bf16).
 
     python -m pytest bench/kernels/test_linear_bench.py --benchmark-only \
         --benchmark-group-by=param:shape,param:threads
+
+test_linear reuses one weight (hot in cache for all but the LM head);
+test_linear_streamed cycles through copies of it worth 300 MB, so every call
+reads its weight from DRAM as a decode step does.
 
 Decode with a handful of sequences reads every weight once per step, so the
 figure that matters is the achieved read bandwidth: bytes of weight / time
@@ -23,27 +28,73 @@ SHAPES = [(1, 960, 576), (1, 3072, 576), (1, 576, 1536), (1, 576, 576), (1, 4915
           (64, 960, 576), (64, 3072, 576), (64, 576, 1536), (512, 3072, 576)]
 
 
-# vllm: small_m_linear (Linear's path up to 3 rows); packed: oneDNN on the
-# weight packed once at load (Linear's path above 3 rows); torch: F.linear,
-# which re-lays the weight out for oneDNN on every call.
-@pytest.mark.parametrize("impl", ["vllm", "packed", "torch"])
+# pairs: packed_linear on the pair-packed weight (Linear's path for bf16 on
+# AVX512-BF16 CPUs); vllm: small_m_linear (elsewhere, up to 3 rows); packed:
+# oneDNN on the weight packed once at load (elsewhere, above 3 rows); torch:
+# F.linear, which re-lays the weight out for oneDNN on every call.
+IMPLS = ["pairs", "vllm", "packed", "torch"]
+
+
+def _call(impl, x, w):
+    """A no-argument call of `impl` on x and w, or a reason to skip."""
+    from vllm.model_executor.layers.linear import (apply_linear, pack_weight_for_onednn,
+                                                   pack_weight_pairs)
+    m, n = x.shape[0], w.shape[0]
+    if impl == "pairs":
+        if not ops.packed_linear_available():
+            return "packed_linear needs AVX512-BF16"
+        packed, out = pack_weight_pairs(w), torch.empty(m, n, dtype=torch.bfloat16)
+        return lambda: ops.packed_linear(out, x, packed, None)
+    if impl == "vllm":
+        if m > 16:
+            return "not a path Linear takes for this many rows"
+        out = torch.empty(m, n, dtype=torch.bfloat16)
+        return lambda: ops.small_m_linear(out, x, w, None)
+    if impl == "packed":
+        packed = pack_weight_for_onednn(w)
+        if packed is None or m <= 3:
+            return "no oneDNN bf16 path on this CPU, or not taken for <= 3 rows"
+        return lambda: apply_linear(x, w, None, packed)
+    return lambda: F.linear(x, w)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}")
 def test_linear(benchmark, threads, shape, impl):
-    from vllm.model_executor.layers.linear import apply_linear, pack_weight_for_onednn
     m, n, k = shape
-    if (impl == "vllm" and m > 16) or (impl == "packed" and m <= 3):
-        pytest.skip("not a path Linear takes for this many rows")
     x = torch.randn(m, k).to(torch.bfloat16)
     w = torch.randn(n, k).to(torch.bfloat16)
+    call = _call(impl, x, w)
+    if isinstance(call, str):
+        pytest.skip(call)
     benchmark.extra_info["bytes"] = w.numel() * 2
     benchmark.extra_info["GFLOP"] = 2 * m * n * k / 1e9
-    if impl == "vllm":
-        out = torch.empty(m, n, dtype=torch.bfloat16)
-        benchmark(ops.small_m_linear, out, x, w, None)
-    elif impl == "packed":
-        packed = pack_weight_for_onednn(w)
-        if packed is None:
-            pytest.skip("no oneDNN bf16 path on this CPU")
-        benchmark(apply_linear, x, w, None, packed)
-    else:
-        benchmark(F.linear, x, w)
+    benchmark(call)
+
+
+STREAMED_SHAPES = [(rows, n, k) for rows in (1, 64, 2048)
+                   for n, k in [(960, 576), (3072, 576), (576, 1536), (576, 576)]]
+STREAMED_BYTES = 300e6  # well past the 32 MiB L3
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("shape", STREAMED_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}x{s[2]}")
+def test_linear_streamed(benchmark, shape, impl):
+    m, n, k = shape
+    x = torch.randn(m, k).to(torch.bfloat16)
+    copies = max(1, int(STREAMED_BYTES / (n * k * 2)))
+    calls = []
+    for _ in range(copies):
+        call = _call(impl, x, (torch.randn(n, k) * 0.05).to(torch.bfloat16))
+        if isinstance(call, str):
+            pytest.skip(call)
+        calls.append(call)
+    state = {"i": 0}
+
+    def next_copy():
+        calls[state["i"]]()
+        state["i"] = (state["i"] + 1) % copies
+
+    benchmark.extra_info["bytes"] = n * k * 2
+    benchmark.extra_info["GFLOP"] = 2 * m * n * k / 1e9
+    benchmark(next_copy)

@@ -17,6 +17,9 @@ PyObject* supported_cpu_isas(PyObject*, PyObject*) {
 PyObject* built_cpu_isas(PyObject*, PyObject*) {
   return PyUnicode_FromString(vllm::cpu::built_isas());
 }
+PyObject* packed_linear_available(PyObject*, PyObject*) {
+  return PyBool_FromLong(vllm::cpu::active_kernels().packed_linear != nullptr);
+}
 PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
   const char* name = PyUnicode_AsUTF8(arg);
   if (!name) return nullptr;
@@ -35,6 +38,8 @@ PyMethodDef kMethods[] = {
     {"supported_cpu_isas", supported_cpu_isas, METH_NOARGS,
      "Comma-separated variants this CPU can run, best first."},
     {"built_cpu_isas", built_cpu_isas, METH_NOARGS, "Comma-separated variants compiled in."},
+    {"packed_linear_available", packed_linear_available, METH_NOARGS,
+     "Whether the active variant has packed_linear (AVX512-BF16)."},
     {"set_cpu_isa", set_cpu_isa, METH_O, "Switch the CPU kernel variant ('auto' = best)."},
     {nullptr, nullptr, 0, nullptr}};
 

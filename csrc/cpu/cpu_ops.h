@@ -33,5 +33,7 @@ void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tens
                         int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step);
 void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias);
+void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
+                   const std::optional<at::Tensor>& bias);
 
 }  // namespace vllm::cpu_ops

@@ -16,6 +16,7 @@
 #include <ATen/ops/ones.h>
 
 #include "cpu_ops.h"
+#include "kernel_table.h"
 
 namespace vllm::cpu_ops {
 namespace {
@@ -53,11 +54,18 @@ at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& packed,
 }
 
 // x W^T + b by the path Python's apply_linear takes for the same rows (so
-// both paths give the same bits): the small-row kernel up to
-// `small_m_max_rows`, else oneDNN on the packed weight, else at::linear.
+// both paths give the same bits): packed_linear on a weight packed in our
+// pair layout (bf16, AVX512-BF16 variant active); else the small-row kernel
+// up to `small_m_max_rows`, oneDNN on its packed weight, at::linear.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& packed,
                   int64_t small_m_max_rows) {
+  if (packed.has_value() && !packed->is_mkldnn() && x.scalar_type() == at::kBFloat16 &&
+      cpu::active_kernels().packed_linear != nullptr) {
+    at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
+    packed_linear(out, x.stride(1) == 1 ? x : x.contiguous(), *packed, bias);
+    return out;
+  }
   if (x.size(0) <= small_m_max_rows) {
     at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
     small_m_linear(out, x, weight, bias);
@@ -142,8 +150,9 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
 TORCH_LIBRARY_FRAGMENT(_C, ops) {
   // Returns (hidden, residual) after the last layer; the final norm is the
   // caller's. CPU only, decode steps (one token per sequence). `packed`:
-  // oneDNN-packed qkv, o, gate_up, down per layer (or None), used above
-  // `small_m_max_rows` rows as Python's Linear does.
+  // qkv, o, gate_up, down per layer packed for packed_linear (used for any
+  // rows) or by oneDNN (used above `small_m_max_rows` rows), or None, as
+  // Python's Linear does.
   ops.def(
       "fused_decode_layers(Tensor hidden, Tensor positions, Tensor[] weights, Tensor?[] biases, "
       "Tensor?[] packed, int small_m_max_rows, "

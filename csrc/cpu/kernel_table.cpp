@@ -12,6 +12,12 @@ void rotary_embedding(const RotaryArgs& args);
 void paged_attention(const PagedAttentionArgs& args);
 void small_m_linear(const LinearArgs& args);
 void argmax_rows(const ArgmaxArgs& args);
+#if defined(VLLM_ISA_AVX512) && defined(__AVX512BF16__)
+void packed_linear(const LinearArgs& args);
+#define VLLM_PACKED_LINEAR &packed_linear
+#else
+#define VLLM_PACKED_LINEAR nullptr
+#endif
 
 #define VLLM_STR2(x) #x
 #define VLLM_STR(x) VLLM_STR2(x)
@@ -19,7 +25,8 @@ void argmax_rows(const ArgmaxArgs& args);
 const KernelTable& kernel_table() {
   static const KernelTable table{VLLM_STR(VLLM_ISA_NS), &rms_norm, &fused_add_rms_norm,
                                  &act_and_mul, &activation, &rotary_embedding,
-                                 &paged_attention, &small_m_linear, &argmax_rows};
+                                 &paged_attention, &small_m_linear, &argmax_rows,
+                                 VLLM_PACKED_LINEAR};
   return table;
 }
 

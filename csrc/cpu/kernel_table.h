@@ -89,6 +89,11 @@ struct LinearArgs {
   DType dtype;
 };
 
+// Output columns per panel of a weight packed for packed_linear: the weight
+// [n, k] (k even) becomes [ceil(n / 48)][k / 2][48][2], each panel's (k, k+1)
+// pairs of 48 columns side by side, zero columns past n.
+constexpr int64_t kPackedLinearPanel = 48;
+
 // out[r] = index of the largest of row r's `vocab` logits (torch.argmax's
 // answer: first maximum, first NaN if any).
 struct ArgmaxArgs {
@@ -115,6 +120,9 @@ struct KernelTable {
   void (*paged_attention)(const PagedAttentionArgs&);
   void (*small_m_linear)(const LinearArgs&);
   void (*argmax_rows)(const ArgmaxArgs&);
+  // bf16 x W^T (+ b) on a weight packed as kPackedLinearPanel describes
+  // (LinearArgs.weight); null in variants without AVX512-BF16.
+  void (*packed_linear)(const LinearArgs&);
 };
 
 // One per compiled variant; defined in kernel_table.cpp built per ISA.

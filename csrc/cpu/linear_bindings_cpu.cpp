@@ -8,6 +8,26 @@
 #include "kernel_table.h"
 
 namespace vllm::cpu_ops {
+namespace {
+
+// Checks out and bias against input (n outputs) and gathers the kernel's
+// arguments; `weight` is the plain or packed weight, already checked.
+cpu::LinearArgs linear_args(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias, int64_t n, int64_t k,
+                            const char* op) {
+  check_same_dtype_device(out, input, op, "out");
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == n && bias->is_contiguous(), op,
+                ": bias must be a contiguous [", n, "] tensor");
+    check_same_dtype_device(*bias, input, op, "bias");
+  }
+  return cpu::LinearArgs{out.data_ptr(), input.data_ptr(), weight.data_ptr(),
+                         bias.has_value() ? bias->data_ptr() : nullptr, input.size(0), n, k,
+                         row_stride(input, op, "input"), row_stride(out, op, "out"),
+                         kernel_dtype(input, op)};
+}
+
+}  // namespace
 
 void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias) {
@@ -21,17 +41,35 @@ void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& 
               "], got ", out.sizes());
   TORCH_CHECK(weight.is_contiguous(), op, ": weight must be contiguous");
   check_same_dtype_device(weight, input, op, "weight");
-  check_same_dtype_device(out, input, op, "out");
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == n && bias->is_contiguous(), op,
-                ": bias must be a contiguous [", n, "] tensor");
-    check_same_dtype_device(*bias, input, op, "bias");
-  }
-  cpu::LinearArgs args{out.data_ptr(), input.data_ptr(), weight.data_ptr(),
-                       bias.has_value() ? bias->data_ptr() : nullptr, m, n, k,
-                       row_stride(input, op, "input"), row_stride(out, op, "out"),
-                       kernel_dtype(input, op)};
+  const cpu::LinearArgs args = linear_args(out, input, weight, bias, n, k, op);
   if (m > 0 && n > 0) cpu::active_kernels().small_m_linear(args);
+}
+
+// out = input W^T (+ bias), bf16, with W packed as kPackedLinearPanel
+// describes (vllm.model_executor.layers.linear.pack_weight_pairs); n is
+// out's width. Needs the AVX512-BF16 kernel variant.
+void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
+                   const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "packed_linear";
+  constexpr int64_t panel = cpu::kPackedLinearPanel;
+  TORCH_CHECK(cpu::active_kernels().packed_linear != nullptr, op,
+              ": needs the AVX512-BF16 CPU kernels; the active variant is ",
+              cpu::active_kernels().isa);
+  TORCH_CHECK(input.dim() == 2 && out.dim() == 2, op, ": input [m, k] and out [m, n] must be 2-D");
+  TORCH_CHECK(input.scalar_type() == at::kBFloat16, op, ": bf16 only, got ", input.scalar_type());
+  const int64_t m = input.size(0), k = input.size(1), n = out.size(1);
+  TORCH_CHECK(out.size(0) == m, op, ": out has ", out.size(0), " rows, input ", m);
+  TORCH_CHECK(k % 2 == 0, op, ": k must be even, got ", k);
+  TORCH_CHECK(packed.dim() == 4 && packed.size(0) == (n + panel - 1) / panel &&
+                  packed.size(1) == k / 2 && packed.size(2) == panel && packed.size(3) == 2 &&
+                  packed.is_contiguous(),
+              op, ": packed weight must be a contiguous [", (n + panel - 1) / panel, ", ", k / 2,
+              ", ", panel, ", 2] tensor for n=", n, ", k=", k, "; got ", packed.sizes());
+  TORCH_CHECK(input.stride(1) == 1 && out.stride(1) == 1, op,
+              ": input and out rows must be contiguous");
+  check_same_dtype_device(packed, input, op, "packed");
+  const cpu::LinearArgs args = linear_args(out, input, packed, bias, n, k, op);
+  if (m > 0 && n > 0) cpu::active_kernels().packed_linear(args);
 }
 
 void greedy_argmax(at::Tensor& out, const at::Tensor& logits) {
@@ -52,11 +90,15 @@ TORCH_LIBRARY_FRAGMENT(_C, ops) {
   ops.def("small_m_linear(Tensor! out, Tensor input, Tensor weight, Tensor? bias) -> ()");
   // out[r] = argmax of logits[r] (first maximum; first NaN if any), int64.
   ops.def("greedy_argmax(Tensor! out, Tensor logits) -> ()");
+  // bf16 out = input W^T (+ bias) on a weight packed in 48-column panels of
+  // (k, k+1) pairs (AVX512-BF16 CPUs).
+  ops.def("packed_linear(Tensor! out, Tensor input, Tensor packed, Tensor? bias) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(_C, CPU, ops) {
   ops.impl("small_m_linear", &small_m_linear);
   ops.impl("greedy_argmax", &greedy_argmax);
+  ops.impl("packed_linear", &packed_linear);
 }
 
 }  // namespace vllm::cpu_ops

@@ -151,6 +151,20 @@ def small_m_linear(out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor,
     torch.ops._C.small_m_linear(out, input, weight, bias)
 
 
+def packed_linear(out: torch.Tensor, input: torch.Tensor, packed: torch.Tensor,
+                  bias: torch.Tensor | None = None) -> None:
+    """bf16 out = input @ W.T (+ bias), W packed by
+    `vllm.model_executor.layers.linear.pack_weight_pairs`; CPU builds whose
+    active kernel variant has AVX512-BF16 (`packed_linear_available()`)."""
+    torch.ops._C.packed_linear(out, input, packed, bias)
+
+
+def packed_linear_available() -> bool:
+    """Whether packed_linear runs here: a CPU build, and the active kernel
+    variant (`cpu_isa()`) has AVX512-BF16."""
+    return _C is not None and hasattr(_C, "packed_linear_available") and _C.packed_linear_available()
+
+
 def greedy_argmax(logits: torch.Tensor) -> torch.Tensor:
     """Index of each row's largest logit (torch.argmax(-1)'s answer: the first
     maximum, the first NaN if any), read in the logits' own dtype; CPU
@@ -171,8 +185,9 @@ def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
                         activation: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Every Llama-family decoder layer of a decode step in one call (CPU
     builds): per layer `weights` holds input norm, qkv, o, post-attention
-    norm, gate_up, down; `biases` and `packed` (oneDNN-packed weights, used
-    above `small_m_max_rows` rows) qkv, o, gate_up, down, each may be None.
+    norm, gate_up, down; `biases` and `packed` (weights packed for
+    packed_linear, used for any rows, or by oneDNN, used above
+    `small_m_max_rows` rows) qkv, o, gate_up, down, each may be None.
     Returns (hidden, residual) before the final norm."""
     return torch.ops._C.fused_decode_layers(
         hidden, positions, weights, biases, packed, small_m_max_rows, key_caches,
@@ -228,6 +243,11 @@ if _C is not None:
     if hasattr(torch.ops._C, "small_m_linear"):
         @torch.library.register_fake("_C::small_m_linear")
         def _small_m_linear_fake(out, input, weight, bias) -> None:
+            return None
+
+    if hasattr(torch.ops._C, "packed_linear"):
+        @torch.library.register_fake("_C::packed_linear")
+        def _packed_linear_fake(out, input, packed, bias) -> None:
             return None
 
     if hasattr(torch.ops._C, "greedy_argmax"):

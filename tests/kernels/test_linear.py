@@ -82,8 +82,9 @@ def test_linear_layer_with_the_packed_onednn_weight(bias):
     torch.nn.init.normal_(layer.weight)
     if bias:
         torch.nn.init.normal_(layer.bias)
-    layer.process_weights_after_loading()
-    assert layer.packed_weight is not None
+    # where packed_linear runs, pack_weight picks our layout: ask for oneDNN's
+    layer.packed_weight = linear.pack_weight_for_onednn(layer.weight)
+    assert layer.packed_weight is not None and layer.packed_weight.is_mkldnn
     for rows in (4, 64, 517):  # every row count above the small-row kernel's
         x = torch.randn(rows, 576).to(torch.bfloat16)
         out = layer(x)

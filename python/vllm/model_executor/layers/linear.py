@@ -36,7 +36,7 @@ class Linear(nn.Module):
                                    requires_grad=False)
         self.bias = (nn.Parameter(torch.empty(offset, dtype=dtype), requires_grad=False)
                      if bias else None)
-        # oneDNN's blocked copy of the weight (see pack_weight_for_onednn)
+        # the copy the GEMM reads: ours or oneDNN's (see pack_weight)
         self.packed_weight: torch.Tensor | None = None
 
     def load(self, name: str, loaded: torch.Tensor, shard: str = "") -> None:
@@ -52,7 +52,7 @@ class Linear(nn.Module):
         param.data[start:start + size].copy_(loaded)
 
     def process_weights_after_loading(self) -> None:
-        self.packed_weight = pack_weight_for_onednn(self.weight)
+        self.packed_weight = pack_weight(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_linear(x, self.weight, self.bias, self.packed_weight)
@@ -79,6 +79,64 @@ def place_weights_in_call_order(layers: list[nn.Module]) -> None:
         offset += weight.numel()
 
 
+# Output columns per panel of a weight packed for ops.packed_linear
+# (kPackedLinearPanel in csrc/cpu/kernel_table.h).
+PAIR_PANEL = 48
+
+
+def pair_packed_shape(out_features: int, in_features: int) -> tuple[int, int, int, int]:
+    return (-(-out_features // PAIR_PANEL), in_features // 2, PAIR_PANEL, 2)
+
+
+def pack_weight_pairs(weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A bf16 weight [n, k] (k even) in ops.packed_linear's layout: panels of
+    48 output columns, each holding its columns' (k, k+1) pairs side by side,
+    [ceil(n / 48), k / 2, 48, 2], zero columns past n. `out`, if given, is
+    that tensor to fill."""
+    n, k = weight.shape
+    shape = pair_packed_shape(n, k)
+    if out is None:
+        out = torch.empty(shape, dtype=weight.dtype, device=weight.device)
+    rows = shape[0] * PAIR_PANEL
+    padded = weight if rows == n else F.pad(weight, (0, 0, 0, rows - n))
+    out.copy_(padded.view(shape[0], PAIR_PANEL, k // 2, 2).permute(0, 2, 1, 3))
+    return out
+
+
+def _pairs_apply(weight: torch.Tensor) -> bool:
+    return (weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and weight.dim() == 2
+            and weight.shape[1] % 2 == 0 and ops.packed_linear_available())
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor | None:
+    """The packed copy of a weight that apply_linear's GEMM reads, or None.
+
+    bf16 on a CPU with AVX512-BF16: our pair layout, for ops.packed_linear at
+    every row count. Against oneDNN on SmolLM2's shapes, weights streamed
+    from memory as in a decode step: 1.13-1.34x faster at 64 rows, 1.02-1.08x
+    at 512-2048, and 1.16-1.47x faster than the small-row kernel at 1 row
+    (bench/RESULTS.md). Elsewhere oneDNN's blocked layout (pack_weight_for_onednn)."""
+    if _pairs_apply(weight):
+        return pack_weight_pairs(weight)
+    return pack_weight_for_onednn(weight)
+
+
+def pack_weights_in_call_order(weights: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """pack_weight for each weight; in our pair layout, back to back in one
+    buffer on huge pages in the order given (the order a decode step streams
+    them; see place_weights_in_call_order)."""
+    if not weights or not all(_pairs_apply(w) for w in weights):
+        return [pack_weight(w) for w in weights]
+    shapes = [pair_packed_shape(*w.shape) for w in weights]
+    sizes = [s[0] * s[1] * s[2] * s[3] for s in shapes]
+    buffer = hugepages.empty(sum(sizes), dtype=weights[0].dtype)
+    packed, offset = [], 0
+    for weight, shape, size in zip(weights, shapes, sizes):
+        packed.append(pack_weight_pairs(weight, buffer[offset:offset + size].view(shape)))
+        offset += size
+    return packed
+
+
 def pack_weight_for_onednn(weight: torch.Tensor) -> torch.Tensor | None:
     """oneDNN's own blocked layout of a bf16 weight, or None where unused.
 
@@ -95,13 +153,19 @@ def pack_weight_for_onednn(weight: torch.Tensor) -> torch.Tensor | None:
 
 def apply_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  packed: torch.Tensor | None) -> torch.Tensor:
-    """x W^T + b by the fastest path for this many rows: our streaming
-    kernel for a few rows, oneDNN on the packed weight, else torch."""
+    """x W^T + b by the fastest path here: packed_linear on a weight in our
+    pair layout; else our streaming kernel for a few rows, oneDNN on its
+    packed weight, torch. (`packed` is what pack_weight made.)"""
+    if (packed is not None and not packed.is_mkldnn and x.dim() == 2
+            and x.dtype == torch.bfloat16 and ops.packed_linear_available()):
+        out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
+        ops.packed_linear(out, x if x.stride(1) == 1 else x.contiguous(), packed, bias)
+        return out
     if _use_small_m_kernel(x, weight):
         out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
         ops.small_m_linear(out, x, weight, bias)
         return out
-    if packed is not None and x.dim() == 2 and x.dtype == weight.dtype:
+    if packed is not None and packed.is_mkldnn and x.dim() == 2 and x.dtype == weight.dtype:
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
     return F.linear(x, weight, bias)
 

@@ -12,7 +12,7 @@ from vllm.forward_context import get_attn_metadata_or_none
 from vllm.model_executor.layers.activation import ActAndMul
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
-from vllm.model_executor.layers.linear import (Linear, apply_linear, pack_weight_for_onednn,
+from vllm.model_executor.layers.linear import (Linear, apply_linear, pack_weights_in_call_order,
                                                place_weights_in_call_order)
 from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings
 from vllm.model_executor.models.fused_decode import FusedDecode
@@ -138,9 +138,10 @@ class LlamaForCausalLM(nn.Module):
         linears = [m for m in self.modules() if isinstance(m, Linear)]  # in call order
         # the LM head is the last weight a decode step streams
         place_weights_in_call_order(linears + [self.lm_head])
-        for module in linears:
-            module.process_weights_after_loading()
-        self.packed_lm_head = pack_weight_for_onednn(self.lm_head.weight)
+        packed = pack_weights_in_call_order([m.weight for m in linears] + [self.lm_head.weight])
+        for module, weight in zip(linears, packed):
+            module.packed_weight = weight
+        self.packed_lm_head = packed[-1]
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Copy checkpoint tensors in; returns the parameter names filled."""
