@@ -5,6 +5,7 @@ import mmap
 import pytest
 import torch
 
+from vllm import _custom_ops as ops
 from vllm import hugepages
 
 THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
@@ -111,13 +112,18 @@ def test_advise_covers_only_the_aligned_interior():
 
 @needs_thp
 def test_call_order_weights_and_kv_cache_are_advised():
-    from vllm.model_executor.layers.linear import Linear, place_weights_in_call_order
+    from vllm.model_executor.layers.linear import (Linear, pack_weights_in_call_order,
+                                                   place_weights_in_call_order)
     from vllm.worker.cpu_worker import _lazy_zeros
 
     layers = [Linear(1024, 1024, dtype=torch.bfloat16) for _ in range(3)]  # 6 MiB in all
     place_weights_in_call_order(layers)
     assert layers[0].weight.data_ptr() % hugepages.HUGE_PAGE == 0
     assert _advised_for_huge_pages(layers[1].weight.data_ptr())
+    if ops.packed_linear_available():  # the copies packed_linear streams
+        packed = pack_weights_in_call_order([layer.weight for layer in layers])
+        assert packed[0].data_ptr() % hugepages.HUGE_PAGE == 0
+        assert _advised_for_huge_pages(packed[1].data_ptr())
 
 
 @needs_thp

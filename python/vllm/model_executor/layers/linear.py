@@ -99,8 +99,16 @@ def pack_weight_pairs(weight: torch.Tensor, out: torch.Tensor | None = None) -> 
         out = torch.empty(shape, dtype=weight.dtype, device=weight.device)
     rows = shape[0] * PAIR_PANEL
     padded = weight if rows == n else F.pad(weight, (0, 0, 0, rows - n))
-    out.copy_(padded.view(shape[0], PAIR_PANEL, k // 2, 2).permute(0, 2, 1, 3))
+    # a pair is one 32-bit word: a batched 2-D transpose of words copies
+    # twice as fast as a 4-D permute of 16-bit elements
+    words = padded.contiguous().view(torch.int32).view(shape[0], PAIR_PANEL, k // 2)
+    out.view(torch.int32).view(shape[:3]).copy_(words.transpose(1, 2))
     return out
+
+
+def is_pair_packed(packed: torch.Tensor | None) -> bool:
+    """Whether pack_weight chose our pair layout (else oneDNN's, or None)."""
+    return packed is not None and not packed.is_mkldnn
 
 
 def _pairs_apply(weight: torch.Tensor) -> bool:
@@ -156,8 +164,8 @@ def apply_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     """x W^T + b by the fastest path here: packed_linear on a weight in our
     pair layout; else our streaming kernel for a few rows, oneDNN on its
     packed weight, torch. (`packed` is what pack_weight made.)"""
-    if (packed is not None and not packed.is_mkldnn and x.dim() == 2
-            and x.dtype == torch.bfloat16 and ops.packed_linear_available()):
+    if (is_pair_packed(packed) and x.dim() == 2 and x.dtype == torch.bfloat16
+            and ops.packed_linear_available()):
         out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
         ops.packed_linear(out, x if x.stride(1) == 1 else x.contiguous(), packed, bias)
         return out
