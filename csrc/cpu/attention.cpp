@@ -202,36 +202,40 @@ inline void block_values_bf16(float* acc, const float* p, int64_t p_stride, cons
                           reinterpret_cast<__m256i>(h));
     }
   }
-  __m512 a[NR][nv];
+  // Two output vectors per pass: NR x 2 accumulators plus NR broadcasts fit
+  // the 32 registers (NR x 4 at head size 64 did not: GCC spilled two
+  // accumulators to the stack inside the loop).
+  constexpr int64_t kPass = nv < 2 ? nv : 2;
+  for (int64_t c0 = 0; c0 < nv; c0 += kPass) {
+    __m512 a[NR][kPass];
 #pragma GCC unroll 8
-  for (int r = 0; r < NR; ++r)
-#pragma GCC unroll 16
-    for (int64_t c = 0; c < nv; ++c) a[r][c] = _mm512_loadu_ps(acc + r * kHs + c * 16);
-  for (int64_t jp = 0; jp < jpairs; ++jp) {
-#pragma GCC unroll 16
-    for (int64_t c = 0; c < nv; ++c) {
-      const __m512bh vv = interleave_rows(v + 2 * jp * kHs + c * 16, v + (2 * jp + 1) * kHs + c * 16, idx);
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 2
+      for (int64_t c = 0; c < kPass; ++c) a[r][c] = _mm512_loadu_ps(acc + r * kHs + (c0 + c) * 16);
+    for (int64_t jp = 0; jp < jpairs; ++jp) {
+#pragma GCC unroll 2
+      for (int64_t c = 0; c < kPass; ++c) {
+        const int64_t col = (c0 + c) * 16;
+        const __m512bh vv = interleave_rows(v + 2 * jp * kHs + col, v + (2 * jp + 1) * kHs + col, idx);
 #pragma GCC unroll 8
-      for (int r = 0; r < NR; ++r) a[r][c] = _mm512_dpbf16_ps(a[r][c], broadcast_pair(ppairs[r * jpairs + jp]), vv);
+        for (int r = 0; r < NR; ++r) a[r][c] = _mm512_dpbf16_ps(a[r][c], broadcast_pair(ppairs[r * jpairs + jp]), vv);
+      }
     }
-  }
 #pragma GCC unroll 8
-  for (int r = 0; r < NR; ++r)
-#pragma GCC unroll 16
-    for (int64_t c = 0; c < nv; ++c) _mm512_storeu_ps(acc + r * kHs + c * 16, a[r][c]);
+    for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 2
+      for (int64_t c = 0; c < kPass; ++c) _mm512_storeu_ps(acc + r * kHs + (c0 + c) * 16, a[r][c]);
+  }
 }
 
 // Rows per call: every call interleaves the block's bf16 pairs once (one
 // permute per 32 elements) for all its rows, so the more rows per call the
 // less permuting per multiply-add; a decode tile has G rows per KV head (3 for
 // SmolLM2), a prefill tile tokens x G. Bounded by the 32 zmm registers: two
-// accumulators per score row, head_size / 16 per value row.
+// accumulators per row (score rows: two halves of the head; value rows: two
+// output vectors per pass) and a broadcast per value row.
 constexpr int kScoreRows = 8;
-template <int64_t kHs>
-constexpr int value_rows_bf16() {
-  constexpr int64_t nv = kHs / 16;
-  return nv == 0 ? 1 : (24 / nv >= 6 ? 6 : (24 / nv >= 1 ? int(24 / nv) : 1));
-}
+constexpr int kValueRows = 8;
 
 inline void scores_bf16_rows(int n, const uint32_t* qpairs, int64_t hs, const bf16_t* k,
                              int64_t bs, float scale, float* out) {
@@ -250,13 +254,14 @@ inline void scores_bf16_rows(int n, const uint32_t* qpairs, int64_t hs, const bf
 template <int64_t kHs>
 inline void values_bf16_rows(int n, float* acc, const float* p, const bf16_t* v, int64_t bs,
                              uint32_t* ppairs) {
-  constexpr int kMax = value_rows_bf16<kHs>();
   switch (n) {
-    case 6: if constexpr (kMax >= 6) { block_values_bf16<6, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 5: if constexpr (kMax >= 5) { block_values_bf16<5, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 4: if constexpr (kMax >= 4) { block_values_bf16<4, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 3: if constexpr (kMax >= 3) { block_values_bf16<3, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 2: if constexpr (kMax >= 2) { block_values_bf16<2, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
+    case 8: if constexpr (kValueRows >= 8) { block_values_bf16<8, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
+    case 7: if constexpr (kValueRows >= 7) { block_values_bf16<7, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
+    case 6: if constexpr (kValueRows >= 6) { block_values_bf16<6, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
+    case 5: if constexpr (kValueRows >= 5) { block_values_bf16<5, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
+    case 4: if constexpr (kValueRows >= 4) { block_values_bf16<4, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
+    case 3: if constexpr (kValueRows >= 3) { block_values_bf16<3, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
+    case 2: if constexpr (kValueRows >= 2) { block_values_bf16<2, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
     default: block_values_bf16<1, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
   }
 }
@@ -438,7 +443,7 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
         if constexpr (std::is_same_v<T, bf16_t> && kHs != 0 && kHs % 16 == 0) {
           if (blo == 0 && bhi == bs && bs % 16 == 0) {
             while (r < r1) {
-              const int n = r1 - r < value_rows_bf16<kHs>() ? r1 - r : value_rows_bf16<kHs>();
+              const int n = r1 - r < kValueRows ? r1 - r : kValueRows;
               values_bf16_rows<kHs>(n, tile.acc + r * kHs, p + r * kLogitsStride,
                                     v_cache + base, bs, tile.ppairs);
               r += n;
