@@ -255,13 +255,13 @@ template <int64_t kHs>
 inline void values_bf16_rows(int n, float* acc, const float* p, const bf16_t* v, int64_t bs,
                              uint32_t* ppairs) {
   switch (n) {
-    case 8: if constexpr (kValueRows >= 8) { block_values_bf16<8, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 7: if constexpr (kValueRows >= 7) { block_values_bf16<7, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 6: if constexpr (kValueRows >= 6) { block_values_bf16<6, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 5: if constexpr (kValueRows >= 5) { block_values_bf16<5, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 4: if constexpr (kValueRows >= 4) { block_values_bf16<4, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 3: if constexpr (kValueRows >= 3) { block_values_bf16<3, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
-    case 2: if constexpr (kValueRows >= 2) { block_values_bf16<2, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break; } [[fallthrough]];
+    case 8: block_values_bf16<8, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
+    case 7: block_values_bf16<7, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
+    case 6: block_values_bf16<6, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
+    case 5: block_values_bf16<5, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
+    case 4: block_values_bf16<4, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
+    case 3: block_values_bf16<3, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
+    case 2: block_values_bf16<2, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
     default: block_values_bf16<1, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
   }
 }
