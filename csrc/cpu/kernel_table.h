@@ -76,8 +76,9 @@ struct RotaryArgs {
 
 using vllm::PagedAttentionArgs;  // csrc/core/attention_args.h
 
-// out[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]); weight rows are
-// contiguous ([n, k] row-major), all tensors of `dtype`.
+// out[m, n] = sum_k input[m, k] * weight[n, k] (+ bias[n]), all tensors of
+// `dtype`. `weight`: contiguous [n, k] rows for small_m_linear, the packed
+// layout kPackedLinearPanel describes for packed_linear.
 struct LinearArgs {
   void* out;
   const void* input;

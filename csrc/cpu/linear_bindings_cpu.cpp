@@ -1,7 +1,9 @@
-// CPU-only ops, defined in the CPU build only: small_m_linear, behind Linear
-// layers for decode-sized batches (see csrc/cpu/linear.cpp; GPUs use their
-// GEMM libraries for these shapes), and greedy_argmax, greedy sampling
-// straight from 16-bit logits (csrc/cpu/argmax.cpp).
+// CPU-only ops, defined in the CPU build only: packed_linear, behind bf16
+// Linear layers on AVX512-BF16 CPUs at every row count (csrc/cpu/
+// packed_linear.cpp); small_m_linear, behind them elsewhere for decode-sized
+// batches (csrc/cpu/linear.cpp; GPUs use their GEMM libraries for these
+// shapes); and greedy_argmax, greedy sampling straight from 16-bit logits
+// (csrc/cpu/argmax.cpp).
 #include <torch/library.h>
 
 #include "../core/tensor_checks.h"
