@@ -147,23 +147,50 @@ inline __m512bh interleave_rows(const bf16_t* a, const bf16_t* b, __m512i idx) {
   return reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(lo, idx, hi));
 }
 
+// Software prefetch, into L2, of the page-sized chunk of K or V this thread
+// reads next, a few lines per iteration of a kernel's loop. Decode reads its
+// KV from DRAM in 4 KiB head chunks scattered over the cache, where the
+// hardware prefetcher stops at every page boundary: one thread reached ~11
+// GB/s of a ~35 GB/s machine. Spread over the loop (not issued as a burst,
+// which stalls on full miss queues) and into L2 (prefetcht1; into L1 it
+// measured no faster than none), the next chunk streams in while this one is
+// computed on: a 30-layer 64 x 222-token decode step 16.1 -> 11.8 ms.
+class ChunkPrefetch {
+ public:
+  ChunkPrefetch(const void* chunk, int64_t bytes, int64_t iterations)
+      : p_(static_cast<const char*>(chunk)),
+        lines_(chunk == nullptr ? 0 : bytes / 64),
+        per_(iterations > 0 ? (lines_ + iterations - 1) / iterations : lines_) {}
+  // Call once per loop iteration.
+  void step() {
+    for (int64_t i = 0; i < per_ && next_ < lines_; ++i, ++next_) __builtin_prefetch(p_ + next_ * 64, 0, 2);
+  }
+
+ private:
+  const char* p_;
+  int64_t lines_, per_, next_ = 0;
+};
+
 inline __m512bh broadcast_pair(uint32_t pair) {
   return reinterpret_cast<__m512bh>(_mm512_set1_epi32(int(pair)));
 }
 
 // Scores of NR rows (qpairs: each row's bf16 query as (d, d+1) pairs,
 // unscaled) against a block's keys [hs][bs]; scale applied at the end.
-// Needs bs % 16 == 0 and an even head size.
+// Needs bs % 16 == 0 and an even head size. `next`: the chunk (bs x hs) to
+// prefetch meanwhile, or null.
 template <int NR>
 inline void block_scores_bf16(const uint32_t* qpairs, int64_t hs, const bf16_t* k, int64_t bs,
-                              float scale, float* out, int64_t out_stride) {
+                              float scale, float* out, int64_t out_stride, const bf16_t* next) {
   const __m512i idx = _mm512_load_si512(kInterleave);
   const int64_t pairs = hs / 2;
+  ChunkPrefetch prefetch(next, bs * hs * 2, (bs / 16) * (pairs / 2));
   for (int64_t j = 0; j < bs; j += 16) {
     __m512 acc0[NR], acc1[NR];
 #pragma GCC unroll 8
     for (int r = 0; r < NR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
     for (int64_t dp = 0; dp + 1 < pairs; dp += 2) {
+      prefetch.step();
       const __m512bh k0 = interleave_rows(k + 2 * dp * bs + j, k + (2 * dp + 1) * bs + j, idx);
       const __m512bh k1 = interleave_rows(k + (2 * dp + 2) * bs + j, k + (2 * dp + 3) * bs + j, idx);
 #pragma GCC unroll 8
@@ -189,9 +216,10 @@ inline void block_scores_bf16(const uint32_t* qpairs, int64_t hs, const bf16_t* 
 // acc[r] += sum_j p[r][j] v[j] over a whole block (bs even, every row of it
 // visible: pairs of rows are read together) with the weights rounded to
 // bf16 (relative error 2^-9, below the bf16 output's own rounding).
+// `next`: the chunk (bs x kHs) to prefetch meanwhile, or null.
 template <int NR, int64_t kHs>
 inline void block_values_bf16(float* acc, const float* p, int64_t p_stride, const bf16_t* v,
-                              int64_t bs, uint32_t* ppairs) {
+                              int64_t bs, uint32_t* ppairs, const bf16_t* next) {
   constexpr int64_t nv = kHs / 16;
   const __m512i idx = _mm512_load_si512(kInterleave);
   const int64_t jpairs = bs / 2;
@@ -206,6 +234,7 @@ inline void block_values_bf16(float* acc, const float* p, int64_t p_stride, cons
   // the 32 registers (NR x 4 at head size 64 did not: GCC spilled two
   // accumulators to the stack inside the loop).
   constexpr int64_t kPass = nv < 2 ? nv : 2;
+  ChunkPrefetch prefetch(next, bs * kHs * 2, (nv / kPass) * jpairs);
   for (int64_t c0 = 0; c0 < nv; c0 += kPass) {
     __m512 a[NR][kPass];
 #pragma GCC unroll 8
@@ -213,6 +242,7 @@ inline void block_values_bf16(float* acc, const float* p, int64_t p_stride, cons
 #pragma GCC unroll 2
       for (int64_t c = 0; c < kPass; ++c) a[r][c] = _mm512_loadu_ps(acc + r * kHs + (c0 + c) * 16);
     for (int64_t jp = 0; jp < jpairs; ++jp) {
+      prefetch.step();
 #pragma GCC unroll 2
       for (int64_t c = 0; c < kPass; ++c) {
         const int64_t col = (c0 + c) * 16;
@@ -238,31 +268,31 @@ constexpr int kScoreRows = 8;
 constexpr int kValueRows = 8;
 
 inline void scores_bf16_rows(int n, const uint32_t* qpairs, int64_t hs, const bf16_t* k,
-                             int64_t bs, float scale, float* out) {
+                             int64_t bs, float scale, float* out, const bf16_t* next) {
   switch (n) {
-    case 8: block_scores_bf16<8>(qpairs, hs, k, bs, scale, out, kLogitsStride); break;
-    case 7: block_scores_bf16<7>(qpairs, hs, k, bs, scale, out, kLogitsStride); break;
-    case 6: block_scores_bf16<6>(qpairs, hs, k, bs, scale, out, kLogitsStride); break;
-    case 5: block_scores_bf16<5>(qpairs, hs, k, bs, scale, out, kLogitsStride); break;
-    case 4: block_scores_bf16<4>(qpairs, hs, k, bs, scale, out, kLogitsStride); break;
-    case 3: block_scores_bf16<3>(qpairs, hs, k, bs, scale, out, kLogitsStride); break;
-    case 2: block_scores_bf16<2>(qpairs, hs, k, bs, scale, out, kLogitsStride); break;
-    default: block_scores_bf16<1>(qpairs, hs, k, bs, scale, out, kLogitsStride); break;
+    case 8: block_scores_bf16<8>(qpairs, hs, k, bs, scale, out, kLogitsStride, next); break;
+    case 7: block_scores_bf16<7>(qpairs, hs, k, bs, scale, out, kLogitsStride, next); break;
+    case 6: block_scores_bf16<6>(qpairs, hs, k, bs, scale, out, kLogitsStride, next); break;
+    case 5: block_scores_bf16<5>(qpairs, hs, k, bs, scale, out, kLogitsStride, next); break;
+    case 4: block_scores_bf16<4>(qpairs, hs, k, bs, scale, out, kLogitsStride, next); break;
+    case 3: block_scores_bf16<3>(qpairs, hs, k, bs, scale, out, kLogitsStride, next); break;
+    case 2: block_scores_bf16<2>(qpairs, hs, k, bs, scale, out, kLogitsStride, next); break;
+    default: block_scores_bf16<1>(qpairs, hs, k, bs, scale, out, kLogitsStride, next); break;
   }
 }
 
 template <int64_t kHs>
 inline void values_bf16_rows(int n, float* acc, const float* p, const bf16_t* v, int64_t bs,
-                             uint32_t* ppairs) {
+                             uint32_t* ppairs, const bf16_t* next) {
   switch (n) {
-    case 8: block_values_bf16<8, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
-    case 7: block_values_bf16<7, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
-    case 6: block_values_bf16<6, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
-    case 5: block_values_bf16<5, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
-    case 4: block_values_bf16<4, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
-    case 3: block_values_bf16<3, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
-    case 2: block_values_bf16<2, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
-    default: block_values_bf16<1, kHs>(acc, p, kLogitsStride, v, bs, ppairs); break;
+    case 8: block_values_bf16<8, kHs>(acc, p, kLogitsStride, v, bs, ppairs, next); break;
+    case 7: block_values_bf16<7, kHs>(acc, p, kLogitsStride, v, bs, ppairs, next); break;
+    case 6: block_values_bf16<6, kHs>(acc, p, kLogitsStride, v, bs, ppairs, next); break;
+    case 5: block_values_bf16<5, kHs>(acc, p, kLogitsStride, v, bs, ppairs, next); break;
+    case 4: block_values_bf16<4, kHs>(acc, p, kLogitsStride, v, bs, ppairs, next); break;
+    case 3: block_values_bf16<3, kHs>(acc, p, kLogitsStride, v, bs, ppairs, next); break;
+    case 2: block_values_bf16<2, kHs>(acc, p, kLogitsStride, v, bs, ppairs, next); break;
+    default: block_values_bf16<1, kHs>(acc, p, kLogitsStride, v, bs, ppairs, next); break;
   }
 }
 #endif
@@ -386,6 +416,12 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
     const int64_t next = (block_table[pos / bs] * a.num_kv_heads + tile.h0) * bs * hs;
     for (int64_t hl = 0; hl < tile.heads; ++hl) __builtin_prefetch(cache + next + hl * bs * hs);
   };
+  // Head (h0 + hl)'s chunk of the block holding context position pos, or
+  // null past the end: what the bf16 kernels prefetch while they work.
+  auto head_chunk = [&](const T* cache, int64_t pos, int64_t hl) -> const T* {
+    if (pos >= end) return nullptr;
+    return cache + (block_table[pos / bs] * a.num_kv_heads + tile.h0 + hl) * bs * hs;
+  };
   for (int64_t span = begin - begin % bs; span < end; span += span_cols) {
     const int64_t span_end = span + span_cols < end ? span + span_cols : end;
     const int64_t lo = (span > begin ? span : begin) - span;  // visible columns [lo, hi)
@@ -402,10 +438,14 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
         if constexpr (std::is_same_v<T, bf16_t>) {
           if (bs % 16 == 0 && hs % 2 == 0) {
             const int64_t pairs = hs / 2;
+            // Reading order: this head's keys block by block, then the
+            // span's values from its first block.
+            const T* next = b + bs < cols ? head_chunk(k_cache, span + b + bs, hl)
+                                          : head_chunk(v_cache, span, hl);
             while (r < r1) {
               const int n = r1 - r < kScoreRows ? r1 - r : kScoreRows;
               scores_bf16_rows(n, tile.qpairs + r * pairs, hs, k_cache + base, bs, a.scale,
-                               logits + r * kLogitsStride + b);
+                               logits + r * kLogitsStride + b, r == r0 ? next : nullptr);
               r += n;
             }
           }
@@ -442,10 +482,12 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
 #ifdef VLLM_BF16_DOT
         if constexpr (std::is_same_v<T, bf16_t> && kHs != 0 && kHs % 16 == 0) {
           if (blo == 0 && bhi == bs && bs % 16 == 0) {
+            // Then the next span's keys.
+            const T* next = head_chunk(b + bs < cols ? v_cache : k_cache, span + b + bs, hl);
             while (r < r1) {
               const int n = r1 - r < kValueRows ? r1 - r : kValueRows;
               values_bf16_rows<kHs>(n, tile.acc + r * kHs, p + r * kLogitsStride,
-                                    v_cache + base, bs, tile.ppairs);
+                                    v_cache + base, bs, tile.ppairs, r == r0 ? next : nullptr);
               r += n;
             }
           }
