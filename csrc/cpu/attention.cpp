@@ -89,19 +89,45 @@ struct Tile {
   int rows() const { return int(heads) * rows_per_head; }
 };
 
+// Software prefetch, into L2, of the page-sized chunk of K or V this thread
+// reads next, a few lines per iteration of a kernel's loop. Decode reads its
+// KV from DRAM in 4 KiB head chunks scattered over the cache, where the
+// hardware prefetcher stops at every page boundary: one thread reached ~11
+// GB/s of a ~35 GB/s machine. Spread over the loop (not issued as a burst,
+// which stalls on full miss queues) and into L2 (prefetcht1; into L1 it
+// measured no faster than none), the next chunk streams in while this one is
+// computed on: a 30-layer 64 x 222-token decode step 16.1 -> 11.8 ms.
+class ChunkPrefetch {
+ public:
+  ChunkPrefetch(const void* chunk, int64_t bytes, int64_t iterations)
+      : p_(static_cast<const char*>(chunk)),
+        lines_(chunk == nullptr ? 0 : bytes / 64),
+        per_(iterations > 0 ? (lines_ + iterations - 1) / iterations : lines_) {}
+  // Call once per loop iteration.
+  void step() {
+    for (int64_t i = 0; i < per_ && next_ < lines_; ++i, ++next_) __builtin_prefetch(p_ + next_ * 64, 0, 2);
+  }
+
+ private:
+  const char* p_;
+  int64_t lines_, per_, next_ = 0;
+};
+
 // Scores of NR rows against one block's keys, read straight from the cache
 // (k: [hs][bs] of T, converted in registers):
 // out[r][j] = sum_d q[r][d] * k[d][j]. NR rows and two halves of d give
 // independent FMA chains; each key vector is loaded once for all NR rows.
 template <int NR, int64_t kHs, typename T>
 inline void block_scores(const float* q, int64_t hs_rt, const T* k, int64_t bs, float* out,
-                         int64_t out_stride) {
+                         int64_t out_stride, const T* next) {
   const int64_t hs = kHs ? kHs : hs_rt;
   if (bs % W == 0) {
     // Fast path, whole vectors only: the accumulators stay in registers.
+    ChunkPrefetch prefetch(next, bs * hs * int64_t(sizeof(T)), (bs / W) * (hs / 2));
     for (int64_t j = 0; j < bs; j += W) {
       FloatVec acc[NR][2];
       for (int64_t d = 0; d + 1 < hs; d += 2) {
+        prefetch.step();
         const FloatVec k0 = FloatVec::load(k + d * bs + j);
         const FloatVec k1 = FloatVec::load(k + (d + 1) * bs + j);
 #pragma GCC unroll 4
@@ -146,30 +172,6 @@ inline __m512bh interleave_rows(const bf16_t* a, const bf16_t* b, __m512i idx) {
   const __m512i hi = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)));
   return reinterpret_cast<__m512bh>(_mm512_permutex2var_epi16(lo, idx, hi));
 }
-
-// Software prefetch, into L2, of the page-sized chunk of K or V this thread
-// reads next, a few lines per iteration of a kernel's loop. Decode reads its
-// KV from DRAM in 4 KiB head chunks scattered over the cache, where the
-// hardware prefetcher stops at every page boundary: one thread reached ~11
-// GB/s of a ~35 GB/s machine. Spread over the loop (not issued as a burst,
-// which stalls on full miss queues) and into L2 (prefetcht1; into L1 it
-// measured no faster than none), the next chunk streams in while this one is
-// computed on: a 30-layer 64 x 222-token decode step 16.1 -> 11.8 ms.
-class ChunkPrefetch {
- public:
-  ChunkPrefetch(const void* chunk, int64_t bytes, int64_t iterations)
-      : p_(static_cast<const char*>(chunk)),
-        lines_(chunk == nullptr ? 0 : bytes / 64),
-        per_(iterations > 0 ? (lines_ + iterations - 1) / iterations : lines_) {}
-  // Call once per loop iteration.
-  void step() {
-    for (int64_t i = 0; i < per_ && next_ < lines_; ++i, ++next_) __builtin_prefetch(p_ + next_ * 64, 0, 2);
-  }
-
- private:
-  const char* p_;
-  int64_t lines_, per_, next_ = 0;
-};
 
 inline __m512bh broadcast_pair(uint32_t pair) {
   return reinterpret_cast<__m512bh>(_mm512_set1_epi32(int(pair)));
@@ -310,13 +312,15 @@ constexpr int value_rows() {
 // read: the rest of the block may hold stale data, even NaNs.
 template <int NR, int64_t kHs, typename T>
 inline void block_values(float* acc, const float* p, int64_t p_stride, const T* v, int64_t lo,
-                         int64_t hi) {
+                         int64_t hi, int64_t bs, const T* next) {
   constexpr int64_t nv = kHs / W;
   FloatVec a[NR][nv];
   for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 16
     for (int64_t c = 0; c < nv; ++c) a[r][c] = FloatVec::load(acc + r * kHs + c * W);
+  ChunkPrefetch prefetch(next, bs * kHs * int64_t(sizeof(T)), hi - lo);
   for (int64_t j = lo; j < hi; ++j) {
+    prefetch.step();
 #pragma GCC unroll 16
     for (int64_t c = 0; c < nv; ++c) {
       const FloatVec vc = FloatVec::load(v + j * kHs + c * W);
@@ -434,14 +438,14 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
         const int64_t base = (block * a.num_kv_heads + tile.h0 + hl) * bs * hs;
         const int r0 = int(hl) * tile.rows_per_head, r1 = r0 + tile.rows_per_head;
         int r = r0;
+        // Reading order: this head's keys block by block, then the span's
+        // values from its first block. Only a head's first call prefetches.
+        const T* next = b + bs < cols ? head_chunk(k_cache, span + b + bs, hl)
+                                      : head_chunk(v_cache, span, hl);
 #ifdef VLLM_BF16_DOT
         if constexpr (std::is_same_v<T, bf16_t>) {
           if (bs % 16 == 0 && hs % 2 == 0) {
             const int64_t pairs = hs / 2;
-            // Reading order: this head's keys block by block, then the
-            // span's values from its first block.
-            const T* next = b + bs < cols ? head_chunk(k_cache, span + b + bs, hl)
-                                          : head_chunk(v_cache, span, hl);
             while (r < r1) {
               const int n = r1 - r < kScoreRows ? r1 - r : kScoreRows;
               scores_bf16_rows(n, tile.qpairs + r * pairs, hs, k_cache + base, bs, a.scale,
@@ -453,10 +457,10 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
 #endif
         for (; r + 4 <= r1; r += 4)
           block_scores<4, kHs>(tile.q + r * hs, hs, k_cache + base, bs,
-                               logits + r * kLogitsStride + b, kLogitsStride);
+                               logits + r * kLogitsStride + b, kLogitsStride, r == r0 ? next : nullptr);
         for (; r < r1; ++r)
           block_scores<1, kHs>(tile.q + r * hs, hs, k_cache + base, bs,
-                               logits + r * kLogitsStride + b, kLogitsStride);
+                               logits + r * kLogitsStride + b, kLogitsStride, r == r0 ? next : nullptr);
       }
     }
     prefetch_block(v_cache, span);
@@ -479,11 +483,11 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
         const int r0 = int(hl) * tile.rows_per_head, r1 = r0 + tile.rows_per_head;
         const float* p = logits + b;
         int r = r0;
+        // Then the next span's keys.
+        const T* next = head_chunk(b + bs < cols ? v_cache : k_cache, span + b + bs, hl);
 #ifdef VLLM_BF16_DOT
         if constexpr (std::is_same_v<T, bf16_t> && kHs != 0 && kHs % 16 == 0) {
           if (blo == 0 && bhi == bs && bs % 16 == 0) {
-            // Then the next span's keys.
-            const T* next = head_chunk(b + bs < cols ? v_cache : k_cache, span + b + bs, hl);
             while (r < r1) {
               const int n = r1 - r < kValueRows ? r1 - r : kValueRows;
               values_bf16_rows<kHs>(n, tile.acc + r * kHs, p + r * kLogitsStride,
@@ -497,10 +501,10 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
           constexpr int NR = value_rows<kHs>();
           for (; r + NR <= r1; r += NR)
             block_values<NR, kHs>(tile.acc + r * kHs, p + r * kLogitsStride, kLogitsStride, v_cache + base, blo,
-                                  bhi);
+                                  bhi, bs, r == r0 ? next : nullptr);
           for (; r < r1; ++r)
             block_values<1, kHs>(tile.acc + r * kHs, p + r * kLogitsStride, kLogitsStride, v_cache + base, blo,
-                                 bhi);
+                                 bhi, bs, r == r0 ? next : nullptr);
         } else {
           for (r = r0; r < r1; ++r)
             block_values_any(tile.acc + r * hs, hs, p + r * kLogitsStride, v_cache + base, blo, bhi,
