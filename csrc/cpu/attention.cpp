@@ -412,16 +412,17 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
   if (visible_end < end) end = visible_end;
   const int64_t span_cols = kSpan - kSpan % bs;
   // Blocks sit anywhere in the cache: touch the first line of each of a
-  // block's head chunks one block ahead, so the hardware prefetcher, which
-  // then streams each contiguous chunk, starts early. (Prefetching every
-  // line in software measured slower: the prefetches themselves stall.)
+  // block's head chunks one block ahead, so the hardware prefetcher starts
+  // early on every chunk (the block kernels also spread prefetches of all
+  // of the next chunk's lines over their loops, ChunkPrefetch; all of a
+  // block's lines at once, here, measured slower: the prefetches stall).
   auto prefetch_block = [&](const T* cache, int64_t pos) {
     if (pos >= end) return;
     const int64_t next = (block_table[pos / bs] * a.num_kv_heads + tile.h0) * bs * hs;
     for (int64_t hl = 0; hl < tile.heads; ++hl) __builtin_prefetch(cache + next + hl * bs * hs);
   };
   // Head (h0 + hl)'s chunk of the block holding context position pos, or
-  // null past the end: what the bf16 kernels prefetch while they work.
+  // null past the end: what the block kernels prefetch while they work.
   auto head_chunk = [&](const T* cache, int64_t pos, int64_t hl) -> const T* {
     if (pos >= end) return nullptr;
     return cache + (block_table[pos / bs] * a.num_kv_heads + tile.h0 + hl) * bs * hs;
