@@ -344,11 +344,32 @@ inline void block_values_any(float* acc, int64_t hs, const float* p, const T* v,
   }
 }
 
+// e^x for x <= 0 (scores minus their running max; -inf on masked lanes),
+// for caches of 16-bit types, whose outputs keep 2^-9 (bf16) or 2^-11
+// (fp16): 2^(x log2 e) = 2^n 2^f, |f| <= 1/2, 2^f by a degree-4 fit
+// (relative error 2.7e-6, plus up to 6e-8 |x| from rounding x log2 e; 0
+// below the float range).
+// 9 vector operations to exp()'s 15; the exp is about half of the softmax,
+// and the softmax a sixth of prefill attention.
+inline FloatVec exp_nonpositive(FloatVec x) {
+  // Below -104, 2^n underflows to exactly 0, as e^x does: masked lanes too.
+  const FloatVec t = FloatVec::max(x, FloatVec(-104.0f)) * FloatVec(1.44269504088896341f);
+  const FloatVec n = t.round();
+  const FloatVec f = t - n;
+  FloatVec p(0.009570101276040077f);
+  p = FloatVec::fma(p, f, FloatVec(0.05591786280274391f));
+  p = FloatVec::fma(p, f, FloatVec(0.240247443318367f));
+  p = FloatVec::fma(p, f, FloatVec(0.6931217908859253f));
+  p = FloatVec::fma(p, f, FloatVec(0.9999992847442627f));
+  return FloatVec::ldexp(p, n);
+}
+
 // Turns one row's scores over n positions into weights p = exp(s - new max)
 // in place and updates the row's running max, sum and output scale. Only
 // [lo, row_hi) is visible: the whole vectors outside it are zeroed without
 // an exp, and the masked lanes of the edge vectors are set to -inf, whose exp
 // is exactly 0. Returns false when nothing was visible.
+template <bool kFastExp>
 inline bool softmax_update(float* row, int64_t n, int64_t lo, int64_t row_hi, float slope,
                            bool alibi, int64_t alibi_base, float& m, float& l, float* acc,
                            int64_t hs) {
@@ -371,14 +392,16 @@ inline bool softmax_update(float* row, int64_t n, int64_t lo, int64_t row_hi, fl
   const FloatVec shift(new_max);
   FloatVec sum;
   for (j = vlo; j + W <= vhi; j += W) {
-    const FloatVec p = exp(FloatVec::load(row + j) - shift);
+    const FloatVec x = FloatVec::load(row + j) - shift;
+    const FloatVec p = kFastExp ? exp_nonpositive(x) : exp(x);
     p.store(row + j);
     sum = sum + p;
   }
   float total = 0.f;
   if (j < vhi) {  // n is not a multiple of the vector width
     const int t = int(vhi - j);
-    store_tail(exp(load_tail(row + j, t) - shift), row + j, t);
+    const FloatVec x = load_tail(row + j, t) - shift;
+    store_tail(kFastExp ? exp_nonpositive(x) : exp(x), row + j, t);
     for (int64_t k = j; k < vhi; ++k) total += row[k];
   }
   total += sum.reduce_add();
@@ -468,7 +491,7 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
     for (int r = 0; r < rows; ++r) {
       const int64_t row_hi = tile.limit[r] - span < hi ? tile.limit[r] - span : hi;
       const float slope = tile.slope ? tile.slope[r] : 0.f;
-      if (!softmax_update(logits + r * kLogitsStride, cols, lo, row_hi, slope,
+      if (!softmax_update<sizeof(T) == 2>(logits + r * kLogitsStride, cols, lo, row_hi, slope,
                           tile.slope != nullptr, span - seq_len + 1, tile.m[r], tile.l[r],
                           tile.acc + r * hs, hs)) {
         for (int64_t j = 0; j < cols; ++j) logits[r * kLogitsStride + j] = 0.f;

@@ -90,6 +90,50 @@ def test_decode_other_block_sizes(cpu_isa, version, dtype, block_size):
                                **TOL[dtype])
 
 
+def poison_stale_slots(kc, vc, tables, lens):
+    """NaN in every cache slot no sequence has written: the blocks no table
+    uses and each sequence's last block past its length (stale data of an
+    earlier sequence, which the kernels must not read: 0 x NaN is NaN)."""
+    used = torch.zeros(kc.shape[0], dtype=torch.bool)
+    used[tables.flatten().long()] = True
+    kc[~used] = float("nan")
+    vc[~used] = float("nan")
+    block_size = kc.shape[3]
+    for seq, n in enumerate(lens.tolist()):
+        blocks = math.ceil(n / block_size)
+        for pos in range(n, blocks * block_size):
+            block = int(tables[seq, pos // block_size])
+            kc[block, :, :, pos % block_size] = float("nan")
+            vc[block, :, pos % block_size, :] = float("nan")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2", "prefill"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("block_size", [16, 32])
+def test_stale_cache_slots_are_never_read(cpu_isa, version, dtype, block_size):
+    # lengths ending mid-block, mid-vector and on a block edge; a prefill
+    # whose last query tile ends inside a block
+    lens = torch.tensor([3, 40, 129, 300], dtype=torch.int32)
+    num_blocks = 4 * math.ceil(300 / block_size) + 5
+    kc, vc = make_cache(num_blocks, block_size, 3, 64, dtype)
+    tables = make_tables(lens.tolist(), block_size, num_blocks)
+    poison_stale_slots(kc, vc, tables, lens)
+    if version == "prefill":
+        new = torch.tensor([3, 40, 29, 61])  # tokens of each sequence in this step
+        starts = torch.cat([torch.zeros(1, dtype=torch.int32), new.cumsum(0).to(torch.int32)])
+        query = torch.randn(int(starts[-1]), 9, 64).to(dtype)
+        out = torch.full_like(query, float("nan"))
+        ops.paged_attention_prefill(out, query, kc, vc, 3, 0.125, tables, starts, lens, None,
+                                    "auto", SCALE_1, SCALE_1)
+        expected = paged_attention_ref(query, kc, vc, tables, lens, 0.125, query_start_loc=starts)
+    else:
+        query = torch.randn(len(lens), 9, 64).to(dtype)
+        out = (run_v1 if version == "v1" else run_v2)(query, kc, vc, tables, lens, 0.125)
+        expected = paged_attention_ref(query, kc, vc, tables, lens, 0.125)
+    assert not expected.isnan().any()  # the reference reads only written slots
+    torch.testing.assert_close(out, expected, **TOL[dtype])
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_decode_alibi(cpu_isa, version):
     lens = torch.tensor([5, 700], dtype=torch.int32)
