@@ -15,6 +15,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <numeric>
 #include <type_traits>
 
 #include "dispatch.h"
@@ -23,8 +24,12 @@ namespace vllm::cpu::VLLM_ISA_NS {
 namespace {
 
 constexpr int W = FloatVec::kWidth;
-// Query rows per tile (query heads of one KV head x query tokens).
-constexpr int kMaxRows = int(kAttentionMaxGroup);
+// Query rows per tile (query heads of one KV head x query tokens): at least
+// a whole GQA group. 72 fits 8 tokens of SmolLM2's 9 query heads, i.e. 24
+// rows per KV head, three full 8-row kernel calls a block; 64 fitted 7
+// tokens (8 + 8 + 5 rows): 512-token prefill attention 4.5% slower.
+constexpr int kMaxRows = 72;
+static_assert(kMaxRows >= kAttentionMaxGroup, "a decode tile holds a whole group");
 constexpr int kMaxBlockSize = int(kAttentionMaxBlockSize);
 // Context positions whose scores are taken together: a row's softmax update
 // (two horizontal reductions, maybe a rescale of its output) is paid once
@@ -622,6 +627,11 @@ void paged_attention_typed(const PagedAttentionArgs& a) {
     heads_per_tile = 1;
     tile_tokens = kMaxRows / group;
   }
+  // Prefill: rows per KV head a multiple of the kernels' 8-row calls where
+  // the tile allows it, so no block gets a short call (8 KV heads x 64, 512
+  // tokens: 9 tokens, 8 + 1 rows a head, 1.31-1.34 ms; 8 tokens 1.17-1.20).
+  const int64_t tokens_per_8_rows = 8 / std::gcd(int64_t(group), int64_t(8));
+  if (!decode && tile_tokens >= tokens_per_8_rows) tile_tokens -= tile_tokens % tokens_per_8_rows;
   const int64_t head_tiles = (a.num_kv_heads + heads_per_tile - 1) / heads_per_tile;
   const int64_t parts = partitioned ? a.max_num_partitions : 1;
   int64_t max_tiles = 1;
