@@ -15,7 +15,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <numeric>
 #include <type_traits>
 
 #include "dispatch.h"
@@ -630,7 +629,10 @@ void paged_attention_typed(const PagedAttentionArgs& a) {
   // Prefill: rows per KV head a multiple of the kernels' 8-row calls where
   // the tile allows it, so no block gets a short call (8 KV heads x 64, 512
   // tokens: 9 tokens, 8 + 1 rows a head, 1.31-1.34 ms; 8 tokens 1.17-1.20).
-  const int64_t tokens_per_8_rows = 8 / std::gcd(int64_t(group), int64_t(8));
+  // (8 / gcd(group, 8), from group's lowest set bit: std::gcd would be a
+  // weak symbol shared across the ISA variants' objects.)
+  const int64_t low_bit = int64_t(group) & -int64_t(group);
+  const int64_t tokens_per_8_rows = 8 / (low_bit < 8 ? low_bit : 8);
   if (!decode && tile_tokens >= tokens_per_8_rows) tile_tokens -= tile_tokens % tokens_per_8_rows;
   const int64_t head_tiles = (a.num_kv_heads + heads_per_tile - 1) / heads_per_tile;
   const int64_t parts = partitioned ? a.max_num_partitions : 1;
