@@ -7,7 +7,9 @@ oneDNN on its packed weight) vs torch's F.linear on SmolLM2-135M's shapes
 
 test_linear reuses one weight (hot in cache for all but the LM head);
 test_linear_streamed cycles through copies of it worth 300 MB, so every call
-reads its weight from DRAM as a decode step does.
+reads its weight from DRAM as a decode step does; test_gate_up_silu_streamed
+does the same for the MLP's gate/up projection and activation, as two ops and
+fused (packed_linear_gated).
 
 Decode with a handful of sequences reads every weight once per step, so the
 figure that matters is the achieved read bandwidth: bytes of weight / time
@@ -20,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vllm import _custom_ops as ops
+from vllm.model_executor.layers import linear
 
 # (rows, out_features, in_features): decode with 1-16 sequences (qkv, gate_up,
 # down, o, lm_head), then batched decode / prefill (64 and 512 rows).
@@ -97,4 +100,41 @@ def test_linear_streamed(benchmark, shape, impl):
 
     benchmark.extra_info["bytes"] = n * k * 2
     benchmark.extra_info["GFLOP"] = 2 * m * n * k / 1e9
+    benchmark(next_copy)
+
+
+# A gated MLP's gate/up projection and activation (SmolLM2: d = 1536, k = 576):
+# packed_linear into [m, 2d] then silu_and_mul ("two-ops") against
+# packed_linear_gated on the interleaved packing ("fused"); weights streamed.
+GATED_ROWS = [1, 64, 512, 2048]
+
+
+@pytest.mark.parametrize("impl", ["two-ops", "fused"])
+@pytest.mark.parametrize("rows", GATED_ROWS)
+def test_gate_up_silu_streamed(benchmark, rows, impl):
+    if not ops.packed_linear_available():
+        pytest.skip("needs packed_linear (AVX512-BF16)")
+    d, k = 1536, 576
+    x = torch.randn(rows, k).to(torch.bfloat16)
+    gate_up = torch.empty(rows, 2 * d, dtype=torch.bfloat16)
+    out = torch.empty(rows, d, dtype=torch.bfloat16)
+    copies = max(1, int(STREAMED_BYTES / (2 * d * k * 2)))
+    weights = [(torch.randn(2 * d, k) * 0.05).to(torch.bfloat16) for _ in range(copies)]
+    if impl == "fused":
+        packed = [linear.pack_gate_up_pairs(w) for w in weights]
+        call = lambda p: ops.packed_linear_gated(out, x, p, None, "silu")  # noqa: E731
+    else:
+        packed = [linear.pack_weight_pairs(w) for w in weights]
+
+        def call(p):
+            ops.packed_linear(gate_up, x, p, None)
+            ops.silu_and_mul(out, gate_up)
+    state = {"i": 0}
+
+    def next_copy():
+        call(packed[state["i"]])
+        state["i"] = (state["i"] + 1) % copies
+
+    benchmark.extra_info["bytes"] = 2 * d * k * 2
+    benchmark.extra_info["GFLOP"] = 2 * rows * 2 * d * k / 1e9
     benchmark(next_copy)

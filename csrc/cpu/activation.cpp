@@ -4,30 +4,13 @@
 // the multiply, as vLLM's reference `act(x[..., :d]) * x[..., d:]` does.
 #include <omp.h>
 
+#include "activation_math.h"
 #include "dispatch.h"
 
 namespace vllm::cpu::VLLM_ISA_NS {
 namespace {
 
 constexpr int W = FloatVec::kWidth;
-
-template <Activation kKind>
-inline FloatVec apply(FloatVec x) {
-  if constexpr (kKind == Activation::kSilu) {
-    return x * sigmoid(x);
-  } else if constexpr (kKind == Activation::kGelu) {
-    // 0.5 x (1 + erf(x / sqrt 2))
-    return FloatVec(0.5f) * x * one_plus_erf(x * FloatVec(0.70710678118654752f));
-  } else if constexpr (kKind == Activation::kGeluQuick) {
-    return x * sigmoid(FloatVec(1.702f) * x);
-  } else {
-    // tanh approximation (gelu_tanh, gelu_new, gelu_fast are the same
-    // function): 0.5 x (1 + tanh(y)) = x * sigmoid(2y),
-    // y = sqrt(2/pi) (x + 0.044715 x^3).
-    const FloatVec inner = FloatVec::fma(FloatVec(0.044715f) * x, x, FloatVec(1.0f));
-    return x * sigmoid(FloatVec(2.0f * 0.79788456080286536f) * x * inner);
-  }
-}
 
 template <typename T, Activation kKind, bool kGated>
 void run_rows(const ActivationArgs& a) {
@@ -40,13 +23,13 @@ void run_rows(const ActivationArgs& a) {
     T* y = out + r * a.out_row_stride;
     int64_t i = 0;
     for (; i + W <= n; i += W) {
-      FloatVec v = apply<kKind>(FloatVec::load(x + i));
+      FloatVec v = apply_activation<kKind>(FloatVec::load(x + i));
       if constexpr (kGated) v = round_to<T>(v) * FloatVec::load(x + n + i);
       v.store(y + i);
     }
     if (i < n) {
       const int tail = int(n - i);
-      FloatVec v = apply<kKind>(load_tail(x + i, tail));
+      FloatVec v = apply_activation<kKind>(load_tail(x + i, tail));
       if constexpr (kGated) v = round_to<T>(v) * load_tail(x + n + i, tail);
       store_tail(v, y + i, tail);
     }

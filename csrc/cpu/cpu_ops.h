@@ -35,5 +35,7 @@ void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& 
                     const std::optional<at::Tensor>& bias);
 void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
                    const std::optional<at::Tensor>& bias);
+void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
+                         const std::optional<at::Tensor>& bias, const std::string& activation);
 
 }  // namespace vllm::cpu_ops

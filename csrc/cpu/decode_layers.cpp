@@ -60,8 +60,8 @@ at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& packed,
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& packed,
                   int64_t small_m_max_rows) {
-  if (packed.has_value() && !packed->is_mkldnn() && x.scalar_type() == at::kBFloat16 &&
-      cpu::active_kernels().packed_linear != nullptr) {
+  if (packed.has_value() && !packed->is_mkldnn() && packed->dim() == 4 &&
+      x.scalar_type() == at::kBFloat16 && cpu::active_kernels().packed_linear != nullptr) {
     at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
     packed_linear(out, x.stride(1) == 1 ? x : x.contiguous(), *packed, bias);
     return out;
@@ -71,10 +71,20 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
     small_m_linear(out, x, weight, bias);
     return out;
   }
-  if (packed.has_value() && x.scalar_type() == weight.scalar_type()) {
+  if (packed.has_value() && packed->is_mkldnn() && x.scalar_type() == weight.scalar_type()) {
     return onednn_linear(x, *packed, bias);
   }
   return at::linear(x, weight, bias);
+}
+
+// Whether the gate/up projection and its activation run as one
+// packed_linear_gated call: the weight is packed with its gate and up panels
+// interleaved (5-D), the rule Python's gate_up_activation applies. Otherwise
+// linear() takes the plain weight (it only reads 4-D pair-packed ones).
+bool fused_gate_up(const at::Tensor& x, const std::optional<at::Tensor>& packed) {
+  return packed.has_value() && !packed->is_mkldnn() && packed->dim() == 5 &&
+         x.scalar_type() == at::kBFloat16 && x.stride(1) == 1 &&
+         cpu::active_kernels().packed_linear_gated != nullptr;
 }
 
 }  // namespace
@@ -139,9 +149,12 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
                        std::nullopt, "auto", unit_scale, unit_scale, 0, 0, 0, 0, 0);
     at::Tensor attn_out = linear(attn.view({m, q_size}), w[2], b[1], p[1], small_m_max_rows);
     fused_add_rms_norm(attn_out, residual, w[3], epsilon);
-    const at::Tensor gate_up = linear(attn_out, w[4], b[2], p[2], small_m_max_rows);
     at::Tensor gated = at::empty({m, w[4].size(0) / 2}, options);
-    act(gated, gate_up);
+    if (fused_gate_up(attn_out, p[2])) {
+      packed_linear_gated(gated, attn_out, *p[2], b[2], activation);
+    } else {
+      act(gated, linear(attn_out, w[4], b[2], p[2], small_m_max_rows));
+    }
     hidden = linear(gated, w[5], b[3], p[3], small_m_max_rows);
   }
   return {hidden, residual};

@@ -14,9 +14,12 @@ void small_m_linear(const LinearArgs& args);
 void argmax_rows(const ArgmaxArgs& args);
 #if defined(VLLM_ISA_AVX512) && defined(__AVX512BF16__)
 void packed_linear(const LinearArgs& args);
+void packed_linear_gated(const LinearArgs& args, Activation kind);
 #define VLLM_PACKED_LINEAR &packed_linear
+#define VLLM_PACKED_LINEAR_GATED &packed_linear_gated
 #else
 #define VLLM_PACKED_LINEAR nullptr
+#define VLLM_PACKED_LINEAR_GATED nullptr
 #endif
 
 #define VLLM_STR2(x) #x
@@ -26,7 +29,7 @@ const KernelTable& kernel_table() {
   static const KernelTable table{VLLM_STR(VLLM_ISA_NS), &rms_norm, &fused_add_rms_norm,
                                  &act_and_mul, &activation, &rotary_embedding,
                                  &paged_attention, &small_m_linear, &argmax_rows,
-                                 VLLM_PACKED_LINEAR};
+                                 VLLM_PACKED_LINEAR, VLLM_PACKED_LINEAR_GATED};
   return table;
 }
 

@@ -124,6 +124,11 @@ struct KernelTable {
   // bf16 x W^T (+ b) on a weight packed as kPackedLinearPanel describes
   // (LinearArgs.weight); null in variants without AVX512-BF16.
   void (*packed_linear)(const LinearArgs&);
+  // out = act(x W_gate^T + b_gate) * (x W_up^T + b_up): LinearArgs.n is 2d
+  // (d a multiple of kPackedLinearPanel), .weight W_gate's and W_up's panels
+  // packed as above and interleaved (gate panel j, up panel j, ...), .bias
+  // [b_gate; b_up] or null; out has d columns. Null where packed_linear is.
+  void (*packed_linear_gated)(const LinearArgs&, Activation);
 };
 
 // One per compiled variant; defined in kernel_table.cpp built per ISA.

@@ -1,8 +1,9 @@
 // CPU-only ops, defined in the CPU build only: packed_linear, behind bf16
-// Linear layers on AVX512-BF16 CPUs at every row count (csrc/cpu/
-// packed_linear.cpp); small_m_linear, behind them elsewhere for decode-sized
-// batches (csrc/cpu/linear.cpp; GPUs use their GEMM libraries for these
-// shapes); and greedy_argmax, greedy sampling straight from 16-bit logits
+// Linear layers on AVX512-BF16 CPUs at every row count, and its gated twin
+// behind the gated MLPs' gate/up projection (csrc/cpu/packed_linear.cpp);
+// small_m_linear, behind them elsewhere for decode-sized batches
+// (csrc/cpu/linear.cpp; GPUs use their GEMM libraries for these shapes); and
+// greedy_argmax, greedy sampling straight from 16-bit logits
 // (csrc/cpu/argmax.cpp).
 #include <torch/library.h>
 
@@ -29,6 +30,35 @@ cpu::LinearArgs linear_args(at::Tensor& out, const at::Tensor& input, const at::
                          kernel_dtype(input, op)};
 }
 
+// packed_linear's checks: input [m, k] bf16, out [m, *] with contiguous
+// rows, packed as kPackedLinearPanel describes for n x k, bias [n].
+cpu::LinearArgs packed_linear_args(at::Tensor& out, const at::Tensor& input,
+                                   const at::Tensor& packed, const std::optional<at::Tensor>& bias,
+                                   int64_t n, const char* op) {
+  constexpr int64_t panel = cpu::kPackedLinearPanel;
+  TORCH_CHECK(input.dim() == 2 && out.dim() == 2, op, ": input [m, k] and out [m, n] must be 2-D");
+  TORCH_CHECK(input.scalar_type() == at::kBFloat16, op, ": bf16 only, got ", input.scalar_type());
+  const int64_t m = input.size(0), k = input.size(1);
+  TORCH_CHECK(out.size(0) == m, op, ": out has ", out.size(0), " rows, input ", m);
+  TORCH_CHECK(k % 2 == 0, op, ": k must be even, got ", k);
+  TORCH_CHECK(packed.dim() == 4 && packed.size(0) == (n + panel - 1) / panel &&
+                  packed.size(1) == k / 2 && packed.size(2) == panel && packed.size(3) == 2 &&
+                  packed.is_contiguous(),
+              op, ": packed weight must be a contiguous [", (n + panel - 1) / panel, ", ", k / 2,
+              ", ", panel, ", 2] tensor for n=", n, ", k=", k, "; got ", packed.sizes());
+  TORCH_CHECK(input.stride(1) == 1 && out.stride(1) == 1, op,
+              ": input and out rows must be contiguous");
+  check_same_dtype_device(packed, input, op, "packed");
+  return linear_args(out, input, packed, bias, n, k, op);
+}
+
+cpu::Activation gated_activation(const std::string& name, const char* op) {
+  if (name == "silu") return cpu::Activation::kSilu;
+  if (name == "gelu") return cpu::Activation::kGelu;
+  if (name == "gelu_pytorch_tanh") return cpu::Activation::kGeluTanh;
+  TORCH_CHECK(false, op, ": activation '", name, "' is not one of silu, gelu, gelu_pytorch_tanh");
+}
+
 }  // namespace
 
 void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
@@ -53,25 +83,44 @@ void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& 
 void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
                    const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "packed_linear";
-  constexpr int64_t panel = cpu::kPackedLinearPanel;
   TORCH_CHECK(cpu::active_kernels().packed_linear != nullptr, op,
               ": needs the AVX512-BF16 CPU kernels; the active variant is ",
               cpu::active_kernels().isa);
-  TORCH_CHECK(input.dim() == 2 && out.dim() == 2, op, ": input [m, k] and out [m, n] must be 2-D");
-  TORCH_CHECK(input.scalar_type() == at::kBFloat16, op, ": bf16 only, got ", input.scalar_type());
-  const int64_t m = input.size(0), k = input.size(1), n = out.size(1);
-  TORCH_CHECK(out.size(0) == m, op, ": out has ", out.size(0), " rows, input ", m);
-  TORCH_CHECK(k % 2 == 0, op, ": k must be even, got ", k);
-  TORCH_CHECK(packed.dim() == 4 && packed.size(0) == (n + panel - 1) / panel &&
-                  packed.size(1) == k / 2 && packed.size(2) == panel && packed.size(3) == 2 &&
+  TORCH_CHECK(out.dim() == 2, op, ": out must be [m, n], got ", out.sizes());
+  const cpu::LinearArgs args = packed_linear_args(out, input, packed, bias, out.size(1), op);
+  if (args.m > 0 && args.n > 0) cpu::active_kernels().packed_linear(args);
+}
+
+// out = act(input W_gate^T (+ b_gate)) * (input W_up^T (+ b_up)), bf16;
+// `packed` [d / 48, 2, k / 2, 48, 2] holds W_gate's and W_up's panels (as
+// packed_linear packs them) interleaved: [j][0] gate panel j, [j][1] up panel
+// j (vllm.model_executor.layers.linear.pack_gate_up_pairs); bias, if any, is
+// [b_gate; b_up]; out is [m, d], d a multiple of 48. `activation`: silu,
+// gelu, gelu_pytorch_tanh (the names fused_decode_layers and the models
+// use). Same bits as the projection followed by the *_and_mul op.
+void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
+                         const std::optional<at::Tensor>& bias, const std::string& activation) {
+  constexpr const char* op = "packed_linear_gated";
+  constexpr int64_t panel = cpu::kPackedLinearPanel;
+  TORCH_CHECK(cpu::active_kernels().packed_linear_gated != nullptr, op,
+              ": needs the AVX512-BF16 CPU kernels; the active variant is ",
+              cpu::active_kernels().isa);
+  const cpu::Activation kind = gated_activation(activation, op);
+  TORCH_CHECK(out.dim() == 2, op, ": out must be [m, d], got ", out.sizes());
+  const int64_t d = out.size(1);
+  TORCH_CHECK(d % panel == 0, op, ": out's width d must be a multiple of ", panel, ", got ", d);
+  TORCH_CHECK(input.dim() == 2, op, ": input must be [m, k], got ", input.sizes());
+  const int64_t k = input.size(1);
+  TORCH_CHECK(packed.dim() == 5 && packed.size(0) == d / panel && packed.size(1) == 2 &&
+                  packed.size(2) == k / 2 && packed.size(3) == panel && packed.size(4) == 2 &&
                   packed.is_contiguous(),
-              op, ": packed weight must be a contiguous [", (n + panel - 1) / panel, ", ", k / 2,
-              ", ", panel, ", 2] tensor for n=", n, ", k=", k, "; got ", packed.sizes());
-  TORCH_CHECK(input.stride(1) == 1 && out.stride(1) == 1, op,
-              ": input and out rows must be contiguous");
-  check_same_dtype_device(packed, input, op, "packed");
-  const cpu::LinearArgs args = linear_args(out, input, packed, bias, n, k, op);
-  if (m > 0 && n > 0) cpu::active_kernels().packed_linear(args);
+              op, ": packed weight must be a contiguous [", d / panel, ", 2, ", k / 2, ", ",
+              panel, ", 2] tensor (gate and up panels interleaved) for d=", d, ", k=", k,
+              "; got ", packed.sizes());
+  // The rest checked as packed_linear at n = 2d (gate and up outputs; out holds d).
+  const cpu::LinearArgs gated =
+      packed_linear_args(out, input, packed.flatten(0, 1), bias, 2 * d, op);
+  if (gated.m > 0 && d > 0) cpu::active_kernels().packed_linear_gated(gated, kind);
 }
 
 void greedy_argmax(at::Tensor& out, const at::Tensor& logits) {
@@ -95,12 +144,19 @@ TORCH_LIBRARY_FRAGMENT(_C, ops) {
   // bf16 out = input W^T (+ bias) on a weight packed in 48-column panels of
   // (k, k+1) pairs (AVX512-BF16 CPUs).
   ops.def("packed_linear(Tensor! out, Tensor input, Tensor packed, Tensor? bias) -> ()");
+  // bf16 out = act(input W_gate^T) * (input W_up^T) on W_gate's and W_up's
+  // panels packed as for packed_linear, interleaved: a gated MLP's gate/up
+  // projection and its activation in one pass.
+  ops.def(
+      "packed_linear_gated(Tensor! out, Tensor input, Tensor packed, Tensor? bias, "
+      "str activation) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(_C, CPU, ops) {
   ops.impl("small_m_linear", &small_m_linear);
   ops.impl("greedy_argmax", &greedy_argmax);
   ops.impl("packed_linear", &packed_linear);
+  ops.impl("packed_linear_gated", &packed_linear_gated);
 }
 
 }  // namespace vllm::cpu_ops

@@ -159,6 +159,16 @@ def packed_linear(out: torch.Tensor, input: torch.Tensor, packed: torch.Tensor,
     torch.ops._C.packed_linear(out, input, packed, bias)
 
 
+def packed_linear_gated(out: torch.Tensor, input: torch.Tensor, packed: torch.Tensor,
+                        bias: torch.Tensor | None, activation: str) -> None:
+    """bf16 out = act(input @ W_gate.T) * (input @ W_up.T) (+ biases), the
+    gate/up projection of a gated MLP and its activation in one pass, on
+    [W_gate; W_up] packed as one weight (as for `packed_linear`); out is
+    [m, d] with d a multiple of 48. `activation`: silu, gelu or
+    gelu_pytorch_tanh. Same bits as packed_linear then the *_and_mul op."""
+    torch.ops._C.packed_linear_gated(out, input, packed, bias, activation)
+
+
 def packed_linear_available() -> bool:
     """Whether packed_linear runs here: a CPU build, and the active kernel
     variant (`cpu_isa()`) has AVX512-BF16."""
@@ -248,6 +258,11 @@ if _C is not None:
     if hasattr(torch.ops._C, "packed_linear"):
         @torch.library.register_fake("_C::packed_linear")
         def _packed_linear_fake(out, input, packed, bias) -> None:
+            return None
+
+    if hasattr(torch.ops._C, "packed_linear_gated"):
+        @torch.library.register_fake("_C::packed_linear_gated")
+        def _packed_linear_gated_fake(out, input, packed, bias, activation) -> None:
             return None
 
     if hasattr(torch.ops._C, "greedy_argmax"):

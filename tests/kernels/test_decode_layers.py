@@ -24,8 +24,8 @@ BLOCK = 16
 NUM_BLOCKS = 40
 
 
-def random_model(cls, act: str, dtype: torch.dtype):
-    config = LlamaConfig(vocab_size=300, hidden_size=192, intermediate_size=320,
+def random_model(cls, act: str, dtype: torch.dtype, inter: int = 320):
+    config = LlamaConfig(vocab_size=300, hidden_size=192, intermediate_size=inter,
                          num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
                          head_dim=64, hidden_act=act, max_position_embeddings=512)
     model = cls(config, dtype, PagedAttentionBackend)
@@ -59,15 +59,21 @@ def run(model, ids, positions, md, fused: bool):
         return model(ids, positions)
 
 
-# 1-3 rows: the small-row kernel; 4 and 9: oneDNN on packed bf16 weights
-# (F.linear for fp16), as the modules choose
+# The linears as the modules choose them: bf16 on AVX512-BF16 packed_linear
+# at any rows (and, at an intermediate size of 384 = 8 x 48, the gate/up
+# projection fused with its activation); elsewhere 1-3 rows the small-row
+# kernel, 4 and 9 oneDNN on packed bf16 weights, F.linear for fp16.
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 9])
 @pytest.mark.parametrize("cls, act", [(LlamaForCausalLM, "silu"), (Qwen2ForCausalLM, "silu"),
                                       (LlamaForCausalLM, "gelu_pytorch_tanh")],
                          ids=["llama", "qwen2-bias", "gelu-tanh"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-def test_matches_the_layer_by_layer_path(cpu_isa, rows, cls, act, dtype):
-    model = random_model(cls, act, dtype)
+@pytest.mark.parametrize("inter", [320, 384])
+def test_matches_the_layer_by_layer_path(cpu_isa, rows, cls, act, dtype, inter):
+    model = random_model(cls, act, dtype, inter)
+    gate_up = model.model.layers[0].mlp.gate_up_proj.packed_weight
+    fused_mlp = (dtype == torch.bfloat16 and inter % 48 == 0 and ops.packed_linear_available())
+    assert (gate_up is not None and gate_up.dim() == 5) == fused_mlp
     md, positions = decode_metadata(rows)
     ids = torch.randint(0, 300, (rows,))
     before = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]

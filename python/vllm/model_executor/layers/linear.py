@@ -2,6 +2,8 @@
 stored fused, so one GEMM serves several projections."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,7 +24,11 @@ class Linear(nn.Module):
     blocks of a fused weight, in order (e.g. {"q": 576, "k": 192, "v": 192})."""
 
     def __init__(self, in_features: int, shard_sizes: dict[str, int] | int, bias: bool = False,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, gate_up: bool = False) -> None:
+        """`gate_up`: the weight is [W_gate; W_up] of a gated MLP (two equal
+        shards) whose caller applies the activation through
+        `vllm.model_executor.layers.activation.gate_up_activation`; its
+        packed copy may then interleave the two (pack_gate_up_pairs)."""
         super().__init__()
         if isinstance(shard_sizes, int):
             shard_sizes = {"": shard_sizes}
@@ -36,6 +42,9 @@ class Linear(nn.Module):
                                    requires_grad=False)
         self.bias = (nn.Parameter(torch.empty(offset, dtype=dtype), requires_grad=False)
                      if bias else None)
+        if gate_up and (len(shard_sizes) != 2 or len(set(shard_sizes.values())) != 1):
+            raise ValueError(f"a gate/up projection has two equal shards, got {shard_sizes}")
+        self.gate_up = gate_up
         # the copy the GEMM reads: ours or oneDNN's (see pack_weight)
         self.packed_weight: torch.Tensor | None = None
 
@@ -52,7 +61,7 @@ class Linear(nn.Module):
         param.data[start:start + size].copy_(loaded)
 
     def process_weights_after_loading(self) -> None:
-        self.packed_weight = pack_weight(self.weight)
+        self.packed_weight = pack_weight(self.weight, self.gate_up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_linear(x, self.weight, self.bias, self.packed_weight)
@@ -106,9 +115,33 @@ def pack_weight_pairs(weight: torch.Tensor, out: torch.Tensor | None = None) -> 
     return out
 
 
+def gate_up_packed_shape(out_features: int, in_features: int) -> tuple[int, ...]:
+    return (out_features // (2 * PAIR_PANEL), 2, in_features // 2, PAIR_PANEL, 2)
+
+
+def pack_gate_up_pairs(weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A gate/up weight [W_gate; W_up] (2d x k, d a multiple of 48) in
+    ops.packed_linear_gated's layout: each half packed as pack_weight_pairs
+    does, their panels interleaved, [d / 48, 2, k / 2, 48, 2] with [j][0] gate
+    panel j and [j][1] up panel j, so a thread that computes act(gate) * up
+    for a run of panels reads one contiguous stream."""
+    n, k = weight.shape
+    shape = gate_up_packed_shape(n, k)
+    if out is None:
+        out = torch.empty(shape, dtype=weight.dtype, device=weight.device)
+    interleaved = weight.view(2, shape[0], PAIR_PANEL, k).transpose(0, 1).reshape(n, k)
+    pack_weight_pairs(interleaved, out.view(2 * shape[0], k // 2, PAIR_PANEL, 2))
+    return out
+
+
 def is_pair_packed(packed: torch.Tensor | None) -> bool:
     """Whether pack_weight chose our pair layout (else oneDNN's, or None)."""
     return packed is not None and not packed.is_mkldnn
+
+
+def is_gate_up_packed(packed: torch.Tensor | None) -> bool:
+    """Whether pack_weight chose the interleaved gate/up layout."""
+    return is_pair_packed(packed) and packed.dim() == 5
 
 
 def _pairs_apply(weight: torch.Tensor) -> bool:
@@ -116,31 +149,46 @@ def _pairs_apply(weight: torch.Tensor) -> bool:
             and weight.shape[1] % 2 == 0 and ops.packed_linear_available())
 
 
-def pack_weight(weight: torch.Tensor) -> torch.Tensor | None:
+def _gate_up_applies(weight: torch.Tensor, gate_up: bool) -> bool:
+    return gate_up and _pairs_apply(weight) and weight.shape[0] % (2 * PAIR_PANEL) == 0
+
+
+def pack_weight(weight: torch.Tensor, gate_up: bool = False) -> torch.Tensor | None:
     """The packed copy of a weight that apply_linear's GEMM reads, or None.
 
     bf16 on a CPU with AVX512-BF16: our pair layout, for ops.packed_linear at
     every row count. Against oneDNN on SmolLM2's shapes, weights streamed
     from memory as in a decode step: 1.13-1.34x faster at 64 rows, 1.02-1.08x
     at 512-2048, and 1.16-1.47x faster than the small-row kernel at 1 row
-    (bench/RESULTS.md). Elsewhere oneDNN's blocked layout (pack_weight_for_onednn)."""
+    (bench/RESULTS.md); a gate/up weight (`gate_up`, d a multiple of 48)
+    with its halves interleaved (pack_gate_up_pairs), for the fused
+    projection and activation. Elsewhere oneDNN's blocked layout
+    (pack_weight_for_onednn)."""
+    if _gate_up_applies(weight, gate_up):
+        return pack_gate_up_pairs(weight)
     if _pairs_apply(weight):
         return pack_weight_pairs(weight)
     return pack_weight_for_onednn(weight)
 
 
-def pack_weights_in_call_order(weights: list[torch.Tensor]) -> list[torch.Tensor | None]:
-    """pack_weight for each weight; in our pair layout, back to back in one
-    buffer on huge pages in the order given (the order a decode step streams
-    them; see place_weights_in_call_order)."""
+def pack_weights_in_call_order(weights: list[torch.Tensor],
+                               gate_up: list[bool] | None = None) -> list[torch.Tensor | None]:
+    """pack_weight for each weight (`gate_up`: pack_weight's flag for each);
+    in our pair layouts, back to back in one buffer on huge pages in the
+    order given (the order a decode step streams them; see
+    place_weights_in_call_order)."""
+    gate_up = gate_up or [False] * len(weights)
     if not weights or not all(_pairs_apply(w) for w in weights):
-        return [pack_weight(w) for w in weights]
-    shapes = [pair_packed_shape(*w.shape) for w in weights]
-    sizes = [s[0] * s[1] * s[2] * s[3] for s in shapes]
+        return [pack_weight(w, g) for w, g in zip(weights, gate_up)]
+    shapes = [gate_up_packed_shape(*w.shape) if _gate_up_applies(w, g) else pair_packed_shape(*w.shape)
+              for w, g in zip(weights, gate_up)]
+    sizes = [math.prod(shape) for shape in shapes]
     buffer = hugepages.empty(sum(sizes), dtype=weights[0].dtype)
     packed, offset = [], 0
     for weight, shape, size in zip(weights, shapes, sizes):
-        packed.append(pack_weight_pairs(weight, buffer[offset:offset + size].view(shape)))
+        view = buffer[offset:offset + size].view(shape)
+        packed.append(pack_gate_up_pairs(weight, view) if len(shape) == 5
+                      else pack_weight_pairs(weight, view))
         offset += size
     return packed
 
@@ -166,9 +214,19 @@ def apply_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     packed weight, torch. (`packed` is what pack_weight made.)"""
     if (is_pair_packed(packed) and x.dim() == 2 and x.dtype == torch.bfloat16
             and ops.packed_linear_available()):
-        out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
-        ops.packed_linear(out, x if x.stride(1) == 1 else x.contiguous(), packed, bias)
-        return out
+        n = weight.shape[0]
+        out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
+        x = x if x.stride(1) == 1 else x.contiguous()
+        if not is_gate_up_packed(packed):
+            ops.packed_linear(out, x, packed, bias)
+            return out
+        # gate/up panels interleaved (callers of gate_up_activation do not get
+        # here): the bias and the output columns in that order, then back
+        blocks = n // PAIR_PANEL // 2
+        if bias is not None:
+            bias = bias.view(2, blocks, PAIR_PANEL).transpose(0, 1).reshape(n)
+        ops.packed_linear(out, x, packed.flatten(0, 1), bias)
+        return out.view(-1, blocks, 2, PAIR_PANEL).transpose(1, 2).reshape(-1, n)
     if _use_small_m_kernel(x, weight):
         out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
         ops.small_m_linear(out, x, weight, bias)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vllm.forward_context import get_attn_metadata_or_none
-from vllm.model_executor.layers.activation import ActAndMul
+from vllm.model_executor.layers.activation import ActAndMul, gate_up_activation
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.linear import (Linear, apply_linear, is_pair_packed,
@@ -52,13 +52,14 @@ class LlamaMLP(nn.Module):
         super().__init__()
         inter = config.intermediate_size
         self.gate_up_proj = Linear(config.hidden_size, {"gate": inter, "up": inter},
-                                   bias=getattr(config, "mlp_bias", False), dtype=dtype)
+                                   bias=getattr(config, "mlp_bias", False), dtype=dtype,
+                                   gate_up=True)
         self.act = ActAndMul(getattr(config, "hidden_act", "silu"))
         self.down_proj = Linear(inter, config.hidden_size,
                                 bias=getattr(config, "mlp_bias", False), dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
+        return self.down_proj(gate_up_activation(x, self.gate_up_proj, self.act))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -138,7 +139,8 @@ class LlamaForCausalLM(nn.Module):
     def process_weights_after_loading(self) -> None:
         linears = [m for m in self.modules() if isinstance(m, Linear)]  # in call order
         # the LM head is the last weight a decode step streams
-        packed = pack_weights_in_call_order([m.weight for m in linears] + [self.lm_head.weight])
+        packed = pack_weights_in_call_order([m.weight for m in linears] + [self.lm_head.weight],
+                                            [m.gate_up for m in linears] + [False])
         for module, weight in zip(linears, packed):
             module.packed_weight = weight
         self.packed_lm_head = packed[-1]
