@@ -24,11 +24,14 @@ BLOCK = 16
 NUM_BLOCKS = 40
 
 
-def random_model(cls, act: str, dtype: torch.dtype, inter: int = 320):
+def random_model(cls, act: str, dtype: torch.dtype, inter: int = 320,
+                 backend=PagedAttentionBackend):
+    """3 layers, hidden 192, 6 query / 2 KV heads of 64, random caches of
+    NUM_BLOCKS blocks of BLOCK tokens."""
     config = LlamaConfig(vocab_size=300, hidden_size=192, intermediate_size=inter,
                          num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
                          head_dim=64, hidden_act=act, max_position_embeddings=512)
-    model = cls(config, dtype, PagedAttentionBackend)
+    model = cls(config, dtype, backend)
     with torch.no_grad():
         for param in model.parameters():
             param.normal_(0.0, 0.2)

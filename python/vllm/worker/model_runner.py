@@ -83,24 +83,35 @@ class ModelRunner:
             seq_lens=torch.from_numpy(seq_lens.astype(np.int32)),
             block_tables=torch.from_numpy(block_table),
             max_query_len=int(counts.max()), max_seq_len=int(seq_lens.max()), block_size=bs)
+        # Rows that end at the last known token produce the next token.
+        sampled = [i for i, state in enumerate(states) if seq_lens[i] == len(state.token_ids)]
+        sample_rows = [int(query_start[i + 1]) - 1 for i in sampled]
+        wants_prompt_logprobs = [
+            state.sampling.params.prompt_logprobs is not None
+            and computed[i] < state.num_prompt_tokens for i, state in enumerate(states)]
+        # Only the sampled rows' hidden states are read (no prompt logprobs):
+        # the model's last layer serves those rows alone.
+        pruned = (getattr(self.model, "supports_output_rows", False)
+                  and len(sample_rows) < len(input_ids) and not any(wants_prompt_logprobs))
+        if pruned:
+            per_seq = np.zeros(len(req_ids) + 1, dtype=np.int32)
+            per_seq[np.asarray(sampled, dtype=np.int64) + 1] = 1
+            md.output_rows = torch.tensor(sample_rows, dtype=torch.int64)
+            md.output_query_start_loc = torch.from_numpy(np.cumsum(per_seq, dtype=np.int32))
         with set_forward_context(md):
             hidden = self.model(torch.from_numpy(input_ids), torch.from_numpy(positions))
 
-        # Rows that end at the last known token produce the next token.
-        sample_rows, sample_states, sample_ids = [], [], []
+        sample_states = [states[i].sampling for i in sampled]
+        sample_ids = [req_ids[i] for i in sampled]
         prompt_logprobs: dict[str, list[SampledLogprobs]] = {}
         for i, (req_id, state) in enumerate(zip(req_ids, states)):
-            if seq_lens[i] == len(state.token_ids):
-                sample_rows.append(int(query_start[i + 1]) - 1)
-                sample_states.append(state.sampling)
-                sample_ids.append(req_id)
-            k = state.sampling.params.prompt_logprobs
-            if k is not None and computed[i] < state.num_prompt_tokens:
+            if wants_prompt_logprobs[i]:
                 prompt_logprobs[req_id] = self._prompt_logprobs(
-                    hidden, state, int(query_start[i]), int(computed[i]), int(seq_lens[i]), k)
+                    hidden, state, int(query_start[i]), int(computed[i]), int(seq_lens[i]),
+                    state.sampling.params.prompt_logprobs)
         if not sample_rows:
             return ModelRunnerOutput({}, {}, prompt_logprobs)
-        logits = self.model.compute_logits(hidden[sample_rows])
+        logits = self.model.compute_logits(hidden if pruned else hidden[sample_rows])
         tokens, logprobs = self.sampler(logits, sample_states)
         for req_id, token in zip(sample_ids, tokens):
             state = self.requests[req_id]

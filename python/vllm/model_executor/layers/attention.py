@@ -20,15 +20,20 @@ class Attention(nn.Module):
         # Bound by the worker once the cache is allocated: (key_cache, value_cache).
         self.kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor,
-                value: torch.Tensor) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                output_rows_only: bool = False) -> torch.Tensor:
+        """`output_rows_only`: `query` holds the step's output rows only
+        (AttentionMetadata.output_rows); key and value hold every row, all
+        of which go to the cache."""
         if self.kv_cache is None:
             raise RuntimeError("attention layer has no KV cache bound")
         md = get_attn_metadata()
-        tokens = query.shape[0]
+        if output_rows_only:
+            md = md.for_output_rows()
+        tokens, kv_tokens = query.shape[0], key.shape[0]
         out = self.backend.forward(
             query.view(tokens, self.num_heads, self.head_size),
-            key.view(tokens, self.num_kv_heads, self.head_size),
-            value.view(tokens, self.num_kv_heads, self.head_size),
+            key.view(kv_tokens, self.num_kv_heads, self.head_size),
+            value.view(kv_tokens, self.num_kv_heads, self.head_size),
             self.kv_cache[0], self.kv_cache[1], md, self.num_kv_heads, self.scale)
         return out.view(tokens, self.num_heads * self.head_size)

@@ -40,11 +40,16 @@ class LlamaAttention(nn.Module):
         self.attn = Attention(self.num_heads, self.head_size, self.head_size ** -0.5,
                               self.num_kv_heads, backend)
 
-    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, positions: torch.Tensor, hidden: torch.Tensor,
+                output_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """`output_rows`: attend and project only these rows (every row's
+        keys and values still go to the cache)."""
         qkv = self.qkv_proj(hidden)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary_emb(positions, q, k)
-        return self.o_proj(self.attn(q, k, v))
+        if output_rows is not None:
+            q = q[output_rows]
+        return self.o_proj(self.attn(q, k, v, output_rows is not None))
 
 
 class LlamaMLP(nn.Module):
@@ -70,13 +75,17 @@ class LlamaDecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
 
-    def forward(self, positions, hidden, residual):
+    def forward(self, positions, hidden, residual, output_rows=None):
+        """`output_rows`: return only these rows (the model's last layer, when
+        the step reads only some rows' hidden states)."""
         if residual is None:
             residual = hidden
             hidden = self.input_layernorm(hidden)
         else:
             hidden, residual = self.input_layernorm(hidden, residual)
-        hidden = self.self_attn(positions, hidden)
+        hidden = self.self_attn(positions, hidden, output_rows)
+        if output_rows is not None:
+            residual = residual[output_rows]
         hidden, residual = self.post_attention_layernorm(hidden, residual)
         return self.mlp(hidden), residual
 
@@ -92,14 +101,23 @@ class LlamaModel(nn.Module):
         self.fused_decode = FusedDecode(self.layers)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Final hidden states of every row, or of md.output_rows only when
+        the step's metadata names them."""
         hidden = self.embed_tokens(input_ids)
         md = get_attn_metadata_or_none()
         if self.fused_decode.applicable(hidden, md):
             hidden, residual = self.fused_decode.run(hidden, positions, md)
+            if md.output_rows is not None:
+                hidden, residual = hidden[md.output_rows], residual[md.output_rows]
         else:
+            # The last layer's attention output and MLP serve only the rows
+            # read (a prefill's last token): ~1/30 of a 30-layer prompt.
+            output_rows = md.output_rows if md is not None else None
             residual = None
-            for layer in self.layers:
-                hidden, residual = layer(positions, hidden, residual)
+            last = len(self.layers) - 1
+            for i, layer in enumerate(self.layers):
+                hidden, residual = layer(positions, hidden, residual,
+                                         output_rows if i == last else None)
         hidden, _ = self.norm(hidden, residual)
         return hidden
 
@@ -112,6 +130,8 @@ _STACKED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"),
 
 class LlamaForCausalLM(nn.Module):
     qkv_bias = False
+    # forward() honours AttentionMetadata.output_rows (returns those rows only)
+    supports_output_rows = True
 
     def __init__(self, config, dtype: torch.dtype, attn_backend) -> None:
         super().__init__()
