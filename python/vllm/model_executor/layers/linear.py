@@ -129,7 +129,7 @@ def pack_gate_up_pairs(weight: torch.Tensor, out: torch.Tensor | None = None) ->
     shape = gate_up_packed_shape(n, k)
     if out is None:
         out = torch.empty(shape, dtype=weight.dtype, device=weight.device)
-    interleaved = weight.view(2, shape[0], PAIR_PANEL, k).transpose(0, 1).reshape(n, k)
+    interleaved = weight.reshape(2, shape[0], PAIR_PANEL, k).transpose(0, 1).reshape(n, k)
     pack_weight_pairs(interleaved, out.view(2 * shape[0], k // 2, PAIR_PANEL, 2))
     return out
 
