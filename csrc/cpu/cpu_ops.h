@@ -31,6 +31,13 @@ void paged_attention_v1(at::Tensor& out, const at::Tensor& query, const at::Tens
                         const std::string& kv_cache_dtype, const at::Tensor& k_scale,
                         const at::Tensor& v_scale, int64_t tp_rank, int64_t local_blocks,
                         int64_t vert_stride, int64_t sparse_block_size, int64_t sliding_step);
+void paged_attention_prefill(at::Tensor& out, const at::Tensor& query,
+                             const at::Tensor& key_cache, const at::Tensor& value_cache,
+                             int64_t num_kv_heads, double scale, const at::Tensor& block_tables,
+                             const at::Tensor& query_start_loc, const at::Tensor& seq_lens,
+                             const std::optional<at::Tensor>& alibi_slopes,
+                             const std::string& kv_cache_dtype, const at::Tensor& k_scale,
+                             const at::Tensor& v_scale);
 void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
                     const std::optional<at::Tensor>& bias);
 void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,

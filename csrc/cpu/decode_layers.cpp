@@ -1,5 +1,6 @@
 // fused_decode_layers: every decoder layer of a Llama-family model for a
-// decode step (one token per sequence), in one call.
+// step, in one call: decode steps (one token per sequence), and with
+// query_start_loc prefill and mixed steps too.
 //
 // Why: at batch 1 a layer is ~10 kernels of a few microseconds each, plus
 // the weights' streaming; from Python each kernel also pays a module call
@@ -99,7 +100,9 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
     const std::vector<at::Tensor>& value_caches, const at::Tensor& cos_sin_cache,
     const at::Tensor& slot_mapping, const at::Tensor& block_tables, const at::Tensor& seq_lens,
     int64_t block_size, int64_t max_seq_len, int64_t num_heads, int64_t num_kv_heads,
-    int64_t head_size, double epsilon, double scale, bool is_neox, const std::string& activation) {
+    int64_t head_size, double epsilon, double scale, bool is_neox, const std::string& activation,
+    const std::optional<at::Tensor>& query_start_loc, const std::optional<at::Tensor>& output_rows,
+    const std::optional<at::Tensor>& output_query_start_loc) {
   constexpr const char* op = "fused_decode_layers";
   const size_t layers = key_caches.size();
   TORCH_CHECK(layers > 0 && value_caches.size() == layers, op,
@@ -114,8 +117,12 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
               layers * kLinearsPerLayer, " packed weights (", kLinearsPerLayer,
               " per layer, each may be None), got ", packed.size());
   TORCH_CHECK(hidden_in.dim() == 2, op, ": hidden must be [tokens, hidden_size]");
-  TORCH_CHECK(seq_lens.size(0) == hidden_in.size(0), op,
-              ": decode only: one token per sequence");
+  const bool prefill = query_start_loc.has_value();
+  TORCH_CHECK(prefill || seq_lens.size(0) == hidden_in.size(0), op,
+              ": without query_start_loc, a decode step: one token per sequence");
+  TORCH_CHECK(output_rows.has_value() == output_query_start_loc.has_value() &&
+                  (!output_rows.has_value() || prefill),
+              op, ": output_rows and output_query_start_loc come together, with query_start_loc");
   const ActFn act = activation_kernel(activation);
   const int64_t m = hidden_in.size(0);
   const int64_t q_size = num_heads * head_size, kv_size = num_kv_heads * head_size;
@@ -145,13 +152,26 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
     at::Tensor key_cache = key_caches[l], value_cache = value_caches[l];
     reshape_and_cache(k->view({m, num_kv_heads, head_size}), v.view({m, num_kv_heads, head_size}),
                       key_cache, value_cache, slot_mapping, "auto", unit_scale, unit_scale);
-    at::Tensor attn = at::empty({m, num_heads, head_size}, options);
-    paged_attention_v1(attn, q.view({m, num_heads, head_size}), key_cache, value_cache,
-                       num_kv_heads, scale, block_tables, seq_lens, block_size, max_seq_len,
-                       std::nullopt, "auto", unit_scale, unit_scale, 0, 0, 0, 0, 0);
-    at::Tensor attn_out = linear(attn.view({m, q_size}), w[2], b[1], p[1], small_m_max_rows);
+    // The last layer serves only the rows the caller reads, if it names them
+    // (every row's keys and values are cached above), as the layer modules do.
+    const bool outputs_only = l + 1 == layers && output_rows.has_value();
+    const at::Tensor q_rows = outputs_only ? q.index_select(0, *output_rows) : q;
+    const int64_t rows = q_rows.size(0);
+    at::Tensor attn = at::empty({rows, num_heads, head_size}, options);
+    if (prefill) {
+      paged_attention_prefill(attn, q_rows.view({rows, num_heads, head_size}), key_cache,
+                              value_cache, num_kv_heads, scale, block_tables,
+                              outputs_only ? *output_query_start_loc : *query_start_loc,
+                              seq_lens, std::nullopt, "auto", unit_scale, unit_scale);
+    } else {
+      paged_attention_v1(attn, q.view({m, num_heads, head_size}), key_cache, value_cache,
+                         num_kv_heads, scale, block_tables, seq_lens, block_size, max_seq_len,
+                         std::nullopt, "auto", unit_scale, unit_scale, 0, 0, 0, 0, 0);
+    }
+    if (outputs_only) residual = residual.index_select(0, *output_rows);
+    at::Tensor attn_out = linear(attn.view({rows, q_size}), w[2], b[1], p[1], small_m_max_rows);
     fused_add_rms_norm(attn_out, residual, w[3], epsilon);
-    at::Tensor gated = at::empty({m, w[4].size(0) / 2}, options);
+    at::Tensor gated = at::empty({rows, w[4].size(0) / 2}, options);
     if (fused_gate_up(attn_out, p[2])) {
       packed_linear_gated(gated, attn_out, *p[2], b[2], activation);
     } else {
@@ -164,17 +184,21 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
 
 TORCH_LIBRARY_FRAGMENT(_C, ops) {
   // Returns (hidden, residual) after the last layer; the final norm is the
-  // caller's. CPU only, decode steps (one token per sequence). `packed`:
-  // qkv, o, gate_up, down per layer packed for packed_linear (used for any
-  // rows) or by oneDNN (used above `small_m_max_rows` rows), or None, as
-  // Python's Linear does.
+  // caller's. CPU only. Without query_start_loc a decode step (one token per
+  // sequence, paged_attention_v1); with it any step (prefill chunks too,
+  // paged_attention_prefill), and with output_rows / output_query_start_loc
+  // (AttentionMetadata's) the last layer's attention, MLP and the returned
+  // rows are those rows only. `packed`: qkv, o, gate_up, down per layer
+  // packed for packed_linear (used for any rows) or by oneDNN (used above
+  // `small_m_max_rows` rows), or None, as Python's Linear does.
   ops.def(
       "fused_decode_layers(Tensor hidden, Tensor positions, Tensor[] weights, Tensor?[] biases, "
       "Tensor?[] packed, int small_m_max_rows, "
       "Tensor(a!)[] key_caches, Tensor(b!)[] value_caches, Tensor cos_sin_cache, Tensor slot_mapping, "
       "Tensor block_tables, Tensor seq_lens, int block_size, int max_seq_len, int num_heads, "
       "int num_kv_heads, int head_size, float epsilon, float scale, bool is_neox, "
-      "str activation) -> (Tensor, Tensor)");
+      "str activation, Tensor? query_start_loc=None, Tensor? output_rows=None, "
+      "Tensor? output_query_start_loc=None) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(_C, CPU, ops) { ops.impl("fused_decode_layers", &fused_decode_layers); }

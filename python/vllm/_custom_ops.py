@@ -191,19 +191,26 @@ def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
                         cos_sin_cache: torch.Tensor, slot_mapping: torch.Tensor,
                         block_tables: torch.Tensor, seq_lens: torch.Tensor, block_size: int,
                         max_seq_len: int, num_heads: int, num_kv_heads: int, head_size: int,
-                        epsilon: float, scale: float, is_neox: bool,
-                        activation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every Llama-family decoder layer of a decode step in one call (CPU
-    builds): per layer `weights` holds input norm, qkv, o, post-attention
-    norm, gate_up, down; `biases` and `packed` (weights packed for
-    packed_linear, used for any rows, or by oneDNN, used above
-    `small_m_max_rows` rows) qkv, o, gate_up, down, each may be None.
-    Returns (hidden, residual) before the final norm."""
+                        epsilon: float, scale: float, is_neox: bool, activation: str,
+                        query_start_loc: torch.Tensor | None = None,
+                        output_rows: torch.Tensor | None = None,
+                        output_query_start_loc: torch.Tensor | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every Llama-family decoder layer of a step in one call (CPU builds):
+    per layer `weights` holds input norm, qkv, o, post-attention norm,
+    gate_up, down; `biases` and `packed` (weights packed for packed_linear,
+    used for any rows, or by oneDNN, used above `small_m_max_rows` rows) qkv,
+    o, gate_up, down, each may be None. Without `query_start_loc` a decode
+    step (one token per sequence); with it any step. `output_rows` and
+    `output_query_start_loc` (AttentionMetadata's): the last layer serves,
+    and the call returns, those rows only. Returns (hidden, residual) before
+    the final norm."""
     return torch.ops._C.fused_decode_layers(
         hidden, positions, weights, biases, packed, small_m_max_rows, key_caches,
         value_caches, cos_sin_cache,
         slot_mapping, block_tables, seq_lens, block_size, max_seq_len, num_heads,
-        num_kv_heads, head_size, epsilon, scale, is_neox, activation)
+        num_kv_heads, head_size, epsilon, scale, is_neox, activation, query_start_loc,
+        output_rows, output_query_start_loc)
 
 
 # ---------------------------------------------------------------- CPU utils
@@ -272,8 +279,10 @@ if _C is not None:
 
     if hasattr(torch.ops._C, "fused_decode_layers"):
         @torch.library.register_fake("_C::fused_decode_layers")
-        def _fused_decode_layers_fake(hidden, positions, weights, *args):
-            return torch.empty_like(hidden), torch.empty_like(hidden)
+        def _fused_decode_layers_fake(hidden, positions, weights, *args, **kwargs):
+            output_rows = kwargs.get("output_rows", args[19] if len(args) > 19 else None)
+            rows = hidden.shape[0] if output_rows is None else output_rows.shape[0]
+            return hidden.new_empty(rows, hidden.shape[1]), hidden.new_empty(rows, hidden.shape[1])
 
     @torch.library.register_fake("_C::rotary_embedding")
     def _rotary_embedding_fake(positions, query, key, head_size, cos_sin_cache,

@@ -6,42 +6,15 @@ fresh random weights, both attention backends, bf16 and fp32; the rows
 read: the finished prompt's and the decode's, the chunk's alone, none."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
-from vllm.attention.backends.metadata import AttentionMetadata
 from vllm.attention.backends.paged import PagedAttentionBackend
 from vllm.attention.backends.torch_sdpa import TorchSDPABackend
 from vllm.forward_context import set_forward_context
 from vllm.model_executor.models.llama import LlamaForCausalLM
 
-from tests.kernels.test_decode_layers import BLOCK, NUM_BLOCKS, random_model
-
-
-def mixed_step(sampled: list[bool]):
-    """Three sequences: a whole 20-token prompt, a 16-token chunk (tokens
-    8-23) of a longer prompt, one decode token after 29 cached ones; the
-    rows `sampled` says are read."""
-    computed, counts = [0, 8, 29], [20, 16, 1]
-    tables = torch.arange(NUM_BLOCKS, dtype=torch.int32)[:18].reshape(3, 6)
-    positions, slots, starts = [], [], [0]
-    for seq, (c, n) in enumerate(zip(computed, counts)):
-        for p in range(c, c + n):
-            positions.append(p)
-            slots.append(int(tables[seq, p // BLOCK]) * BLOCK + p % BLOCK)
-        starts.append(starts[-1] + n)
-    seq_lens = [c + n for c, n in zip(computed, counts)]
-    md = AttentionMetadata(slot_mapping=torch.tensor(slots), query_start_loc=torch.tensor(starts, dtype=torch.int32),
-                           seq_lens=torch.tensor(seq_lens, dtype=torch.int32), block_tables=tables,
-                           max_query_len=max(counts), max_seq_len=max(seq_lens), block_size=BLOCK)
-    rows = [starts[i + 1] - 1 for i in range(3) if sampled[i]]
-    per_seq = [0] + [int(s) for s in sampled]
-    pruned = dataclasses.replace(
-        md, output_rows=torch.tensor(rows, dtype=torch.int64),
-        output_query_start_loc=torch.tensor(per_seq, dtype=torch.int32).cumsum(0).to(torch.int32))
-    return md, pruned, torch.tensor(positions), rows
+from tests.kernels.test_decode_layers import mixed_step, random_model
 
 
 def run(model, ids, positions, md):

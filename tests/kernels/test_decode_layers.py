@@ -1,8 +1,11 @@
-"""fused_decode_layers (all decoder layers of a decode step in one C++ call)
-against the layer-by-layer modules it replaces: same hidden states,
-same residual, same KV-cache writes, bit for bit, on random Llama / Qwen2
-models with fresh random weights and caches."""
+"""fused_decode_layers (all decoder layers of a step in one C++ call: decode
+steps, and prefill / mixed steps with the last layer on the output rows)
+against the layer-by-layer modules it replaces: same hidden states, same
+residual, same KV-cache writes, bit for bit, on random Llama / Qwen2 models
+with fresh random weights and caches."""
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 import torch
@@ -55,6 +58,32 @@ def decode_metadata(rows: int) -> tuple[AttentionMetadata, torch.Tensor]:
     return md, positions
 
 
+def mixed_step(sampled: list[bool]):
+    """Three sequences: a whole 20-token prompt, a 16-token chunk (tokens
+    8-23) of a longer prompt, one decode token after 29 cached ones; the
+    rows `sampled` says are read."""
+    computed, counts = [0, 8, 29], [20, 16, 1]
+    tables = torch.arange(NUM_BLOCKS, dtype=torch.int32)[:18].reshape(3, 6)
+    positions, slots, starts = [], [], [0]
+    for seq, (c, n) in enumerate(zip(computed, counts)):
+        for p in range(c, c + n):
+            positions.append(p)
+            slots.append(int(tables[seq, p // BLOCK]) * BLOCK + p % BLOCK)
+        starts.append(starts[-1] + n)
+    seq_lens = [c + n for c, n in zip(computed, counts)]
+    md = AttentionMetadata(slot_mapping=torch.tensor(slots),
+                           query_start_loc=torch.tensor(starts, dtype=torch.int32),
+                           seq_lens=torch.tensor(seq_lens, dtype=torch.int32),
+                           block_tables=tables, max_query_len=max(counts),
+                           max_seq_len=max(seq_lens), block_size=BLOCK)
+    rows = [starts[i + 1] - 1 for i in range(3) if sampled[i]]
+    per_seq = [0] + [int(s) for s in sampled]
+    pruned = dataclasses.replace(
+        md, output_rows=torch.tensor(rows, dtype=torch.int64),
+        output_query_start_loc=torch.tensor(per_seq, dtype=torch.int32).cumsum(0).to(torch.int32))
+    return md, pruned, torch.tensor(positions), rows
+
+
 def run(model, ids, positions, md, fused: bool):
     model.model.fused_decode.enabled = fused
     with torch.inference_mode(), set_forward_context(md):
@@ -98,11 +127,33 @@ def test_other_steps_keep_the_layer_by_layer_path():
     md, _ = decode_metadata(3)
     hidden = torch.zeros(4, 192, dtype=torch.bfloat16)
     assert not fused.applicable(hidden[:1].float(), md)  # fp32
-    prefill = AttentionMetadata(md.slot_mapping, md.query_start_loc, md.seq_lens,
-                                md.block_tables, max_query_len=5, max_seq_len=md.max_seq_len,
-                                block_size=BLOCK)
-    assert not fused.applicable(hidden[:1], prefill)
     assert fused.applicable(hidden[:1], md)
+    fused.enabled = False
+    assert not fused.applicable(hidden[:1], md)
+
+
+@pytest.mark.parametrize("sampled", [None, [True, False, True], [False, False, False]],
+                         ids=["all-rows", "output-rows", "no-rows"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_prefill_and_mixed_steps_match_the_layer_by_layer_path(cpu_isa, dtype, sampled):
+    # A whole prompt, a chunk of a longer one and a decode token in one step;
+    # with output rows, the last layer on those rows only (as the modules).
+    model = random_model(LlamaForCausalLM, "silu", dtype, inter=384)
+    md, pruned, positions, rows = mixed_step(sampled or [True] * 3)
+    md = md if sampled is None else pruned
+    ids = torch.randint(0, 300, (positions.shape[0],))
+    before = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+    expected = run(model, ids, positions, md, fused=False)
+    expected_caches = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+    for attn, (k, v) in zip(model.attention_layers(), before):
+        attn.kv_cache[0].copy_(k)
+        attn.kv_cache[1].copy_(v)
+    got = run(model, ids, positions, md, fused=True)
+    assert got.shape == (positions.shape[0] if sampled is None else len(rows), 192)
+    assert torch.isfinite(expected).all()
+    assert torch.equal(got, expected)
+    for attn, (k, v) in zip(model.attention_layers(), expected_caches):
+        assert torch.equal(attn.kv_cache[0], k) and torch.equal(attn.kv_cache[1], v)
 
 
 def test_bad_arguments_are_clear_errors():

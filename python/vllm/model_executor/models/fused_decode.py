@@ -1,10 +1,12 @@
-"""The decode fast path of Llama-family models: for a decode step on CPU
-(one token per sequence), every decoder layer runs in one C++ call
-(`_C::fused_decode_layers`, csrc/cpu/decode_layers.cpp) that chains the same
-kernels the layer modules call, without a Python module call and a
-dispatcher trip per kernel (~3-4 ms of a ~17 ms batch-1 step for SmolLM2).
-Any other step (prefill, fp32, another attention backend) takes the
-layer-by-layer path."""
+"""The fast path of Llama-family models on CPU: every decoder layer of a
+step runs in one C++ call (`_C::fused_decode_layers`,
+csrc/cpu/decode_layers.cpp) that chains the same kernels the layer modules
+call, without a Python module call and a dispatcher trip per kernel (~3-4
+ms of a ~17 ms batch-1 step for SmolLM2 when it was written for decode;
+~2-3% of a 512-token prompt). Decode steps and, since, prefill and mixed
+steps (the last layer on the step's output rows only, as the modules do).
+fp32, another attention backend, or the switch off: the layer-by-layer
+path."""
 from __future__ import annotations
 
 import torch
@@ -28,7 +30,7 @@ class FusedDecode:
         self._bound_cache = None  # the layer-0 cache the argument lists were built for
 
     def applicable(self, hidden: torch.Tensor, md: AttentionMetadata | None) -> bool:
-        if not (_AVAILABLE and self.enabled and md is not None and md.decode_only):
+        if not (_AVAILABLE and self.enabled and md is not None):
             return False
         attn = self.layers[0].self_attn.attn
         return (hidden.device.type == "cpu" and hidden.dim() == 2
@@ -65,4 +67,7 @@ class FusedDecode:
             value_caches, cos_sin,
             md.slot_mapping, md.block_tables, md.seq_lens, md.block_size, md.max_seq_len,
             attn.num_heads, attn.num_kv_heads, attn.head_size, first.input_layernorm.eps,
-            attn.attn.scale, attn.rotary_emb.is_neox_style, first.mlp.act.name)
+            attn.attn.scale, attn.rotary_emb.is_neox_style, first.mlp.act.name,
+            None if md.decode_only and md.output_rows is None else md.query_start_loc,
+            md.output_rows,
+            md.output_query_start_loc)

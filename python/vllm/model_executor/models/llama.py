@@ -107,8 +107,6 @@ class LlamaModel(nn.Module):
         md = get_attn_metadata_or_none()
         if self.fused_decode.applicable(hidden, md):
             hidden, residual = self.fused_decode.run(hidden, positions, md)
-            if md.output_rows is not None:
-                hidden, residual = hidden[md.output_rows], residual[md.output_rows]
         else:
             # The last layer's attention output and MLP serve only the rows
             # read (a prefill's last token): ~1/30 of a 30-layer prompt.
