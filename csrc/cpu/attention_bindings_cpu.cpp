@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "../core/attention_checks.h"
+#include "cpu_ops.h"  // the declarations the fused layer loop calls: checked here
 #include "kernel_table.h"
 
 namespace vllm::cpu_ops {

@@ -4,6 +4,7 @@
 
 #include "../core/rotary_checks.h"
 #include "../core/tensor_checks.h"
+#include "cpu_ops.h"  // the declarations the fused layer loop calls: checked here
 #include "kernel_table.h"
 
 namespace vllm::cpu_ops {
