@@ -280,6 +280,7 @@ if _C is not None:
     if hasattr(torch.ops._C, "fused_decode_layers"):
         @torch.library.register_fake("_C::fused_decode_layers")
         def _fused_decode_layers_fake(hidden, positions, weights, *args, **kwargs):
+            # args: the schema's arguments after `weights`; output_rows is the 20th
             output_rows = kwargs.get("output_rows", args[19] if len(args) > 19 else None)
             rows = hidden.shape[0] if output_rows is None else output_rows.shape[0]
             return hidden.new_empty(rows, hidden.shape[1]), hidden.new_empty(rows, hidden.shape[1])
