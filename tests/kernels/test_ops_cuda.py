@@ -85,3 +85,59 @@ def test_copy_and_swap_blocks_cuda():
     ops.swap_blocks(caches[0], host, torch.tensor([[5, 1]]))
     torch.cuda.synchronize()
     assert torch.equal(host[1], caches[0][5].cpu())
+
+
+@pytest.mark.parametrize("name", sorted(GATED) + sorted(PLAIN))
+def test_opcheck_activation_cuda(name):
+    fn = getattr(torch.ops._C, f"{name}_and_mul" if name in GATED else name).default
+    x = torch.randn(4, 64, dtype=torch.bfloat16, device="cuda")
+    out = torch.empty(4, 32 if name in GATED else 64, dtype=torch.bfloat16, device="cuda")
+    torch.library.opcheck(fn, (out, x))
+
+
+def test_opcheck_rotary_and_cache_cuda():
+    cache = cos_sin_cache_ref(32, 64, 10000.0, torch.bfloat16).cuda()
+    args = (torch.randint(0, 32, (3,), device="cuda"),
+            torch.randn(3, 128, dtype=torch.bfloat16, device="cuda"),
+            torch.randn(3, 64, dtype=torch.bfloat16, device="cuda"), 64, cache, True)
+    torch.library.opcheck(torch.ops._C.rotary_embedding.default, args)
+    shapes = kv_cache_shapes(4, 16, 2, 64, "cuda")
+    key_cache = torch.randn(shapes.key, dtype=torch.bfloat16, device="cuda")
+    value_cache = torch.randn(shapes.value, dtype=torch.bfloat16, device="cuda")
+    key = torch.randn(3, 2, 64, dtype=torch.bfloat16, device="cuda")
+    scale = torch.tensor(1.0, device="cuda")
+    torch.library.opcheck(torch.ops._C.reshape_and_cache.default,
+                          (key, key.clone(), key_cache, value_cache,
+                           torch.tensor([0, 5, -1], device="cuda"), "auto", scale, scale))
+    torch.library.opcheck(torch.ops._C.copy_blocks.default,
+                          ([key_cache], [value_cache], torch.tensor([[0, 1]])))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_reshape_and_cache_cuda_odd_head(dtype):
+    """Head size 80 (not a multiple of the 16-byte vector for fp32) and 1 token."""
+    shapes = kv_cache_shapes(3, 16, 2, 80, "cuda")
+    key_cache, value_cache = torch.randn(shapes.key).to(dtype), torch.randn(shapes.value).to(dtype)
+    key, value = torch.randn(1, 2, 80).to(dtype), torch.randn(1, 2, 80).to(dtype)
+    slots = torch.tensor([33])
+    expected_k, expected_v = reshape_and_cache_ref(key, value, key_cache, value_cache, slots)
+    kc, vc = key_cache.cuda(), value_cache.cuda()
+    scale = torch.tensor(1.0, device="cuda")
+    ops.reshape_and_cache(key.cuda(), value.cuda(), kc, vc, slots.cuda(), "auto", scale, scale)
+    assert torch.equal(kc.cpu(), expected_k) and torch.equal(vc.cpu(), expected_v)
+
+
+@pytest.mark.parametrize("kind", sorted(GATED))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_act_and_mul_cuda_element_path(kind, dtype):
+    """Widths and views the 16-byte path cannot take: odd width, and rows
+    starting one element off alignment."""
+    x = torch.randn(5, 2 * 1001, dtype=dtype, device="cuda") * 4
+    out = torch.full((5, 1001), float("nan"), dtype=dtype, device="cuda")
+    GATED[kind](out, x)
+    torch.testing.assert_close(out.cpu(), act_and_mul_ref(kind, x.cpu()), **TOL[dtype])
+    base = torch.randn(5, 2 * 64 + 1, dtype=dtype, device="cuda") * 4
+    shifted = base[:, 1:]
+    out = torch.full((5, 64), float("nan"), dtype=dtype, device="cuda")
+    GATED[kind](out, shifted)
+    torch.testing.assert_close(out.cpu(), act_and_mul_ref(kind, shifted.cpu()), **TOL[dtype])

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One pass on a lent GPU machine (see bench/RESULTS.md): build the CUDA
+# extension against that machine's torch, run the GPU tests, then the GPU
+# kernel benchmarks. Logs and the benchmark table go to $OUT.
+#   bash bench/gpu/device_check.sh [--no-triton-tests]
+set -uo pipefail
+OUT=${OUT:-/tmp/device-out}
+mkdir -p "$OUT"
+t0=$(date +%s)
+since() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader
+python3 -c 'import sys, torch, triton; print(sys.version.split()[0], torch.__version__, torch.version.cuda, "triton", triton.__version__)'
+nvcc --version | tail -1
+
+since "CUDA build (sm_90a)"
+rm -rf /tmp/whl /tmp/site
+if VLLM_TARGET_DEVICE=cuda TORCH_CUDA_ARCH_LIST="9.0a" MAX_JOBS=16 \
+   python3 -m pip wheel -q --no-build-isolation --no-deps -w /tmp/whl . >"$OUT/build.log" 2>&1; then
+  mkdir -p /tmp/site && (cd /tmp/site && python3 -m zipfile -e /tmp/whl/vllm-*.whl .)
+  export PYTHONPATH=/tmp/site
+  since "built"
+  python3 -c 'import vllm; print(vllm.__version__, vllm.build_info())'
+  since "CUDA kernel tests"
+  python3 -m pytest -q -m cuda -p no:cacheprovider tests/kernels/test_ops_cuda.py \
+    tests/kernels/test_layernorm_cuda.py tests/kernels/test_attention_cuda.py \
+    >"$OUT/pytest_cuda.log" 2>&1
+  tail -n 40 "$OUT/pytest_cuda.log"
+else
+  tail -n 60 "$OUT/build.log"
+  export PYTHONPATH=$PWD/python   # the Triton kernel needs no compiled vllm
+fi
+
+if [ "${1:-}" != --no-triton-tests ]; then
+  since "Triton decode kernel compiled for the GPU"
+  python3 -m pytest -q -p no:cacheprovider tests/kernels/test_triton_attention_cuda.py \
+    >"$OUT/pytest_triton.log" 2>&1
+  tail -n 25 "$OUT/pytest_triton.log"
+fi
+
+if [ "$PYTHONPATH" = /tmp/site ]; then
+  since "GPU kernel benchmarks"
+  timeout 180 python3 bench/kernels/cuda_bench.py --out "$OUT/cuda_bench.md"
+fi
+since "done"
