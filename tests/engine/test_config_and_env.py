@@ -17,6 +17,8 @@ from vllm.config import CacheConfig
 from vllm.transformers_utils.model_resolver import (ModelNotFoundError, default_model_path,
                                                    resolve_model)
 
+from tests.utils import clean_env
+
 
 def test_default_model_is_the_embedded_gguf():
     resolved = resolve_model(None)
@@ -72,6 +74,43 @@ def test_attention_backend_choice(monkeypatch):
     monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "NOPE")
     with pytest.raises(ValueError, match="unknown attention backend 'NOPE'"):
         get_attn_backend()
+
+
+def test_triton_backend_needs_triton_interpreter_on_cpu(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "TRITON_ATTN")
+    with pytest.raises(ValueError, match="only under Triton's interpreter: set TRITON_INTERPRET=1"):
+        get_attn_backend()
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert get_attn_backend().name == "TRITON_ATTN"
+
+
+def test_triton_backend_gives_the_same_greedy_tokens():
+    """The engine with TRITON_ATTN (decode through the Triton kernel, run by
+    Triton's interpreter here) against the default backend, in a fresh
+    process: the interpreter must be on before triton is first imported."""
+    pytest.importorskip("triton")
+    code = (
+        "import os\n"
+        "from vllm import LLM, SamplingParams\n"
+        "params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)\n"
+        "prompts = ['The three largest cities in Japan are', 'def fibonacci(n):']\n"
+        "def run():\n"
+        "    llm = LLM(dtype='float32', max_model_len=256)\n"
+        "    name = llm.llm_engine.engine_core.worker.attn_backend.name\n"
+        "    outs = llm.generate(prompts, params, use_tqdm=False)\n"
+        "    return name, [o.outputs[0].token_ids for o in outs]\n"
+        "print('RESULT', run())\n"
+        "os.environ['VLLM_ATTENTION_BACKEND'] = 'TRITON_ATTN'\n"
+        "print('RESULT', run())\n")
+    env = clean_env(TRITON_INTERPRET="1", VLLM_CPU_KVCACHE_SPACE="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    default, triton = [line[len("RESULT "):] for line in out.stdout.splitlines()
+                       if line.startswith("RESULT ")]
+    assert default.startswith("('PAGED_ATTENTION'") and triton.startswith("('TRITON_ATTN'")
+    assert default.split("', ", 1)[1] == triton.split("', ", 1)[1]
 
 
 def test_torch_sdpa_backend_gives_the_same_greedy_tokens(monkeypatch, smollm_fp32):

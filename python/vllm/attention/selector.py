@@ -6,11 +6,12 @@ from __future__ import annotations
 from vllm import envs
 from vllm.attention.backends.paged import PagedAttentionBackend
 from vllm.attention.backends.torch_sdpa import TorchSDPABackend
+from vllm.attention.backends.triton_attn import TritonAttentionBackend, check_triton_usable
 
-_CPU_BACKENDS = {b.name: b for b in (PagedAttentionBackend, TorchSDPABackend)}
+_CPU_BACKENDS = {b.name: b for b in (PagedAttentionBackend, TorchSDPABackend,
+                                     TritonAttentionBackend)}
 # Known to vLLM users but not runnable by this CPU engine (GPU-only kernels).
-_GPU_ONLY = ("FLASH_ATTN", "FLASHINFER", "XFORMERS", "TRITON_ATTN", "ROCM_FLASH",
-             "TRITON_MLA", "FLASHMLA")
+_GPU_ONLY = ("FLASH_ATTN", "FLASHINFER", "XFORMERS", "ROCM_FLASH", "TRITON_MLA", "FLASHMLA")
 
 
 def get_attn_backend(name: str | None = None, device: str = "cpu"):
@@ -18,6 +19,8 @@ def get_attn_backend(name: str | None = None, device: str = "cpu"):
     if choice is None or choice == "":
         return PagedAttentionBackend
     key = choice.strip().upper()
+    if key == TritonAttentionBackend.name:
+        check_triton_usable(device)
     if key in _CPU_BACKENDS:
         return _CPU_BACKENDS[key]
     available = ", ".join(_CPU_BACKENDS)

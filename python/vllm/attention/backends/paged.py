@@ -16,20 +16,25 @@ _UNIT_SCALE = torch.tensor(1.0)
 class PagedAttentionBackend:
     name = "PAGED_ATTENTION"
 
-    @staticmethod
-    def forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+    @classmethod
+    def forward(cls, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 key_cache: torch.Tensor, value_cache: torch.Tensor,
                 md: AttentionMetadata, num_kv_heads: int, scale: float) -> torch.Tensor:
-        num_tokens, num_heads, head_size = query.shape
         ops.reshape_and_cache(key, value, key_cache, value_cache, md.slot_mapping, "auto",
                               _UNIT_SCALE, _UNIT_SCALE)
         out = torch.empty_like(query)
         if md.decode_only:
-            ops.paged_attention_v1(out, query, key_cache, value_cache, num_kv_heads, scale,
-                                   md.block_tables, md.seq_lens, md.block_size,
-                                   md.max_seq_len, None, "auto", _UNIT_SCALE, _UNIT_SCALE)
+            cls.decode(out, query, key_cache, value_cache, md, num_kv_heads, scale)
         else:
             ops.paged_attention_prefill(out, query, key_cache, value_cache, num_kv_heads,
                                         scale, md.block_tables, md.query_start_loc,
                                         md.seq_lens, None, "auto", _UNIT_SCALE, _UNIT_SCALE)
         return out
+
+    @staticmethod
+    def decode(out: torch.Tensor, query: torch.Tensor, key_cache: torch.Tensor,
+               value_cache: torch.Tensor, md: AttentionMetadata, num_kv_heads: int,
+               scale: float) -> None:
+        ops.paged_attention_v1(out, query, key_cache, value_cache, num_kv_heads, scale,
+                               md.block_tables, md.seq_lens, md.block_size, md.max_seq_len,
+                               None, "auto", _UNIT_SCALE, _UNIT_SCALE)
