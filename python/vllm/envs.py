@@ -295,6 +295,9 @@ _var("VLLM_TRACE_FUNCTION", _as_int, 0, INT,
      "1 writes a per-process function-call trace (slow).")
 _var("VLLM_ATTENTION_BACKEND", _str, None, "a backend name",
      "Attention backend to use instead of the default.")
+_var("TRITON_INTERPRET", _equals("1"), False, "1 = on",
+     "Triton's own switch (read by Triton at import): run Triton kernels in its "
+     "interpreter; the TRITON_ATTN backend needs it on CPU.")
 _var("VLLM_USE_FLASHINFER_SAMPLER", _bool_from_int, None, BOOL01,
      "Use flashinfer's sampler.")
 _var("VLLM_FLASHINFER_FORCE_TENSOR_CORES", _bool_from_int, False, BOOL01,

@@ -8,10 +8,9 @@ Triton compiles for GPUs; on CPU it runs only under its interpreter
 which is how the tests check it end to end."""
 from __future__ import annotations
 
-import os
-
 import torch
 
+from vllm import envs
 from vllm.attention.backends.metadata import AttentionMetadata
 from vllm.attention.backends.paged import PagedAttentionBackend
 
@@ -23,7 +22,7 @@ def check_triton_usable(device: str) -> None:
     except ImportError:
         raise ValueError("attention backend 'TRITON_ATTN' needs the triton package "
                          "(pip install triton)") from None
-    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    if device == "cpu" and not envs.TRITON_INTERPRET:
         raise ValueError("attention backend 'TRITON_ATTN' runs on CPU only under Triton's "
                          "interpreter: set TRITON_INTERPRET=1 (slow; for checking)")
 
