@@ -3,6 +3,7 @@ offline, KV-cache size, attention backend choice, thread binding, context
 length limits, load formats; each bad value is a clear error."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -91,7 +92,7 @@ def test_triton_backend_gives_the_same_greedy_tokens():
     process: the interpreter must be on before triton is first imported."""
     pytest.importorskip("triton")
     code = (
-        "import os\n"
+        "import json, os\n"
         "from vllm import LLM, SamplingParams\n"
         "params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)\n"
         "prompts = ['The three largest cities in Japan are', 'def fibonacci(n):']\n"
@@ -99,7 +100,7 @@ def test_triton_backend_gives_the_same_greedy_tokens():
         "    llm = LLM(dtype='float32', max_model_len=256)\n"
         "    name = llm.llm_engine.engine_core.worker.attn_backend.name\n"
         "    outs = llm.generate(prompts, params, use_tqdm=False)\n"
-        "    return name, [o.outputs[0].token_ids for o in outs]\n"
+        "    return json.dumps([name, [list(o.outputs[0].token_ids) for o in outs]])\n"
         "print('RESULT', run())\n"
         "os.environ['VLLM_ATTENTION_BACKEND'] = 'TRITON_ATTN'\n"
         "print('RESULT', run())\n")
@@ -107,10 +108,12 @@ def test_triton_backend_gives_the_same_greedy_tokens():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    default, triton = [line[len("RESULT "):] for line in out.stdout.splitlines()
-                       if line.startswith("RESULT ")]
-    assert default.startswith("('PAGED_ATTENTION'") and triton.startswith("('TRITON_ATTN'")
-    assert default.split("', ", 1)[1] == triton.split("', ", 1)[1]
+    (default, default_ids), (triton, triton_ids) = [
+        json.loads(line[len("RESULT "):]) for line in out.stdout.splitlines()
+        if line.startswith("RESULT ")]
+    assert (default, triton) == ("PAGED_ATTENTION", "TRITON_ATTN")
+    assert len(default_ids) == 2 and all(len(ids) == 12 for ids in default_ids)
+    assert triton_ids == default_ids
 
 
 def test_torch_sdpa_backend_gives_the_same_greedy_tokens(monkeypatch, smollm_fp32):

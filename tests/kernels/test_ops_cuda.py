@@ -115,7 +115,7 @@ def test_opcheck_rotary_and_cache_cuda():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_reshape_and_cache_cuda_odd_head(dtype):
-    """Head size 80 (not a multiple of the 16-byte vector for fp32) and 1 token."""
+    """Head size 80 and a single token written into the middle of a block."""
     shapes = kv_cache_shapes(3, 16, 2, 80, "cuda")
     key_cache, value_cache = torch.randn(shapes.key).to(dtype), torch.randn(shapes.value).to(dtype)
     key, value = torch.randn(1, 2, 80).to(dtype), torch.randn(1, 2, 80).to(dtype)

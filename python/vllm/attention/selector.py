@@ -6,7 +6,7 @@ from __future__ import annotations
 from vllm import envs
 from vllm.attention.backends.paged import PagedAttentionBackend
 from vllm.attention.backends.torch_sdpa import TorchSDPABackend
-from vllm.attention.backends.triton_attn import TritonAttentionBackend, check_triton_usable
+from vllm.attention.backends.triton_attn import TritonAttentionBackend
 
 _CPU_BACKENDS = {b.name: b for b in (PagedAttentionBackend, TorchSDPABackend,
                                      TritonAttentionBackend)}
@@ -19,10 +19,10 @@ def get_attn_backend(name: str | None = None, device: str = "cpu"):
     if choice is None or choice == "":
         return PagedAttentionBackend
     key = choice.strip().upper()
-    if key == TritonAttentionBackend.name:
-        check_triton_usable(device)
     if key in _CPU_BACKENDS:
-        return _CPU_BACKENDS[key]
+        backend = _CPU_BACKENDS[key]
+        backend.check_usable(device)
+        return backend
     available = ", ".join(_CPU_BACKENDS)
     if key in _GPU_ONLY:
         raise ValueError(f"attention backend {choice!r} needs a GPU; on {device} choose "

@@ -16,6 +16,10 @@ _UNIT_SCALE = torch.tensor(1.0)
 class PagedAttentionBackend:
     name = "PAGED_ATTENTION"
 
+    @staticmethod
+    def check_usable(device: str) -> None:
+        """Raises a one-line ValueError when this backend cannot run on `device`."""
+
     @classmethod
     def forward(cls, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 key_cache: torch.Tensor, value_cache: torch.Tensor,

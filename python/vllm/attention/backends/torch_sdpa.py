@@ -14,6 +14,10 @@ class TorchSDPABackend:
     name = "TORCH_SDPA"
 
     @staticmethod
+    def check_usable(device: str) -> None:
+        """Plain PyTorch: runs wherever torch does."""
+
+    @staticmethod
     def forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 key_cache: torch.Tensor, value_cache: torch.Tensor,
                 md: AttentionMetadata, num_kv_heads: int, scale: float) -> torch.Tensor:

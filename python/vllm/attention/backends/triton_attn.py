@@ -15,20 +15,19 @@ from vllm.attention.backends.metadata import AttentionMetadata
 from vllm.attention.backends.paged import PagedAttentionBackend
 
 
-def check_triton_usable(device: str) -> None:
-    """A one-line error when this backend cannot run on `device`."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        raise ValueError("attention backend 'TRITON_ATTN' needs the triton package "
-                         "(pip install triton)") from None
-    if device == "cpu" and not envs.TRITON_INTERPRET:
-        raise ValueError("attention backend 'TRITON_ATTN' runs on CPU only under Triton's "
-                         "interpreter: set TRITON_INTERPRET=1 (slow; for checking)")
-
-
 class TritonAttentionBackend(PagedAttentionBackend):
     name = "TRITON_ATTN"
+
+    @staticmethod
+    def check_usable(device: str) -> None:
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            raise ValueError("attention backend 'TRITON_ATTN' needs the triton package "
+                             "(pip install triton)") from None
+        if device == "cpu" and not envs.TRITON_INTERPRET:
+            raise ValueError("attention backend 'TRITON_ATTN' runs on CPU only under Triton's "
+                             "interpreter: set TRITON_INTERPRET=1 (slow; for checking)")
 
     @staticmethod
     def decode(out: torch.Tensor, query: torch.Tensor, key_cache: torch.Tensor,
