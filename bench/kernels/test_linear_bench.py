@@ -1,9 +1,13 @@
 """Linear's paths (packed_linear on our pair-packed weight, small_m_linear,
 oneDNN on its packed weight) vs torch's F.linear on SmolLM2-135M's shapes
-(bf16).
+(bf16), and vs torch's fp32 F.linear (what an AVX2 user runs instead).
 
     python -m pytest bench/kernels/test_linear_bench.py --benchmark-only \
         --benchmark-group-by=param:shape,param:threads
+
+packed_linear runs the active kernel variant's micro-kernel: AVX512-BF16 on
+such CPUs; prefix VLLM_CPU_ISA=avx2 for the AVX2 one (bf16 widened to fp32
+FMAs), whose yardstick is the fp32 FMA peak (bench/kernels/fma_peak.py).
 
 test_linear reuses one weight (hot in cache for all but the LM head);
 test_linear_streamed cycles through copies of it worth 300 MB, so every call
@@ -32,10 +36,11 @@ SHAPES = [(1, 960, 576), (1, 3072, 576), (1, 576, 1536), (1, 576, 576), (1, 4915
 
 
 # pairs: packed_linear on the pair-packed weight (Linear's path for bf16 on
-# AVX512-BF16 CPUs); vllm: small_m_linear (elsewhere, up to 3 rows); packed:
-# oneDNN on the weight packed once at load (elsewhere, above 3 rows); torch:
-# F.linear, which re-lays the weight out for oneDNN on every call.
-IMPLS = ["pairs", "vllm", "packed", "torch"]
+# AVX512-BF16 and AVX2 CPUs); vllm: small_m_linear (scalar variant, up to 3
+# rows); packed: oneDNN on the weight packed once at load (scalar, above 3
+# rows); torch: F.linear, which re-lays the weight out for oneDNN on every
+# call; torch-fp32: F.linear on fp32 copies (dtype=float32's path).
+IMPLS = ["pairs", "vllm", "packed", "torch", "torch-fp32"]
 
 
 def _call(impl, x, w):
@@ -43,9 +48,12 @@ def _call(impl, x, w):
     from vllm.model_executor.layers.linear import (apply_linear, pack_weight_for_onednn,
                                                    pack_weight_pairs)
     m, n = x.shape[0], w.shape[0]
+    if impl == "torch-fp32":
+        xf, wf = x.float(), w.float()
+        return lambda: F.linear(xf, wf)
     if impl == "pairs":
         if not ops.packed_linear_available():
-            return "packed_linear needs AVX512-BF16"
+            return "packed_linear needs the AVX512-BF16 or AVX2 kernel variant"
         packed, out = pack_weight_pairs(w), torch.empty(m, n, dtype=torch.bfloat16)
         return lambda: ops.packed_linear(out, x, packed, None)
     if impl == "vllm":
@@ -70,7 +78,7 @@ def test_linear(benchmark, threads, shape, impl):
     call = _call(impl, x, w)
     if isinstance(call, str):
         pytest.skip(call)
-    benchmark.extra_info["bytes"] = w.numel() * 2
+    benchmark.extra_info["bytes"] = w.numel() * (4 if impl == "torch-fp32" else 2)
     benchmark.extra_info["GFLOP"] = 2 * m * n * k / 1e9
     benchmark(call)
 
@@ -98,7 +106,7 @@ def test_linear_streamed(benchmark, shape, impl):
         calls[state["i"]]()
         state["i"] = (state["i"] + 1) % copies
 
-    benchmark.extra_info["bytes"] = n * k * 2
+    benchmark.extra_info["bytes"] = n * k * (4 if impl == "torch-fp32" else 2)
     benchmark.extra_info["GFLOP"] = 2 * m * n * k / 1e9
     benchmark(next_copy)
 
@@ -113,7 +121,7 @@ GATED_ROWS = [1, 64, 512, 2048]
 @pytest.mark.parametrize("rows", GATED_ROWS)
 def test_gate_up_silu_streamed(benchmark, rows, impl):
     if not ops.packed_linear_available():
-        pytest.skip("needs packed_linear (AVX512-BF16)")
+        pytest.skip("needs packed_linear (AVX512-BF16 or AVX2 variant)")
     d, k = 1536, 576
     x = torch.randn(rows, k).to(torch.bfloat16)
     gate_up = torch.empty(rows, 2 * d, dtype=torch.bfloat16)

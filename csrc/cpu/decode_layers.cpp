@@ -56,7 +56,7 @@ at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& packed,
 
 // x W^T + b by the path Python's apply_linear takes for the same rows (so
 // both paths give the same bits): packed_linear on a weight packed in our
-// pair layout (bf16, AVX512-BF16 variant active); else the small-row kernel
+// pair layout (bf16, AVX512-BF16 or AVX2 variant active); else the small-row kernel
 // up to `small_m_max_rows`, oneDNN on its packed weight, at::linear. (A
 // gate/up weight's interleaved 5-D copy goes to packed_linear_gated instead,
 // fused_gate_up; both paths take it whenever packed_linear exists.)

@@ -12,7 +12,8 @@ void rotary_embedding(const RotaryArgs& args);
 void paged_attention(const PagedAttentionArgs& args);
 void small_m_linear(const LinearArgs& args);
 void argmax_rows(const ArgmaxArgs& args);
-#if defined(VLLM_ISA_AVX512) && defined(__AVX512BF16__)
+// packed_linear.cpp: vdpbf16ps on AVX512-BF16, fp32 FMAs on AVX2
+#if (defined(VLLM_ISA_AVX512) && defined(__AVX512BF16__)) || defined(VLLM_ISA_AVX2)
 void packed_linear(const LinearArgs& args);
 void packed_linear_gated(const LinearArgs& args, Activation kind);
 #define VLLM_PACKED_LINEAR &packed_linear

@@ -122,7 +122,8 @@ struct KernelTable {
   void (*small_m_linear)(const LinearArgs&);
   void (*argmax_rows)(const ArgmaxArgs&);
   // bf16 x W^T (+ b) on a weight packed as kPackedLinearPanel describes
-  // (LinearArgs.weight); null in variants without AVX512-BF16.
+  // (LinearArgs.weight); AVX512-BF16 and AVX2 variants (null in scalar, and
+  // in AVX-512 builds whose compiler lacks BF16).
   void (*packed_linear)(const LinearArgs&);
   // out = act(x W_gate^T + b_gate) * (x W_up^T + b_up): LinearArgs.n is 2d
   // (d a multiple of kPackedLinearPanel), .weight W_gate's and W_up's panels

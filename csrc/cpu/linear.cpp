@@ -1,6 +1,6 @@
 // y = x W^T (+ b) for a few rows of x (decode batches): a streaming
 // matrix-vector kernel on the plain [n, k] weight. Linear layers use it for
-// fp16, and for bf16 where packed_linear (AVX512-BF16) is unavailable.
+// fp16, and for bf16 where packed_linear (AVX512-BF16, AVX2) is unavailable.
 // torch's bf16 path for these shapes reads the weights
 // at a fraction of the memory bandwidth; here each thread streams its own
 // contiguous block of weight rows once, four rows at a time, and applies

@@ -1,5 +1,5 @@
 // CPU-only ops, defined in the CPU build only: packed_linear, behind bf16
-// Linear layers on AVX512-BF16 CPUs at every row count, and its gated twin
+// Linear layers on AVX512-BF16 and AVX2 CPUs at every row count, and its gated twin
 // behind the gated MLPs' gate/up projection (csrc/cpu/packed_linear.cpp);
 // small_m_linear, behind them elsewhere for decode-sized batches
 // (csrc/cpu/linear.cpp; GPUs use their GEMM libraries for these shapes); and
@@ -80,12 +80,12 @@ void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& 
 
 // out = input W^T (+ bias), bf16, with W packed as kPackedLinearPanel
 // describes (vllm.model_executor.layers.linear.pack_weight_pairs); n is
-// out's width. Needs the AVX512-BF16 kernel variant.
+// out's width. Needs the AVX512-BF16 or AVX2 kernel variant.
 void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
                    const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "packed_linear";
   TORCH_CHECK(cpu::active_kernels().packed_linear != nullptr, op,
-              ": needs the AVX512-BF16 CPU kernels; the active variant is ",
+              ": needs the AVX512-BF16 or AVX2 CPU kernels; the active variant is ",
               cpu::active_kernels().isa);
   TORCH_CHECK(out.dim() == 2, op, ": out must be [m, n], got ", out.sizes());
   const cpu::LinearArgs args = packed_linear_args(out, input, packed, bias, out.size(1), op);
@@ -104,7 +104,7 @@ void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Ten
   constexpr const char* op = "packed_linear_gated";
   constexpr int64_t panel = cpu::kPackedLinearPanel;
   TORCH_CHECK(cpu::active_kernels().packed_linear_gated != nullptr, op,
-              ": needs the AVX512-BF16 CPU kernels; the active variant is ",
+              ": needs the AVX512-BF16 or AVX2 CPU kernels; the active variant is ",
               cpu::active_kernels().isa);
   const cpu::Activation kind = gated_activation(activation, op);
   TORCH_CHECK(out.dim() == 2, op, ": out must be [m, d], got ", out.sizes());
@@ -143,7 +143,7 @@ TORCH_LIBRARY_FRAGMENT(_C, ops) {
   // out[r] = argmax of logits[r] (first maximum; first NaN if any), int64.
   ops.def("greedy_argmax(Tensor! out, Tensor logits) -> ()");
   // bf16 out = input W^T (+ bias) on a weight packed in 48-column panels of
-  // (k, k+1) pairs (AVX512-BF16 CPUs).
+  // (k, k+1) pairs (AVX512-BF16 and AVX2 CPUs).
   ops.def("packed_linear(Tensor! out, Tensor input, Tensor packed, Tensor? bias) -> ()");
   // bf16 out = act(input W_gate^T) * (input W_up^T) on W_gate's and W_up's
   // panels packed as for packed_linear, interleaved: a gated MLP's gate/up

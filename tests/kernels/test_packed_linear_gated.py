@@ -1,5 +1,6 @@
 """packed_linear_gated (a gated MLP's gate/up projection and its activation
-in one pass, AVX512-BF16) against an independent float64/torch reference
+in one pass; AVX512-BF16 and AVX2 kernels, each test on every variant this
+CPU runs) against an independent float64/torch reference
 with fresh random inputs and NaN-poisoned outputs, and bit for bit against
 the two ops it replaces (packed_linear, then the *_and_mul kernel); row
 counts around the 8-row micro-kernel and the 128-row chunk, bias, strided
@@ -15,8 +16,11 @@ from vllm import _custom_ops as ops
 from vllm.model_executor.layers import linear
 from vllm.model_executor.layers.activation import ActAndMul, gate_up_activation
 
-pytestmark = pytest.mark.skipif(not ops.packed_linear_available(),
-                                reason="needs a CPU build on a CPU with AVX512-BF16")
+from tests.kernels.isa import active_isa, packed_isa, without_packed_linear  # noqa: F401
+
+# every test runs once per kernel variant with packed_linear (the fixture skips
+# where there is none)
+pytestmark = pytest.mark.usefixtures("packed_isa")
 
 TORCH_ACT = {"silu": F.silu, "gelu": F.gelu,
              "gelu_pytorch_tanh": lambda t: F.gelu(t, approximate="tanh")}
@@ -54,7 +58,7 @@ def two_ops(x, w, b, act, d):
     return out
 
 
-@pytest.mark.parametrize("m", [1, 3, 8, 9, 64, 130, 300])
+@pytest.mark.parametrize("m", [1, 3, 6, 8, 9, 64, 65, 130, 300])
 @pytest.mark.parametrize("d, k", [(48, 64), (96, 34), (1536, 576), (240, 130)])
 @pytest.mark.parametrize("act", ["silu", "gelu", "gelu_pytorch_tanh"])
 @pytest.mark.parametrize("bias", [False, True])
@@ -125,16 +129,16 @@ def test_mlp_uses_it_and_falls_back_without_it(act, bias):
         fused = gate_up_activation(x, layer, act_mod)
         assert torch.equal(fused, gated(x, layer.packed_weight, layer.bias, act, inter))
         assert torch.equal(fused, two_ops(x, layer.weight, layer.bias, act, inter))
-    ops._C.set_cpu_isa("avx2")  # a variant without it: projection, then the activation
-    try:
+    plain_isa = without_packed_linear()
+    if plain_isa is None:
+        return
+    with active_isa(plain_isa):  # a variant without it (scalar): projection, then the activation
         for x in xs:
             torch.testing.assert_close(gate_up_activation(x, layer, act_mod),
                                        reference(x, layer.weight, layer.bias, act),
                                        rtol=3e-2, atol=3e-2)
-        with pytest.raises(RuntimeError, match="needs the AVX512-BF16 CPU kernels"):
+        with pytest.raises(RuntimeError, match="needs the AVX512-BF16 or AVX2 CPU kernels"):
             gated(xs[0], layer.packed_weight, None, act, inter)
-    finally:
-        ops._C.set_cpu_isa("auto")
 
 
 def test_width_not_a_multiple_of_the_panel_falls_back():

@@ -55,7 +55,10 @@ def test_engine_start_sends_and_records_one_anonymous_record(tracked, monkeypatc
     record = received[0]
     assert record["source"] == "ci-test" and record["context"] == "LLM_CLASS"
     assert record["model_architecture"] == "LlamaForCausalLM"
-    assert record["max_model_len"] == 64 and record["dtype"] == "bfloat16"
+    # the record carries what dtype="auto" chose for this CPU's kernel variant
+    from vllm.config import auto_dtype
+    expected_dtype = str(auto_dtype(None)[0]).replace("torch.", "")
+    assert record["max_model_len"] == 64 and record["dtype"] == expected_dtype
     # nothing that names the model file, its folder or the user
     from vllm.transformers_utils.model_resolver import default_model_path
     values = [str(v) for v in record.values()]

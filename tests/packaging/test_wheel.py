@@ -42,11 +42,19 @@ def ninja_intervals(build_dir: Path) -> list[tuple[int, int]]:
     return [(int(r.split("\t")[0]), int(r.split("\t")[1])) for r in rows if r.strip()]
 
 
-def test_max_jobs_1_builds_one_job_at_a_time_verbose(tmp_path):
-    build = tmp_path / "build"
-    proc = pip_wheel(tmp_path / "dist", build, VLLM_TARGET_DEVICE="cpu", MAX_JOBS="1",
-                     VERBOSE="1")
+@pytest.fixture(scope="module")
+def serial_verbose_build(tmp_path_factory):
+    """One full build with MAX_JOBS=1 VERBOSE=1 (about 3 minutes on 2 cores),
+    shared by the tests of the job cap and of both verbosities."""
+    tmp = tmp_path_factory.mktemp("serial")
+    build = tmp / "build"
+    proc = pip_wheel(tmp / "dist", build, VLLM_TARGET_DEVICE="cpu", MAX_JOBS="1", VERBOSE="1")
     assert proc.returncode == 0, proc.stdout[-5000:]
+    return tmp, build, proc
+
+
+def test_max_jobs_1_builds_one_job_at_a_time_verbose(serial_verbose_build):
+    _, build, proc = serial_verbose_build
     spans = sorted(ninja_intervals(build))
     assert len(spans) >= 8
     overlaps = [(a, b) for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
@@ -56,12 +64,17 @@ def test_max_jobs_1_builds_one_job_at_a_time_verbose(tmp_path):
     assert "-mavx512f" in log and "-mavx2" in log
 
 
-def test_verbose_0_keeps_command_lines_out(tmp_path):
-    proc = pip_wheel(tmp_path / "dist", tmp_path / "build", VLLM_TARGET_DEVICE="cpu",
-                     VERBOSE="0")
+def test_verbose_0_keeps_command_lines_out(serial_verbose_build):
+    # The same build folder with one AVX-512 object removed: a VERBOSE=0
+    # build compiles it again and names it, without its command line.
+    tmp, build, _ = serial_verbose_build
+    objects = list(build.glob("CMakeFiles/vllm_cpu_avx512.dir/csrc/cpu/*.o"))
+    assert objects, "no AVX-512 kernel objects in the build folder"
+    objects[0].unlink()
+    proc = pip_wheel(tmp / "dist0", build, VLLM_TARGET_DEVICE="cpu", VERBOSE="0")
     assert proc.returncode == 0, proc.stdout[-5000:]
     log = proc.stdout
-    assert "Building CXX object" in log
+    assert "Building CXX object" in log and objects[0].name in log
     assert "-mavx512f" not in log
 
 

@@ -38,11 +38,16 @@ class EngineArgs:
     served_model_name: str | None = None
     device: str = "cpu"
     trust_remote_code: bool = False  # accepted for compatibility; no remote code runs
+    # "auto": the model's recommended sampling defaults
+    # (generation_config.json, GGUF metadata, or for the embedded model its
+    # model card's); "vllm": none; a folder: its generation_config.json
+    generation_config: str = "auto"
 
     def create_engine_config(self, usage_context: UsageContext = UsageContext.ENGINE_CONTEXT
                              ) -> tuple[VllmConfig, object]:
         import torch
 
+        from vllm.transformers_utils.generation_defaults import default_sampling
         from vllm.transformers_utils.model_resolver import resolve_model
         from vllm.transformers_utils.tokenizer import get_tokenizer
 
@@ -64,7 +69,9 @@ class EngineArgs:
             model=self.model or "", path=resolved.path, is_gguf=resolved.is_gguf,
             hf_config=hf_config, dtype=dtype, max_model_len=max_model_len,
             load_format=self.load_format, seed=self.seed, tokenizer=self.tokenizer,
-            served_model_name=self.served_model_name or resolved.name)
+            served_model_name=self.served_model_name or resolved.name,
+            default_sampling=default_sampling(self.generation_config, resolved.path,
+                                              resolved.is_gguf, not self.model))
         cache_config = CacheConfig(block_size=self.block_size,
                                    cache_space_bytes=CacheConfig.space_from_env(),
                                    enable_prefix_caching=self.enable_prefix_caching,

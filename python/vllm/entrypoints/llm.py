@@ -44,6 +44,11 @@ class LLM:
         """Stop it; returns the path of the Chrome trace written."""
         return self.llm_engine.engine_core.stop_profile()
 
+    def get_default_sampling_params(self) -> SamplingParams:
+        """SamplingParams with the model's recommended defaults (see
+        ModelConfig.default_sampling), what generate/chat use when given none."""
+        return SamplingParams(**self.llm_engine.model_config.default_sampling)
+
     def generate(self, prompts: PromptType | Sequence[PromptType] | None = None,
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
                  use_tqdm: bool = True, *, prompt_token_ids: list[list[int]] | None = None
@@ -61,7 +66,7 @@ class LLM:
             prompts = [prompts]
         prompts = list(prompts)
         if sampling_params is None:
-            sampling_params = SamplingParams()
+            sampling_params = self.get_default_sampling_params()
         if isinstance(sampling_params, SamplingParams):
             params_list = [sampling_params] * len(prompts)
         else:

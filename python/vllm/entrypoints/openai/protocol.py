@@ -43,15 +43,22 @@ class _SamplingFields(OpenAIBaseModel):
     truncate_prompt_tokens: Optional[int] = Field(default=None, ge=1)
 
     def _sampling_params(self, max_tokens: Optional[int], logprobs: Optional[int],
-                         prompt_logprobs: Optional[int] = None) -> SamplingParams:
+                         prompt_logprobs: Optional[int] = None,
+                         defaults: Optional[dict] = None) -> SamplingParams:
+        """`defaults`: the model's recommended values (ModelConfig.
+        default_sampling) for the fields this request leaves unset."""
+        defaults = defaults or {}
+
+        def pick(value, name, fallback):
+            return value if value is not None else defaults.get(name, fallback)
+
         return SamplingParams(
-            n=self.n, temperature=1.0 if self.temperature is None else self.temperature,
-            top_p=1.0 if self.top_p is None else self.top_p,
-            top_k=-1 if self.top_k is None else self.top_k,
-            min_p=0.0 if self.min_p is None else self.min_p,
+            n=self.n, temperature=pick(self.temperature, "temperature", 1.0),
+            top_p=pick(self.top_p, "top_p", 1.0), top_k=pick(self.top_k, "top_k", -1),
+            min_p=pick(self.min_p, "min_p", 0.0),
             presence_penalty=self.presence_penalty or 0.0,
             frequency_penalty=self.frequency_penalty or 0.0,
-            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            repetition_penalty=pick(self.repetition_penalty, "repetition_penalty", 1.0),
             seed=self.seed, stop=self.stop, stop_token_ids=self.stop_token_ids,
             ignore_eos=self.ignore_eos, max_tokens=max_tokens, min_tokens=self.min_tokens,
             logprobs=logprobs, prompt_logprobs=prompt_logprobs,
@@ -69,10 +76,11 @@ class CompletionRequest(_SamplingFields):
     best_of: Optional[int] = None
     suffix: Optional[str] = None
 
-    def to_sampling_params(self, default_max_tokens: int) -> SamplingParams:
+    def to_sampling_params(self, default_max_tokens: int,
+                           defaults: Optional[dict] = None) -> SamplingParams:
         max_tokens = self.max_tokens if self.max_tokens is not None else default_max_tokens
         prompt_logprobs = self.logprobs if self.echo and self.logprobs is not None else None
-        return self._sampling_params(max_tokens, self.logprobs, prompt_logprobs)
+        return self._sampling_params(max_tokens, self.logprobs, prompt_logprobs, defaults)
 
 
 class ChatMessage(OpenAIBaseModel):
@@ -92,10 +100,13 @@ class ChatCompletionRequest(_SamplingFields):
     echo: bool = False
     chat_template: Optional[str] = None
 
-    def to_sampling_params(self, default_max_tokens: int) -> SamplingParams:
-        max_tokens = self.max_completion_tokens or self.max_tokens or default_max_tokens
+    def to_sampling_params(self, default_max_tokens: int,
+                           defaults: Optional[dict] = None) -> SamplingParams:
+        max_tokens = self.max_completion_tokens or self.max_tokens
+        if max_tokens is None:  # the room left, capped by the model's max_new_tokens
+            max_tokens = min(default_max_tokens, (defaults or {}).get("max_tokens", default_max_tokens))
         logprobs = (self.top_logprobs or 0) if self.logprobs else None
-        return self._sampling_params(max_tokens, logprobs)
+        return self._sampling_params(max_tokens, logprobs, defaults=defaults)
 
     def plain_messages(self) -> list[dict[str, Any]]:
         """Messages for the chat template; text parts of list contents joined."""

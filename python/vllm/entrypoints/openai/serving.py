@@ -72,6 +72,7 @@ class OpenAIServing:
         self.chat_template = chat_template
         self.tokenizer = engine.get_tokenizer()
         self.max_model_len = engine.model_config.max_model_len
+        self.default_sampling = engine.model_config.default_sampling
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model not in self.served_model_names:
@@ -121,7 +122,8 @@ class OpenAIServing:
         prompts = self._completion_prompts(request)
         for p in prompts:
             self._check_budget(len(p["prompt_token_ids"]), request.max_tokens)
-        params = [request.to_sampling_params(self._max_tokens_left(len(p["prompt_token_ids"])))
+        params = [request.to_sampling_params(self._max_tokens_left(len(p["prompt_token_ids"])),
+                                             self.default_sampling)
                   for p in prompts]
         request_id = f"cmpl-{uuid.uuid4().hex}"
         model = request.model or self.served_model_names[0]
@@ -234,7 +236,8 @@ class OpenAIServing:
         prompt = self._chat_prompt(request)
         prompt_len = len(prompt["prompt_token_ids"])
         self._check_budget(prompt_len, request.max_completion_tokens or request.max_tokens)
-        params = request.to_sampling_params(self._max_tokens_left(prompt_len))
+        params = request.to_sampling_params(self._max_tokens_left(prompt_len),
+                                            self.default_sampling)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         model = request.model or self.served_model_names[0]
         created = int(time.time())

@@ -2,6 +2,7 @@
 stored fused, so one GEMM serves several projections."""
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -10,6 +11,8 @@ from torch import nn
 
 from vllm import _custom_ops as ops
 from vllm import hugepages
+
+logger = logging.getLogger(__name__)
 
 _HAS_SMALL_M = hasattr(torch.ops._C, "small_m_linear") if ops._C is not None else False
 # oneDNN bf16 GEMMs on a prepacked weight: needs torch built with oneDNN and
@@ -168,7 +171,25 @@ def pack_weight(weight: torch.Tensor, gate_up: bool = False) -> torch.Tensor | N
         return pack_gate_up_pairs(weight)
     if _pairs_apply(weight):
         return pack_weight_pairs(weight)
-    return pack_weight_for_onednn(weight)
+    packed = pack_weight_for_onednn(weight)
+    if packed is None and weight.dtype in (torch.bfloat16, torch.float16):
+        _warn_torch_gemm(weight.dtype)
+    return packed
+
+
+_warned_torch_gemm: set[torch.dtype] = set()
+
+
+def _warn_torch_gemm(dtype: torch.dtype) -> None:
+    """Says once per dtype that batched 16-bit GEMMs fall back to torch."""
+    if dtype in _warned_torch_gemm:
+        return
+    _warned_torch_gemm.add(dtype)
+    logger.warning(
+        "%s linear layers above %d rows run on torch's F.linear: the active CPU kernel "
+        "variant (%s) has no packed %s GEMM, and torch's can be 100x slower than fp32 here; "
+        "dtype=auto picks the fast one", str(dtype).replace("torch.", ""), SMALL_M_MAX_ROWS,
+        ops.cpu_isa(), str(dtype).replace("torch.", ""))
 
 
 def pack_weights_in_call_order(weights: list[torch.Tensor],
