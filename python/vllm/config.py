@@ -18,12 +18,13 @@ LOAD_FORMATS = ("auto", "safetensors", "pt", "gguf", "dummy")
 _GIB = 1 << 30
 
 
-def auto_dtype(config_dtype: torch.dtype | None) -> tuple[torch.dtype, str]:
+def auto_dtype() -> tuple[torch.dtype, str]:
     """What dtype="auto" means on this CPU, and why (for the log).
 
     It follows the active CPU kernel variant (`VLLM_CPU_ISA` forces one, so
-    a forced AVX2 run picks what a real AVX2 CPU would), the same way for
-    GGUF files (no dtype of their own) and safetensors checkpoints: bf16
+    a forced AVX2 run picks what a real AVX2 CPU would), whatever the
+    checkpoint's own dtype, so GGUF files (none of their own) and
+    safetensors checkpoints get the same: bf16
     wherever our packed bf16 GEMM runs (AVX512-BF16: native dot products;
     AVX2: bf16 weights widened to fp32 in registers), since it streams half
     the bytes of fp32 at the same FMA rate (AVX2, SmolLM2: 64 x 128 output
@@ -47,7 +48,7 @@ def resolve_dtype(dtype: str | torch.dtype, config_dtype: torch.dtype | None) ->
     if isinstance(dtype, torch.dtype):
         resolved = dtype
     elif dtype == "auto":
-        resolved, why = auto_dtype(config_dtype)
+        resolved, why = auto_dtype()
         logger.info("dtype auto -> %s (checkpoint: %s): %s", str(resolved).replace("torch.", ""),
                     str(config_dtype).replace("torch.", "") if config_dtype else "no dtype", why)
         return resolved

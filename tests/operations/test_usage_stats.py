@@ -57,7 +57,7 @@ def test_engine_start_sends_and_records_one_anonymous_record(tracked, monkeypatc
     assert record["model_architecture"] == "LlamaForCausalLM"
     # the record carries what dtype="auto" chose for this CPU's kernel variant
     from vllm.config import auto_dtype
-    expected_dtype = str(auto_dtype(None)[0]).replace("torch.", "")
+    expected_dtype = str(auto_dtype()[0]).replace("torch.", "")
     assert record["max_model_len"] == 64 and record["dtype"] == expected_dtype
     # nothing that names the model file, its folder or the user
     from vllm.transformers_utils.model_resolver import default_model_path
