@@ -78,7 +78,7 @@ struct KernelInput {
   int64_t stride;
 };
 KernelInput kernel_input(const LinearArgs& a, float* scratch) {
-  if constexpr (sizeof(Input) == sizeof(bf16_t)) {
+  if constexpr (!PanelKernel::kWidensInput) {
     return {static_cast<const Input*>(a.input), a.input_row_stride};
   } else {
     const bf16_t* x = static_cast<const bf16_t*>(a.input);
@@ -101,7 +101,7 @@ KernelInput kernel_input(const LinearArgs& a, float* scratch) {
 struct InputScratch {
   float* data = nullptr;
   explicit InputScratch(const LinearArgs& a) {
-    if constexpr (sizeof(Input) != sizeof(bf16_t)) {
+    if constexpr (PanelKernel::kWidensInput) {
       data = static_cast<float*>(std::malloc(sizeof(float) * a.m * a.k));
     }
   }

@@ -25,6 +25,7 @@ namespace {
 
 struct PanelKernel {
   using Input = float;  // the driver widens x's bf16 rows first
+  static constexpr bool kWidensInput = true;
   static constexpr int kBlockRows = 6;
 
   // acc[r][v] += x[r] . columns [8v, 8v + 8) of a sub-panel over k pair kp,

@@ -15,6 +15,7 @@ namespace {
 struct PanelKernel {
   // x as the caller passed it: bf16 rows.
   using Input = bf16_t;
+  static constexpr bool kWidensInput = false;
   static constexpr int kBlockRows = 8;
   static constexpr int kVecs = int(kPackedLinearPanel) / 16;  // 16-column vectors per panel
 

@@ -43,9 +43,9 @@ def _from_json(path: str) -> dict:
 
 
 def _from_gguf(path: str) -> dict:
-    from vllm.transformers_utils.gguf_file import _reader
+    from vllm.transformers_utils.gguf_file import gguf_metadata
 
-    fields = _reader(path).fields
+    fields = gguf_metadata(path)
     return {field: fields[key] for key, field in _GGUF_KEYS.items() if key in fields}
 
 

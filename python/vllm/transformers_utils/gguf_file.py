@@ -48,6 +48,11 @@ def _reader(path: str) -> GGUFFile:
     return GGUFFile(path)
 
 
+def gguf_metadata(path: str) -> dict[str, object]:
+    """The file's key/value metadata (general.*, <arch>.*, tokenizer.*)."""
+    return _reader(path).fields
+
+
 def gguf_architecture(path: str) -> str:
     arch = _reader(path).get("general.architecture")
     if arch not in _ARCHITECTURES:
