@@ -65,6 +65,6 @@ vllm_cuda_objects(vllm_cuda_core_kernels ARCHS ${_all_archs}
 
 vllm_add_extension(_C
   SOURCES csrc/core/module_init.cpp csrc/torch_bindings.cpp csrc/cuda/torch_bindings_cuda.cpp
-          csrc/cuda/attention_bindings_cuda.cpp
+          csrc/cuda/attention_bindings_cuda.cpp csrc/moe/torch_bindings_moe.cpp
   OBJECTS ${VLLM_CUDA_OBJECT_LIBS})
 vllm_write_build_info(MODULES _C CUDA_ARCHS ${VLLM_CUDA_ARCHS})

@@ -214,6 +214,23 @@ def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
         output_rows, output_query_start_loc)
 
 
+# ---------------------------------------------------------------- MoE routing
+def topk_softmax(topk_weights: torch.Tensor, topk_ids: torch.Tensor,
+                 token_expert_indices: torch.Tensor, gating_output: torch.Tensor) -> None:
+    torch.ops._moe_C.topk_softmax(topk_weights, topk_ids, token_expert_indices, gating_output)
+
+
+def moe_align_block_size(topk_ids: torch.Tensor, num_experts: int, block_size: int,
+                         sorted_token_ids: torch.Tensor, experts_ids: torch.Tensor,
+                         num_tokens_post_pad: torch.Tensor) -> None:
+    torch.ops._moe_C.moe_align_block_size(topk_ids, num_experts, block_size, sorted_token_ids,
+                                          experts_ids, num_tokens_post_pad)
+
+
+def moe_sum(input: torch.Tensor, output: torch.Tensor) -> None:
+    torch.ops._moe_C.moe_sum(input, output)
+
+
 # ---------------------------------------------------------------- CPU utils
 def init_cpu_threads_env(cpu_ids: list[int] | str) -> str:
     """Run one OpenMP thread per CPU, each bound to its CPU (CPU builds)."""
@@ -285,6 +302,9 @@ if _C is not None:
             output_rows = kwargs.get("output_rows", args[19] if len(args) > 19 else None)
             rows = hidden.shape[0] if output_rows is None else output_rows.shape[0]
             return hidden.new_empty(rows, hidden.shape[1]), hidden.new_empty(rows, hidden.shape[1])
+
+    for _name in ("topk_softmax", "moe_align_block_size", "moe_sum"):
+        torch.library.register_fake(f"_moe_C::{_name}")(_no_output_fake)
 
     @torch.library.register_fake("_C::rotary_embedding")
     def _rotary_embedding_fake(positions, query, key, head_size, cos_sin_cache,

@@ -6,6 +6,10 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "LlamaForCausalLM": ("vllm.model_executor.models.llama", "LlamaForCausalLM"),
     "MistralForCausalLM": ("vllm.model_executor.models.mistral", "MistralForCausalLM"),
     "Qwen2ForCausalLM": ("vllm.model_executor.models.qwen2", "Qwen2ForCausalLM"),
+    "MixtralForCausalLM": ("vllm.model_executor.models.mixtral", "MixtralForCausalLM"),
+    "Qwen2MoeForCausalLM": ("vllm.model_executor.models.qwen2_moe", "Qwen2MoeForCausalLM"),
+    "Qwen3MoeForCausalLM": ("vllm.model_executor.models.qwen3_moe", "Qwen3MoeForCausalLM"),
+    "OlmoeForCausalLM": ("vllm.model_executor.models.olmoe", "OlmoeForCausalLM"),
 }
 _CLASSES: dict[str, type] = {}
 

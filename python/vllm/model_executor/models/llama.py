@@ -11,6 +11,7 @@ from torch import nn
 from vllm.forward_context import get_attn_metadata_or_none
 from vllm.model_executor.layers.activation import ActAndMul, gate_up_activation
 from vllm.model_executor.layers.attention import Attention
+from vllm.model_executor.layers.fused_moe.layer import FusedMoE, load_expert_checkpoint_tensor
 from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.linear import (Linear, apply_linear, is_pair_packed,
                                                pack_weights_in_call_order,
@@ -46,16 +47,21 @@ class LlamaAttention(nn.Module):
         keys and values still go to the cache)."""
         qkv = self.qkv_proj(hidden)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q, k, v = self.normalize_qkv(q, k, v)
         q, k = self.rotary_emb(positions, q, k)
         if output_rows is not None:
             q = q[output_rows]
         return self.o_proj(self.attn(q, k, v, output_rows is not None))
 
+    def normalize_qkv(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Before rotary: nothing in Llama; q/k norms in Qwen3 and OLMoE."""
+        return q, k, v
+
 
 class LlamaMLP(nn.Module):
-    def __init__(self, config, dtype: torch.dtype) -> None:
+    def __init__(self, config, dtype: torch.dtype, intermediate_size: int | None = None) -> None:
         super().__init__()
-        inter = config.intermediate_size
+        inter = intermediate_size or config.intermediate_size
         self.gate_up_proj = Linear(config.hidden_size, {"gate": inter, "up": inter},
                                    bias=getattr(config, "mlp_bias", False), dtype=dtype,
                                    gate_up=True)
@@ -68,10 +74,15 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool) -> None:
+    attention_cls = LlamaAttention
+    # the feed-forward module's name (Mixtral's checkpoints say block_sparse_moe)
+    mlp_name = "mlp"
+
+    def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool,
+                 layer_idx: int = 0) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(config, dtype, backend, qkv_bias)
-        self.mlp = LlamaMLP(config, dtype)
+        self.self_attn = self.attention_cls(config, dtype, backend, qkv_bias)
+        setattr(self, self.mlp_name, self.make_mlp(config, dtype, layer_idx))
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
 
@@ -87,25 +98,35 @@ class LlamaDecoderLayer(nn.Module):
         if output_rows is not None:
             residual = residual[output_rows]
         hidden, residual = self.post_attention_layernorm(hidden, residual)
-        return self.mlp(hidden), residual
+        return getattr(self, self.mlp_name)(hidden), residual
+
+    def make_mlp(self, config, dtype: torch.dtype, layer_idx: int) -> nn.Module:
+        return LlamaMLP(config, dtype)
+
+    def is_plain_llama(self) -> bool:
+        """Whether the C++ layer loop (FusedDecode) can run this layer."""
+        return (type(self.self_attn) is LlamaAttention and self.mlp_name == "mlp"
+                and type(self.mlp) is LlamaMLP)
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool = False) -> None:
+    def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool = False,
+                 layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer) -> None:
         super().__init__()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
         self.embed_tokens.weight.requires_grad_(False)
-        self.layers = nn.ModuleList(LlamaDecoderLayer(config, dtype, backend, qkv_bias)
-                                    for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(layer_cls(config, dtype, backend, qkv_bias, i)
+                                    for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-        self.fused_decode = FusedDecode(self.layers)
+        self.fused_decode = (FusedDecode(self.layers)
+                             if all(layer.is_plain_llama() for layer in self.layers) else None)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Final hidden states of every row, or of md.output_rows only when
         the step's metadata names them."""
         hidden = self.embed_tokens(input_ids)
         md = get_attn_metadata_or_none()
-        if self.fused_decode.applicable(hidden, md):
+        if self.fused_decode is not None and self.fused_decode.applicable(hidden, md):
             hidden, residual = self.fused_decode.run(hidden, positions, md)
         else:
             # The last layer's attention output and MLP serve only the rows
@@ -128,13 +149,15 @@ _STACKED = {"q_proj": ("qkv_proj", "q"), "k_proj": ("qkv_proj", "k"),
 
 class LlamaForCausalLM(nn.Module):
     qkv_bias = False
+    decoder_layer_cls = LlamaDecoderLayer
     # forward() honours AttentionMetadata.output_rows (returns those rows only)
     supports_output_rows = True
 
     def __init__(self, config, dtype: torch.dtype, attn_backend) -> None:
         super().__init__()
         self.config = config
-        self.model = LlamaModel(config, dtype, attn_backend, self.qkv_bias)
+        self.model = LlamaModel(config, dtype, attn_backend, self.qkv_bias,
+                                self.decoder_layer_cls)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         if self.tie_word_embeddings:
             self.lm_head = self.model.embed_tokens
@@ -162,6 +185,10 @@ class LlamaForCausalLM(nn.Module):
         for module, weight in zip(linears, packed):
             module.packed_weight = weight
         self.packed_lm_head = packed[-1]
+        for module in self.modules():  # e.g. FusedMoE: packs its experts
+            if (module is not self and not isinstance(module, Linear)
+                    and hasattr(module, "process_weights_after_loading")):
+                module.process_weights_after_loading()
         if not all(is_pair_packed(p) for p in packed):
             # the plain weights are what decode steps stream (small-row kernel);
             # with our packed copies they are only a fallback, left as loaded
@@ -176,6 +203,11 @@ class LlamaForCausalLM(nn.Module):
         shards_seen: dict[str, set[str]] = {}
         for name, tensor in weights:
             if "rotary_emb.inv_freq" in name:
+                continue
+            moe_path = load_expert_checkpoint_tensor(name, tensor, modules)
+            if moe_path is not None:
+                if modules[moe_path].all_loaded():
+                    loaded.update(f"{moe_path}.{p}" for p in ("w13_weight", "w2_weight"))
                 continue
             if name == "lm_head.weight" and self.tie_word_embeddings:
                 continue  # tied: the embedding is the head
@@ -201,4 +233,9 @@ class LlamaForCausalLM(nn.Module):
                 loaded.add(name)
             else:
                 raise ValueError(f"checkpoint tensor {name} has no place in {type(self).__name__}")
+        missing = [tensor for path, module in modules.items() if isinstance(module, FusedMoE)
+                   for tensor in module.missing_checkpoint_tensors(path)]
+        if missing:
+            raise ValueError("checkpoint lacks expert weights: " + ", ".join(missing[:5])
+                             + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         return loaded

@@ -1,0 +1,174 @@
+"""FusedMoE: a mixture-of-experts layer as vLLM shapes it. Parameters
+w13_weight [E, 2N, K] (each expert's gate rows, then up rows) and w2_weight
+[E, K, N]; forward(hidden_states, router_logits) routes each token to its
+top-k experts and returns their weighted sum.
+
+Weights arrive per expert from checkpoints (`experts.{i}.w1/w3/w2` as in
+Mixtral, `experts.{i}.gate_proj/up_proj/down_proj` as in Qwen-MoE and
+OLMoE) or already stacked (transformers' `experts.gate_up_proj` /
+`experts.down_proj`). After loading, bf16 experts are packed once for
+packed_linear (a CPU with AVX512-BF16 or AVX2), each expert's gate/up with
+its halves interleaved for the fused activation, all experts back to back
+in expert order."""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import torch
+from torch import nn
+
+from vllm.model_executor.layers.fused_moe.experts import (check_expert_weights,
+                                                          fused_experts, moe_activation)
+from vllm.model_executor.layers.fused_moe.routing import select_experts
+from vllm.model_executor.layers.linear import pack_weights_in_call_order
+
+# checkpoint leaf name -> vLLM's shard id: w1 gate, w3 up, w2 down
+_SHARD_OF = {"w1": "w1", "w3": "w3", "w2": "w2",
+             "gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"}
+_PER_EXPERT = re.compile(r"^(?P<moe>.+\.experts)\.(?P<expert>\d+)\.(?P<leaf>\w+)\.weight$")
+_STACKED = re.compile(r"^(?P<moe>.+\.experts)\.(?P<leaf>gate_up_proj|down_proj)$")
+
+
+class FusedMoE(nn.Module):
+    def __init__(self, num_experts: int, top_k: int, hidden_size: int, intermediate_size: int,
+                 params_dtype: torch.dtype | None = None, reduce_results: bool = False,
+                 renormalize: bool = True, use_grouped_topk: bool = False,
+                 num_expert_group: int | None = None, topk_group: int | None = None,
+                 quant_config=None, tp_size: int | None = None, prefix: str = "",
+                 custom_routing_function: Callable | None = None,
+                 scoring_func: str = "softmax", routed_scaling_factor: float = 1.0,
+                 e_score_correction_bias: torch.Tensor | None = None,
+                 activation: str = "silu", apply_router_weight_on_input: bool = False) -> None:
+        super().__init__()
+        if not 1 <= top_k <= num_experts:
+            raise ValueError(f"{prefix or 'FusedMoE'}: top-k {top_k} must lie in "
+                             f"[1, {num_experts}], the number of experts")
+        if quant_config is not None:
+            raise ValueError(f"{prefix or 'FusedMoE'}: quantized experts are not supported yet")
+        if tp_size not in (None, 1):
+            raise ValueError(f"{prefix or 'FusedMoE'}: tensor-parallel experts are not "
+                             f"supported yet (tp_size={tp_size})")
+        dtype = params_dtype or torch.get_default_dtype()
+        self.num_experts, self.top_k = num_experts, top_k
+        self.hidden_size, self.intermediate_size = hidden_size, intermediate_size
+        self.renormalize, self.reduce_results = renormalize, reduce_results
+        self.use_grouped_topk = use_grouped_topk
+        self.num_expert_group, self.topk_group = num_expert_group, topk_group
+        self.custom_routing_function = custom_routing_function
+        self.scoring_func, self.routed_scaling_factor = scoring_func, routed_scaling_factor
+        self.e_score_correction_bias = e_score_correction_bias
+        self.activation = activation
+        self.act = moe_activation(activation)  # rejects an unknown name now, not at a step
+        self.apply_router_weight_on_input = apply_router_weight_on_input
+        self.prefix = prefix
+        self.w13_weight = nn.Parameter(
+            torch.empty(num_experts, 2 * intermediate_size, hidden_size, dtype=dtype),
+            requires_grad=False)
+        self.w2_weight = nn.Parameter(
+            torch.empty(num_experts, hidden_size, intermediate_size, dtype=dtype),
+            requires_grad=False)
+        self.w13_packed: list[torch.Tensor | None] | None = None
+        self.w2_packed: list[torch.Tensor | None] | None = None
+        # (expert, shard) pairs loaded, and the checkpoint name of each shard
+        # kind, to name what is missing
+        self._loaded: set[tuple[int, str]] = set()
+        self._checkpoint_leaf: dict[str, str] = {}
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def make_expert_params_mapping(cls, ckpt_gate_proj_name: str, ckpt_down_proj_name: str,
+                                   ckpt_up_proj_name: str, num_experts: int
+                                   ) -> list[tuple[str, str, int, str]]:
+        """vLLM's mapping: (param prefix, checkpoint prefix, expert, shard)."""
+        return [("experts.w13_" if name in (ckpt_gate_proj_name, ckpt_up_proj_name)
+                 else "experts.w2_", f"experts.{expert}.{name}.", expert, shard)
+                for expert in range(num_experts)
+                for shard, name in (("w1", ckpt_gate_proj_name), ("w2", ckpt_down_proj_name),
+                                    ("w3", ckpt_up_proj_name))]
+
+    def weight_loader(self, param: nn.Parameter, loaded_weight: torch.Tensor,
+                      weight_name: str, shard_id: str, expert_id: int) -> None:
+        """vLLM's signature: one expert's shard ("w1" gate, "w3" up, "w2" down)."""
+        self.load_expert(expert_id, shard_id, loaded_weight, weight_name)
+
+    def load_expert(self, expert: int, shard: str, tensor: torch.Tensor,
+                    name: str = "") -> None:
+        if not 0 <= expert < self.num_experts:
+            raise ValueError(f"checkpoint {name or 'tensor'} is expert {expert}, but "
+                             f"{self.prefix or 'the layer'} has {self.num_experts} experts")
+        n, k = self.intermediate_size, self.hidden_size
+        expected = (k, n) if shard == "w2" else (n, k)
+        if tuple(tensor.shape) != expected:
+            raise ValueError(f"checkpoint {name or shard} has shape {tuple(tensor.shape)}, "
+                             f"expected {expected} (hidden {k}, expert intermediate {n})")
+        if shard == "w2":
+            self.w2_weight.data[expert].copy_(tensor)
+        else:
+            start = 0 if shard == "w1" else n
+            self.w13_weight.data[expert, start:start + n].copy_(tensor)
+        self._loaded.add((expert, shard))
+
+    def load_stacked(self, leaf: str, tensor: torch.Tensor, name: str) -> None:
+        """transformers' stacked experts: gate_up_proj [E, 2N, K] or down_proj [E, K, N]."""
+        param = self.w13_weight if leaf == "gate_up_proj" else self.w2_weight
+        if tuple(tensor.shape) != tuple(param.shape):
+            raise ValueError(f"checkpoint {name} has shape {tuple(tensor.shape)}, "
+                             f"expected {tuple(param.shape)}")
+        param.data.copy_(tensor)
+        shards = ("w1", "w3") if leaf == "gate_up_proj" else ("w2",)
+        self._loaded.update((e, s) for e in range(self.num_experts) for s in shards)
+
+    def missing_checkpoint_tensors(self, path: str) -> list[str]:
+        """Names of the expert tensors no checkpoint tensor filled; `path`:
+        this module's name in the model (the checkpoint's prefix)."""
+        missing = []
+        for expert in range(self.num_experts):
+            for shard in ("w1", "w2", "w3"):
+                if (expert, shard) not in self._loaded:
+                    leaf = self._checkpoint_leaf.get(shard, shard)
+                    missing.append(f"{path}.{expert}.{leaf}.weight")
+        return missing
+
+    def all_loaded(self) -> bool:
+        return len(self._loaded) == 3 * self.num_experts
+
+    def process_weights_after_loading(self) -> None:
+        check_expert_weights(self.w13_weight, self.w2_weight)
+        weights, gate_up = [], []
+        for expert in range(self.num_experts):
+            weights += [self.w13_weight[expert], self.w2_weight[expert]]
+            gate_up += [True, False]
+        packed = pack_weights_in_call_order(weights, gate_up)
+        if any(p is not None for p in packed):
+            self.w13_packed, self.w2_packed = packed[0::2], packed[1::2]
+
+    # ------------------------------------------------------------ compute
+    def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
+        weights, ids = select_experts(hidden_states, router_logits, self.top_k, self.renormalize,
+                                      self.use_grouped_topk, self.num_expert_group,
+                                      self.topk_group, self.custom_routing_function,
+                                      self.scoring_func, self.routed_scaling_factor,
+                                      self.e_score_correction_bias)
+        return fused_experts(hidden_states, self.w13_weight, self.w2_weight, weights, ids,
+                             activation=self.activation,
+                             apply_router_weight_on_input=self.apply_router_weight_on_input,
+                             w1_packed=self.w13_packed, w2_packed=self.w2_packed)
+
+
+def load_expert_checkpoint_tensor(name: str, tensor: torch.Tensor,
+                                  modules: dict[str, nn.Module]) -> str | None:
+    """Routes a checkpoint tensor of a FusedMoE's experts into it; returns
+    the FusedMoE's module path, or None if `name` is not an expert tensor."""
+    match = _PER_EXPERT.match(name)
+    if match and isinstance(modules.get(match["moe"]), FusedMoE) and match["leaf"] in _SHARD_OF:
+        moe = modules[match["moe"]]
+        shard = _SHARD_OF[match["leaf"]]
+        moe._checkpoint_leaf[shard] = match["leaf"]
+        moe.load_expert(int(match["expert"]), shard, tensor, name)
+        return match["moe"]
+    match = _STACKED.match(name)
+    if match and isinstance(modules.get(match["moe"]), FusedMoE):
+        modules[match["moe"]].load_stacked(match["leaf"], tensor, name)
+        return match["moe"]
+    return None
