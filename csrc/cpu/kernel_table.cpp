@@ -16,11 +16,14 @@ void argmax_rows(const ArgmaxArgs& args);
 #if (defined(VLLM_ISA_AVX512) && defined(__AVX512BF16__)) || defined(VLLM_ISA_AVX2)
 void packed_linear(const LinearArgs& args);
 void packed_linear_gated(const LinearArgs& args, Activation kind);
+void packed_moe(const MoeArgs& args, Activation kind);  // packed_moe.cpp
 #define VLLM_PACKED_LINEAR &packed_linear
 #define VLLM_PACKED_LINEAR_GATED &packed_linear_gated
+#define VLLM_PACKED_MOE &packed_moe
 #else
 #define VLLM_PACKED_LINEAR nullptr
 #define VLLM_PACKED_LINEAR_GATED nullptr
+#define VLLM_PACKED_MOE nullptr
 #endif
 
 #define VLLM_STR2(x) #x
@@ -30,7 +33,8 @@ const KernelTable& kernel_table() {
   static const KernelTable table{VLLM_STR(VLLM_ISA_NS), &rms_norm, &fused_add_rms_norm,
                                  &act_and_mul, &activation, &rotary_embedding,
                                  &paged_attention, &small_m_linear, &argmax_rows,
-                                 VLLM_PACKED_LINEAR, VLLM_PACKED_LINEAR_GATED};
+                                 VLLM_PACKED_LINEAR, VLLM_PACKED_LINEAR_GATED,
+                                 VLLM_PACKED_MOE};
   return table;
 }
 

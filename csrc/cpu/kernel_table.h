@@ -90,6 +90,25 @@ struct LinearArgs {
   DType dtype;
 };
 
+// out[t] = sum_j topk_weights[t][j] * expert_e(input[t]), e = topk_ids[t][j],
+// expert_e(x) = W2_e (act(W_gate,e x) * (W_up,e x)); bf16 input and out [m,
+// hidden], fp32 accumulation. w13: per expert, its [W_gate; W_up] packed as
+// packed_linear_gated reads it ([ceil(inter / 48)][2][hidden / 2][48][2]),
+// experts back to back; w2: per expert its W2 [hidden, inter] packed as
+// packed_linear reads it ([ceil(hidden / 48)][inter / 2][48][2]). topk_ids
+// lie in [0, num_experts) (the bindings check).
+struct MoeArgs {
+  void* out;
+  const void* input;
+  const void* w13;
+  const void* w2;
+  const float* topk_weights;
+  const int32_t* topk_ids;
+  int64_t m, topk, hidden, inter, num_experts;
+  int64_t input_row_stride;
+  int64_t out_row_stride;
+};
+
 // Output columns per panel of a weight packed for packed_linear: the weight
 // [n, k] (k even) becomes [ceil(n / 48)][k / 2][48][2], each panel's (k, k+1)
 // pairs of 48 columns side by side, zero columns past n.
@@ -125,11 +144,13 @@ struct KernelTable {
   // (LinearArgs.weight); AVX512-BF16 and AVX2 variants (null in scalar, and
   // in AVX-512 builds whose compiler lacks BF16).
   void (*packed_linear)(const LinearArgs&);
-  // out = act(x W_gate^T + b_gate) * (x W_up^T + b_up): LinearArgs.n is 2d
-  // (d a multiple of kPackedLinearPanel), .weight W_gate's and W_up's panels
-  // packed as above and interleaved (gate panel j, up panel j, ...), .bias
+  // out = act(x W_gate^T + b_gate) * (x W_up^T + b_up): LinearArgs.n is 2d,
+  // .weight W_gate's and W_up's panels packed as above (each half padded to
+  // whole panels) and interleaved (gate panel j, up panel j, ...), .bias
   // [b_gate; b_up] or null; out has d columns. Null where packed_linear is.
   void (*packed_linear_gated)(const LinearArgs&, Activation);
+  // A MoE layer's routed experts (MoeArgs). Null where packed_linear is.
+  void (*packed_moe)(const MoeArgs&, Activation);
 };
 
 // One per compiled variant; defined in kernel_table.cpp built per ISA.

@@ -9,6 +9,7 @@
 
 #include "../core/tensor_checks.h"
 #include "cpu_ops.h"  // the declarations the fused layer loop calls: checked here
+#include "activation_names.h"
 #include "kernel_table.h"
 
 namespace vllm::cpu_ops {
@@ -53,13 +54,6 @@ cpu::LinearArgs packed_linear_args(at::Tensor& out, const at::Tensor& input,
   return linear_args(out, input, packed, bias, n, k, op);
 }
 
-cpu::Activation gated_activation(const std::string& name, const char* op) {
-  if (name == "silu") return cpu::Activation::kSilu;
-  if (name == "gelu") return cpu::Activation::kGelu;
-  if (name == "gelu_pytorch_tanh") return cpu::Activation::kGeluTanh;
-  TORCH_CHECK(false, op, ": activation '", name, "' is not one of silu, gelu, gelu_pytorch_tanh");
-}
-
 }  // namespace
 
 void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
@@ -93,12 +87,13 @@ void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& p
 }
 
 // out = act(input W_gate^T (+ b_gate)) * (input W_up^T (+ b_up)), bf16;
-// `packed` [d / 48, 2, k / 2, 48, 2] holds W_gate's and W_up's panels (as
-// packed_linear packs them) interleaved: [j][0] gate panel j, [j][1] up panel
-// j (vllm.model_executor.layers.linear.pack_gate_up_pairs); bias, if any, is
-// [b_gate; b_up]; out is [m, d], d a multiple of 48. `activation`: silu,
-// gelu, gelu_pytorch_tanh (the names fused_decode_layers and the models
-// use). Same bits as the projection followed by the *_and_mul op.
+// `packed` [ceil(d / 48), 2, k / 2, 48, 2] holds W_gate's and W_up's panels
+// (as packed_linear packs them, zero columns past d) interleaved: [j][0] gate
+// panel j, [j][1] up panel j (vllm.model_executor.layers.linear.
+// pack_gate_up_pairs); bias, if any, is [b_gate; b_up]; out is [m, d].
+// `activation`: silu, gelu, gelu_pytorch_tanh (the names fused_decode_layers
+// and the models use). Same bits as the projection followed by the
+// *_and_mul op.
 void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
                          const std::optional<at::Tensor>& bias, const std::string& activation) {
   constexpr const char* op = "packed_linear_gated";
@@ -108,20 +103,21 @@ void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Ten
               cpu::active_kernels().isa);
   const cpu::Activation kind = gated_activation(activation, op);
   TORCH_CHECK(out.dim() == 2, op, ": out must be [m, d], got ", out.sizes());
-  const int64_t d = out.size(1);
-  TORCH_CHECK(d % panel == 0, op, ": out's width d must be a multiple of ", panel, ", got ", d);
+  const int64_t d = out.size(1), pairs = (d + panel - 1) / panel;
   TORCH_CHECK(input.dim() == 2, op, ": input must be [m, k], got ", input.sizes());
   const int64_t k = input.size(1);
-  TORCH_CHECK(packed.dim() == 5 && packed.size(0) == d / panel && packed.size(1) == 2 &&
+  TORCH_CHECK(packed.dim() == 5 && packed.size(0) == pairs && packed.size(1) == 2 &&
                   packed.size(2) == k / 2 && packed.size(3) == panel && packed.size(4) == 2 &&
                   packed.is_contiguous(),
-              op, ": packed weight must be a contiguous [", d / panel, ", 2, ", k / 2, ", ",
-              panel, ", 2] tensor (gate and up panels interleaved) for d=", d, ", k=", k,
-              "; got ", packed.sizes());
-  // The rest checked as packed_linear at n = 2d (gate and up outputs; out holds d).
-  const cpu::LinearArgs gated =
-      packed_linear_args(out, input, packed.flatten(0, 1), bias, 2 * d, op);
-  if (gated.m > 0 && d > 0) cpu::active_kernels().packed_linear_gated(gated, kind);
+              op, ": packed weight must be a contiguous [", pairs, ", 2, ", k / 2, ", ", panel,
+              ", 2] tensor (gate and up panels interleaved) for d=", d, ", k=", k, "; got ",
+              packed.sizes());
+  // The rest checked as packed_linear over the 2 * pairs panels (gate and up
+  // outputs, each half padded to whole panels; out holds d).
+  const cpu::LinearArgs padded =
+      packed_linear_args(out, input, packed.flatten(0, 1), std::nullopt, 2 * pairs * panel, op);
+  const cpu::LinearArgs gated = linear_args(out, input, packed, bias, 2 * d, k, op);
+  if (padded.m > 0 && d > 0) cpu::active_kernels().packed_linear_gated(gated, kind);
 }
 
 void greedy_argmax(at::Tensor& out, const at::Tensor& logits) {

@@ -164,8 +164,8 @@ def packed_linear_gated(out: torch.Tensor, input: torch.Tensor, packed: torch.Te
                         bias: torch.Tensor | None, activation: str) -> None:
     """bf16 out = act(input @ W_gate.T) * (input @ W_up.T) (+ biases), the
     gate/up projection of a gated MLP and its activation in one pass, on
-    [W_gate; W_up] packed as one weight (as for `packed_linear`); out is
-    [m, d] with d a multiple of 48. `activation`: silu, gelu or
+    [W_gate; W_up] packed by `pack_gate_up_pairs` (each half as for
+    `packed_linear`, panels interleaved); out is [m, d]. `activation`: silu, gelu or
     gelu_pytorch_tanh. Same bits as packed_linear then the *_and_mul op."""
     torch.ops._C.packed_linear_gated(out, input, packed, bias, activation)
 
@@ -212,6 +212,24 @@ def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
         slot_mapping, block_tables, seq_lens, block_size, max_seq_len, num_heads,
         num_kv_heads, head_size, epsilon, scale, is_neox, activation, query_start_loc,
         output_rows, output_query_start_loc)
+
+
+# ---------------------------------------------------------------- MoE
+def packed_moe_available() -> bool:
+    """Whether the active CPU kernel variant has packed_moe_experts."""
+    return packed_linear_available() and hasattr(torch.ops._C, "packed_moe_experts")
+
+
+def packed_moe_experts(out: torch.Tensor, input: torch.Tensor, w13_packed: torch.Tensor,
+                       w2_packed: torch.Tensor, topk_weights: torch.Tensor,
+                       topk_ids: torch.Tensor, activation: str) -> None:
+    """bf16 out = a MoE layer's routed experts in one call (CPU builds whose
+    active variant has packed_linear): w13_packed [E, ceil(N / 48), 2, K / 2,
+    48, 2] (each expert's [W_gate; W_up] as pack_gate_up_pairs packs it),
+    w2_packed [E, ceil(K / 48), N / 2, 48, 2] (each W2 as pack_weight_pairs
+    packs it), topk_weights fp32 and topk_ids int32 [M, k]."""
+    torch.ops._C.packed_moe_experts(out, input, w13_packed, w2_packed, topk_weights, topk_ids,
+                                    activation)
 
 
 # ---------------------------------------------------------------- MoE routing
@@ -302,6 +320,9 @@ if _C is not None:
             output_rows = kwargs.get("output_rows", args[19] if len(args) > 19 else None)
             rows = hidden.shape[0] if output_rows is None else output_rows.shape[0]
             return hidden.new_empty(rows, hidden.shape[1]), hidden.new_empty(rows, hidden.shape[1])
+
+    if hasattr(torch.ops._C, "packed_moe_experts"):
+        torch.library.register_fake("_C::packed_moe_experts")(_no_output_fake)
 
     for _name in ("topk_softmax", "moe_align_block_size", "moe_sum"):
         torch.library.register_fake(f"_moe_C::{_name}")(_no_output_fake)

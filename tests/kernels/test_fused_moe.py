@@ -95,13 +95,56 @@ def test_layer_packed_experts_match_reference(packed_isa, e, topk, m, n, k):
     layer.w13_weight.data.copy_(w1)
     layer.w2_weight.data.copy_(w2)
     layer.process_weights_after_loading()
-    assert layer.w13_packed is not None and all(p is not None for p in layer.w2_packed)
+    assert layer.w13_packed.shape[:2] == (e, -(-n // 48)) and layer.w2_packed.shape[0] == e
     x = torch.randn(m, k).to(torch.bfloat16)
     gating = torch.randn(m, e).to(torch.bfloat16)
     out = layer(x, gating)
     weights, ids, _ = fused_topk(x, gating, topk, False)
     expected = reference(x, w1, w2, weights, ids, round_to=torch.bfloat16)
     torch.testing.assert_close(out.double(), expected, rtol=2e-2, atol=2e-2)
+    # the one-call kernel and the grouped Python pass over the same packed
+    # weights: the same kernels and roundings, each token summed in expert
+    # order (only the fp32 multiply-add may contract differently)
+    grouped = fused_experts(x, w1, w2, weights, ids, w1_packed=layer.w13_packed,
+                            w2_packed=layer.w2_packed)
+    torch.testing.assert_close(out, grouped, rtol=8e-3, atol=1e-6)
+
+
+def test_one_call_kernel_is_what_the_layer_runs(packed_isa, monkeypatch):
+    layer = FusedMoE(6, 2, 64, 40, torch.bfloat16)
+    layer.w13_weight.data.copy_(random_moe(6, 40, 64, torch.bfloat16)[0])
+    layer.w2_weight.data.copy_(random_moe(6, 40, 64, torch.bfloat16)[1])
+    layer.process_weights_after_loading()
+    calls = []
+    original = ops.packed_moe_experts
+    monkeypatch.setattr(ops, "packed_moe_experts", lambda *a: calls.append(1) or original(*a))
+    layer(torch.randn(3, 64).to(torch.bfloat16), torch.randn(3, 6).to(torch.bfloat16))
+    assert calls == [1]
+
+
+def test_one_call_kernel_rejects_bad_input(packed_isa):
+    layer = FusedMoE(4, 2, 64, 48, torch.bfloat16)
+    layer.w13_weight.data.normal_()
+    layer.w2_weight.data.normal_()
+    layer.process_weights_after_loading()
+    x = torch.randn(3, 64).to(torch.bfloat16)
+    out = torch.empty_like(x)
+    w, ids = torch.rand(3, 2), torch.tensor([[0, 1], [2, 3], [1, 4]], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=r"topk_ids holds expert 4 outside \[0, 4\)"):
+        ops.packed_moe_experts(out, x, layer.w13_packed, layer.w2_packed, w, ids, "silu")
+    ids = ids.clamp(max=3)
+    with pytest.raises(RuntimeError, match=r"w13_packed must be \[4, 1, 2, 32, 48, 2\]"):
+        ops.packed_moe_experts(out, x, layer.w13_packed[:, :, :, :16].contiguous(),
+                               layer.w2_packed, w, ids, "silu")
+    with pytest.raises(RuntimeError, match="bf16 only"):
+        ops.packed_moe_experts(out.float(), x.float(), layer.w13_packed, layer.w2_packed, w,
+                               ids, "silu")
+    with pytest.raises(RuntimeError, match="activation 'relu' is not one of"):
+        ops.packed_moe_experts(out, x, layer.w13_packed, layer.w2_packed, w, ids, "relu")
+    with pytest.raises(RuntimeError, match="topk_ids must be contiguous int32"):
+        ops.packed_moe_experts(out, x, layer.w13_packed, layer.w2_packed, w, ids.long(), "silu")
+    torch.library.opcheck(torch.ops._C.packed_moe_experts,
+                          (out, x, layer.w13_packed, layer.w2_packed, w, ids, "silu"))
 
 
 def test_experts_without_tokens_are_not_read():

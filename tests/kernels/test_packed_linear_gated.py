@@ -59,7 +59,9 @@ def two_ops(x, w, b, act, d):
 
 
 @pytest.mark.parametrize("m", [1, 3, 6, 8, 9, 64, 65, 130, 300])
-@pytest.mark.parametrize("d, k", [(48, 64), (96, 34), (1536, 576), (240, 130)])
+# d: whole panels, and widths whose last panel is partly padding (40, 1000)
+@pytest.mark.parametrize("d, k", [(48, 64), (96, 34), (1536, 576), (240, 130), (40, 64),
+                                  (1000, 66)])
 @pytest.mark.parametrize("act", ["silu", "gelu", "gelu_pytorch_tanh"])
 @pytest.mark.parametrize("bias", [False, True])
 def test_matches_reference_and_the_two_ops(m, d, k, act, bias):
@@ -141,14 +143,21 @@ def test_mlp_uses_it_and_falls_back_without_it(act, bias):
             gated(xs[0], layer.packed_weight, None, act, inter)
 
 
-def test_width_not_a_multiple_of_the_panel_falls_back():
-    layer = make_gate_up_layer(64, 40, False)
-    assert layer.packed_weight.dim() == 4  # plain pair packing: no fused op
+@pytest.mark.parametrize("bias", [False, True])
+def test_width_not_a_multiple_of_the_panel_is_padded(bias):
+    """d = 40: one gate/up panel pair, columns 40-47 zero weights; the fused
+    op, the layer's plain forward and the two ops all agree."""
+    layer = make_gate_up_layer(64, 40, bias)
+    assert tuple(layer.packed_weight.shape) == (1, 2, 32, 48, 2)
+    assert not layer.packed_weight[:, :, :, 40:].any()
     x = torch.randn(9, 64).to(torch.bfloat16)
     act_mod = ActAndMul("silu")
-    assert torch.equal(gate_up_activation(x, layer, act_mod), act_mod(layer(x)))
-    with pytest.raises(RuntimeError, match="multiple of 48, got 40"):
-        gated(x, layer.packed_weight, None, "silu", 40)
+    fused = gate_up_activation(x, layer, act_mod)
+    assert torch.equal(fused, act_mod(layer(x)))
+    torch.testing.assert_close(layer(x), F.linear(x.float(), layer.weight.float(),
+                                                  None if layer.bias is None
+                                                  else layer.bias.float()).to(torch.bfloat16),
+                               rtol=2e-2, atol=2e-2)
 
 
 def test_bad_input_is_an_error():

@@ -39,7 +39,7 @@ def gated_projection(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
                      packed: torch.Tensor | None, act: ActAndMul) -> torch.Tensor:
     """act(x W_gate^T) * (x W_up^T) for weight = [W_gate; W_up] (+ bias).
     Where `packed` (pack_weight's copy) has the interleaved gate/up layout
-    (bf16 on a CPU with packed_linear, d a multiple of 48), one
+    (bf16 on a CPU with packed_linear), one
     packed_linear_gated call: no 2d-wide intermediate, no separate
     activation pass, the same bits. Otherwise the projection, then the
     activation kernel."""

@@ -119,20 +119,25 @@ def pack_weight_pairs(weight: torch.Tensor, out: torch.Tensor | None = None) -> 
 
 
 def gate_up_packed_shape(out_features: int, in_features: int) -> tuple[int, ...]:
-    return (out_features // (2 * PAIR_PANEL), 2, in_features // 2, PAIR_PANEL, 2)
+    return (-(-out_features // (2 * PAIR_PANEL)), 2, in_features // 2, PAIR_PANEL, 2)
 
 
 def pack_gate_up_pairs(weight: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """A gate/up weight [W_gate; W_up] (2d x k, d a multiple of 48) in
-    ops.packed_linear_gated's layout: each half packed as pack_weight_pairs
-    does, their panels interleaved, [d / 48, 2, k / 2, 48, 2] with [j][0] gate
-    panel j and [j][1] up panel j, so a thread that computes act(gate) * up
-    for a run of panels reads one contiguous stream."""
+    """A gate/up weight [W_gate; W_up] (2d x k) in ops.packed_linear_gated's
+    layout: each half packed as pack_weight_pairs does (zero columns past d
+    in its last panel), their panels interleaved, [ceil(d / 48), 2, k / 2,
+    48, 2] with [j][0] gate panel j and [j][1] up panel j, so a thread that
+    computes act(gate) * up for a run of panels reads one contiguous
+    stream."""
     n, k = weight.shape
     shape = gate_up_packed_shape(n, k)
     if out is None:
         out = torch.empty(shape, dtype=weight.dtype, device=weight.device)
-    interleaved = weight.reshape(2, shape[0], PAIR_PANEL, k).transpose(0, 1).reshape(n, k)
+    d, padded = n // 2, shape[0] * PAIR_PANEL
+    halves = weight.view(2, d, k)
+    if padded != d:
+        halves = F.pad(halves, (0, 0, 0, padded - d))
+    interleaved = halves.reshape(2, shape[0], PAIR_PANEL, k).transpose(0, 1).reshape(-1, k)
     pack_weight_pairs(interleaved, out.view(2 * shape[0], k // 2, PAIR_PANEL, 2))
     return out
 
@@ -153,7 +158,7 @@ def _pairs_apply(weight: torch.Tensor) -> bool:
 
 
 def _gate_up_applies(weight: torch.Tensor, gate_up: bool) -> bool:
-    return gate_up and _pairs_apply(weight) and weight.shape[0] % (2 * PAIR_PANEL) == 0
+    return gate_up and _pairs_apply(weight) and weight.shape[0] % 2 == 0
 
 
 def pack_weight(weight: torch.Tensor, gate_up: bool = False) -> torch.Tensor | None:
@@ -163,7 +168,7 @@ def pack_weight(weight: torch.Tensor, gate_up: bool = False) -> torch.Tensor | N
     every row count. Against oneDNN on SmolLM2's shapes, weights streamed
     from memory as in a decode step: 1.13-1.34x faster at 64 rows, 1.02-1.08x
     at 512-2048, and 1.16-1.47x faster than the small-row kernel at 1 row
-    (bench/RESULTS.md); a gate/up weight (`gate_up`, d a multiple of 48)
+    (bench/RESULTS.md); a gate/up weight (`gate_up`)
     with its halves interleaved (pack_gate_up_pairs), for the fused
     projection and activation. Elsewhere oneDNN's blocked layout
     (pack_weight_for_onednn)."""
@@ -236,18 +241,23 @@ def apply_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     if (is_pair_packed(packed) and x.dim() == 2 and x.dtype == torch.bfloat16
             and ops.packed_linear_available()):
         n = weight.shape[0]
-        out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
         x = x if x.stride(1) == 1 else x.contiguous()
         if not is_gate_up_packed(packed):
+            out = torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
             ops.packed_linear(out, x, packed, bias)
             return out
         # gate/up panels interleaved (callers of gate_up_activation do not get
-        # here): the bias and the output columns in that order, then back
-        blocks = n // PAIR_PANEL // 2
+        # here): the bias and the output columns in that order (each half
+        # padded to whole panels), then back
+        d, blocks = n // 2, packed.shape[0]
+        padded = blocks * PAIR_PANEL
         if bias is not None:
-            bias = bias.view(2, blocks, PAIR_PANEL).transpose(0, 1).reshape(n)
-        ops.packed_linear(out, x, packed.flatten(0, 1), bias)
-        return out.view(-1, blocks, 2, PAIR_PANEL).transpose(1, 2).reshape(-1, n)
+            bias = F.pad(bias.view(2, d), (0, padded - d))
+            bias = bias.view(2, blocks, PAIR_PANEL).transpose(0, 1).reshape(2 * padded)
+        wide = torch.empty(x.shape[0], 2 * padded, dtype=x.dtype, device=x.device)
+        ops.packed_linear(wide, x, packed.flatten(0, 1), bias)
+        halves = wide.view(-1, blocks, 2, PAIR_PANEL).transpose(1, 2).reshape(-1, 2, padded)
+        return halves[:, :, :d].reshape(-1, n)
     if _use_small_m_kernel(x, weight):
         out = torch.empty(x.shape[0], weight.shape[0], dtype=x.dtype, device=x.device)
         ops.small_m_linear(out, x, weight, bias)

@@ -94,9 +94,10 @@ def grouped_expert_pass(x: torch.Tensor, topk_weights: torch.Tensor, topk_ids: t
 
 
 def plain_expert_fn(w1: torch.Tensor, w2: torch.Tensor, act: ActAndMul,
-                    w1_packed: list | None = None, w2_packed: list | None = None) -> ExpertFn:
-    """An expert over stacked weights, with their packed copies (one per
-    expert, pack_weight's) where the layer made them."""
+                    w1_packed: torch.Tensor | None = None,
+                    w2_packed: torch.Tensor | None = None) -> ExpertFn:
+    """An expert over stacked weights, with their packed copies (FusedMoE's
+    [E, ...] stacks) where the layer made them."""
     def run(expert: int, xe: torch.Tensor) -> torch.Tensor:
         p1 = w1_packed[expert] if w1_packed is not None else None
         p2 = w2_packed[expert] if w2_packed is not None else None
@@ -109,8 +110,8 @@ def fused_experts(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tenso
                   topk_weights: torch.Tensor, topk_ids: torch.Tensor, inplace: bool = False,
                   activation: str = "silu", apply_router_weight_on_input: bool = False,
                   global_num_experts: int = -1, expert_map: torch.Tensor | None = None,
-                  *, w1_packed: list | None = None, w2_packed: list | None = None
-                  ) -> torch.Tensor:
+                  *, w1_packed: torch.Tensor | None = None,
+                  w2_packed: torch.Tensor | None = None) -> torch.Tensor:
     """vLLM's fused_experts: [M, K] hidden states through their chosen
     experts. `expert_map` (expert parallelism) maps global expert ids to
     this rank's (-1: not here; those choices add nothing). Token counts

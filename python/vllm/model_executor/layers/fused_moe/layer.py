@@ -6,10 +6,12 @@ top-k experts and returns their weighted sum.
 Weights arrive per expert from checkpoints (`experts.{i}.w1/w3/w2` as in
 Mixtral, `experts.{i}.gate_proj/up_proj/down_proj` as in Qwen-MoE and
 OLMoE) or already stacked (transformers' `experts.gate_up_proj` /
-`experts.down_proj`). After loading, bf16 experts are packed once for
-packed_linear (a CPU with AVX512-BF16 or AVX2), each expert's gate/up with
-its halves interleaved for the fused activation, all experts back to back
-in expert order."""
+`experts.down_proj`). After loading, bf16 experts are packed once (a CPU
+with AVX512-BF16 or AVX2): every expert's gate/up with its halves
+interleaved for the fused activation, stacked [E, ...], and every W2
+stacked likewise, on huge pages. A step then runs all routed experts in one
+packed_moe_experts call; elsewhere (fp32, no packed kernels, expert maps)
+the grouped Python pass over the same kernels (experts.fused_experts)."""
 from __future__ import annotations
 
 import re
@@ -21,7 +23,10 @@ from torch import nn
 from vllm.model_executor.layers.fused_moe.experts import (check_expert_weights,
                                                           fused_experts, moe_activation)
 from vllm.model_executor.layers.fused_moe.routing import select_experts
-from vllm.model_executor.layers.linear import pack_weights_in_call_order
+from vllm import _custom_ops as ops
+from vllm import hugepages
+from vllm.model_executor.layers.linear import (gate_up_packed_shape, pack_gate_up_pairs,
+                                               pack_weight_pairs, pair_packed_shape)
 
 # checkpoint leaf name -> vLLM's shard id: w1 gate, w3 up, w2 down
 _SHARD_OF = {"w1": "w1", "w3": "w3", "w2": "w2",
@@ -68,8 +73,9 @@ class FusedMoE(nn.Module):
         self.w2_weight = nn.Parameter(
             torch.empty(num_experts, hidden_size, intermediate_size, dtype=dtype),
             requires_grad=False)
-        self.w13_packed: list[torch.Tensor | None] | None = None
-        self.w2_packed: list[torch.Tensor | None] | None = None
+        # the packed copies (process_weights_after_loading), [E, ...] each
+        self.w13_packed: torch.Tensor | None = None
+        self.w2_packed: torch.Tensor | None = None
         # (expert, shard) pairs loaded, and the checkpoint name of each shard
         # kind, to name what is missing
         self._loaded: set[tuple[int, str]] = set()
@@ -134,14 +140,20 @@ class FusedMoE(nn.Module):
         return len(self._loaded) == 3 * self.num_experts
 
     def process_weights_after_loading(self) -> None:
-        check_expert_weights(self.w13_weight, self.w2_weight)
-        weights, gate_up = [], []
-        for expert in range(self.num_experts):
-            weights += [self.w13_weight[expert], self.w2_weight[expert]]
-            gate_up += [True, False]
-        packed = pack_weights_in_call_order(weights, gate_up)
-        if any(p is not None for p in packed):
-            self.w13_packed, self.w2_packed = packed[0::2], packed[1::2]
+        e, n, k = check_expert_weights(self.w13_weight, self.w2_weight)
+        w13 = self.w13_weight
+        if not (w13.dtype == torch.bfloat16 and w13.device.type == "cpu" and n % 2 == 0
+                and k % 2 == 0 and ops.packed_linear_available()):
+            return
+        shape13 = (e,) + gate_up_packed_shape(2 * n, k)
+        shape2 = (e,) + pair_packed_shape(k, n)
+        size13 = torch.Size(shape13).numel()
+        buffer = hugepages.empty(size13 + torch.Size(shape2).numel(), dtype=w13.dtype)
+        self.w13_packed = buffer[:size13].view(shape13)
+        self.w2_packed = buffer[size13:].view(shape2)
+        for expert in range(e):
+            pack_gate_up_pairs(w13[expert], self.w13_packed[expert])
+            pack_weight_pairs(self.w2_weight[expert], self.w2_packed[expert])
 
     # ------------------------------------------------------------ compute
     def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
@@ -150,6 +162,14 @@ class FusedMoE(nn.Module):
                                       self.topk_group, self.custom_routing_function,
                                       self.scoring_func, self.routed_scaling_factor,
                                       self.e_score_correction_bias)
+        if (self.w13_packed is not None and hidden_states.dtype == torch.bfloat16
+                and hidden_states.dim() == 2 and not self.apply_router_weight_on_input
+                and ops.packed_moe_available()):
+            out = torch.empty_like(hidden_states)
+            x = hidden_states if hidden_states.stride(1) == 1 else hidden_states.contiguous()
+            ops.packed_moe_experts(out, x, self.w13_packed, self.w2_packed, weights,
+                                   ids.to(torch.int32), self.act.name)
+            return out
         return fused_experts(hidden_states, self.w13_weight, self.w2_weight, weights, ids,
                              activation=self.activation,
                              apply_router_weight_on_input=self.apply_router_weight_on_input,
