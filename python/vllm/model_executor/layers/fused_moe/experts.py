@@ -116,21 +116,33 @@ def fused_experts(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tenso
     experts. `expert_map` (expert parallelism) maps global expert ids to
     this rank's (-1: not here; those choices add nothing). Token counts
     above VLLM_FUSED_MOE_CHUNK_SIZE run in chunks. `inplace` writes the
-    result into hidden_states."""
+    result into hidden_states. On GPUs the Triton fused-MoE GEMM runs
+    (triton_experts); on CPU the grouped pass over our kernels."""
     e, _, _ = check_expert_weights(w1, w2, hidden_states.shape[-1])
     _check_routing(hidden_states, topk_weights, topk_ids)
     if topk_weights.shape[1] > (global_num_experts if global_num_experts > 0 else e):
         raise ValueError(f"top-k {topk_weights.shape[1]} exceeds the {e} experts")
-    if expert_map is not None:
-        topk_ids = expert_map[topk_ids.long()]  # -1: another rank's expert
-    run = plain_expert_fn(w1, w2, moe_activation(activation), w1_packed, w2_packed)
+    act = moe_activation(activation)
+    if hidden_states.device.type == "cuda":
+        from vllm.model_executor.layers.fused_moe.triton_experts import fused_experts_triton
+
+        def run_chunk(x, weights, ids):
+            return fused_experts_triton(x, w1, w2, weights, ids, act,
+                                        apply_router_weight_on_input, expert_map,
+                                        global_num_experts)
+    else:
+        if expert_map is not None:
+            topk_ids = expert_map[topk_ids.long()]  # -1: another rank's expert
+        run = plain_expert_fn(w1, w2, act, w1_packed, w2_packed)
+
+        def run_chunk(x, weights, ids):
+            return grouped_expert_pass(x, weights, ids, e, run, apply_router_weight_on_input)
     out = hidden_states if inplace else torch.empty_like(hidden_states)
     chunk = max(1, envs.VLLM_FUSED_MOE_CHUNK_SIZE)
     for begin in range(0, hidden_states.shape[0], chunk):
         end = begin + chunk
-        acc = grouped_expert_pass(hidden_states[begin:end], topk_weights[begin:end],
-                                  topk_ids[begin:end], e, run, apply_router_weight_on_input)
-        out[begin:end].copy_(acc)
+        out[begin:end].copy_(run_chunk(hidden_states[begin:end], topk_weights[begin:end],
+                                       topk_ids[begin:end]))
     return out
 
 
