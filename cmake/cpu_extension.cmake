@@ -52,7 +52,7 @@ vllm_add_extension(_C
           csrc/cpu/attention_bindings_cpu.cpp csrc/cpu/isa_dispatch.cpp
           csrc/cpu/thread_binding.cpp csrc/cpu/linear_bindings_cpu.cpp
           csrc/cpu/decode_layers.cpp csrc/cpu/moe_bindings_cpu.cpp
-          csrc/moe/torch_bindings_moe.cpp csrc/moe/moe_ops_cpu.cpp
+          csrc/moe/torch_bindings_moe.cpp csrc/cpu/moe_routing_cpu.cpp
   OBJECTS ${_objects})
 target_compile_definitions(_C PRIVATE VLLM_HAS_CPU_KERNELS ${_dispatch_defs})
 target_link_libraries(_C PRIVATE OpenMP::OpenMP_CXX)

@@ -31,6 +31,7 @@ vllm_add_extension(_C
   SOURCES "${_hip_dir}/csrc/core/module_init.cpp" "${_hip_dir}/csrc/torch_bindings.cpp"
           "${_hip_dir}/csrc/hip/torch_bindings_hip.cpp"
           "${_hip_dir}/csrc/hip/attention_bindings_hip.cpp"
+          "${_hip_dir}/csrc/hip/moe_bindings_hip.cpp"
           "${_hip_dir}/csrc/moe/torch_bindings_moe.cpp"
   OBJECTS vllm_hip_kernels)
 target_compile_definitions(_C PRIVATE USE_ROCM)

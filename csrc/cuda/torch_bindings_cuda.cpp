@@ -12,17 +12,9 @@
 #include "../core/tensor_checks.h"
 #include "../layernorm/layernorm_launch.h"
 #include "../pos_encoding/rotary_launch.h"
+#include "launch_checks.h"
 
 namespace vllm::cuda_ops {
-namespace {
-
-void check_launch(int code, const char* op) {
-  TORCH_CHECK(code == 0, op, ": kernel launch failed: ", gpu::error_string(code));
-}
-
-void* current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
-
-}  // namespace
 
 void rms_norm(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
               double epsilon) {

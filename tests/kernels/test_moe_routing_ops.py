@@ -28,10 +28,16 @@ def test_topk_softmax_matches_torch(m, e, k, dtype, id_dtype):
     ops.topk_softmax(weights, ids, token_expert, gating)
     # a stable descending sort: equal weights (frequent from 16-bit logits)
     # in expert order, the kernel's tie rule
-    expected_w, expected_ids = gating.float().softmax(-1).sort(dim=-1, descending=True, stable=True)
+    probs = gating.float().softmax(-1)
+    expected_w, expected_ids = probs.sort(dim=-1, descending=True, stable=True)
     expected_w, expected_ids = expected_w[:, :k], expected_ids[:, :k]
-    torch.testing.assert_close(weights, expected_w, rtol=1e-6, atol=1e-7)
-    assert torch.equal(ids.long(), expected_ids)
+    # fp32 softmax sums in another order than torch's: last-bit differences
+    torch.testing.assert_close(weights, expected_w, rtol=1e-5, atol=1e-7)
+    # ...which may swap two experts whose probabilities differ by no more
+    mismatch = ids.long() != expected_ids
+    torch.testing.assert_close(probs.gather(1, ids.long())[mismatch], expected_w[mismatch],
+                               rtol=1e-5, atol=1e-7)
+    assert mismatch.sum() <= 2
     rows = torch.arange(m).unsqueeze(1)
     assert torch.equal(token_expert, (torch.arange(k).unsqueeze(0) * m + rows).int())
 

@@ -17,12 +17,17 @@ from vllm.transformers_utils.gguf_reader import GGUFFile
 
 logger = logging.getLogger(__name__)
 
-# GGUF architecture -> (Hugging Face architecture, model_type)
+# GGUF architecture -> (Hugging Face architecture, model_type); a "llama"
+# file with experts is Mixtral
 _ARCHITECTURES = {
     "llama": ("LlamaForCausalLM", "llama"),
     "mistral": ("MistralForCausalLM", "mistral"),
     "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+    "qwen2moe": ("Qwen2MoeForCausalLM", "qwen2_moe"),
+    "qwen3moe": ("Qwen3MoeForCausalLM", "qwen3_moe"),
+    "olmoe": ("OlmoeForCausalLM", "olmoe"),
 }
+_MIXTRAL = ("MixtralForCausalLM", "mixtral")
 
 # GGUF tensor name (after "blk.N.") -> Hugging Face name (after "model.layers.N.")
 _LAYER_TENSORS = {
@@ -35,7 +40,19 @@ _LAYER_TENSORS = {
     "ffn_gate": "mlp.gate_proj",
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    # MoE: the router, Qwen2-MoE's shared expert and its gate
+    "ffn_gate_inp": "{moe}.gate",
+    "ffn_gate_shexp": "mlp.shared_expert.gate_proj",
+    "ffn_up_shexp": "mlp.shared_expert.up_proj",
+    "ffn_down_shexp": "mlp.shared_expert.down_proj",
+    "ffn_gate_inp_shexp": "mlp.shared_expert_gate",
 }
+# GGUF's stacked experts [E, ...] -> each expert's projection (Mixtral's
+# checkpoint names, everyone else's)
+_EXPERT_TENSORS = {"ffn_gate_exps": ("w1", "gate_proj"), "ffn_up_exps": ("w3", "up_proj"),
+                   "ffn_down_exps": ("w2", "down_proj")}
 _GLOBAL_TENSORS = {
     "token_embd": "model.embed_tokens",
     "output_norm": "model.norm",
@@ -61,13 +78,39 @@ def gguf_architecture(path: str) -> str:
     return arch
 
 
+def _hf_architecture(path: str) -> tuple[str, str]:
+    arch = gguf_architecture(path)
+    if arch == "llama" and int(_reader(path).get("llama.expert_count", 0) or 0) > 0:
+        return _MIXTRAL
+    return _ARCHITECTURES[arch]
+
+
+def _moe_config(model_type: str, meta) -> dict:
+    """The config fields of the MoE families, from the <arch>.expert_* keys."""
+    experts, used = int(meta("expert_count")), int(meta("expert_used_count"))
+    expert_size = meta("expert_feed_forward_length")
+    if model_type == "mixtral":
+        return dict(num_local_experts=experts, num_experts_per_tok=used)
+    fields = dict(num_experts=experts, num_experts_per_tok=used)
+    if model_type == "olmoe":
+        fields["intermediate_size"] = int(expert_size or meta("feed_forward_length"))
+        fields["norm_topk_prob"] = False
+    else:  # qwen2_moe, qwen3_moe: every layer sparse
+        fields.update(moe_intermediate_size=int(expert_size), decoder_sparse_step=1,
+                      mlp_only_layers=[], norm_topk_prob=model_type == "qwen3_moe")
+        if model_type == "qwen2_moe":
+            fields["shared_expert_intermediate_size"] = int(
+                meta("expert_shared_feed_forward_length", 0) or 0)
+    return fields
+
+
 def load_gguf_config(path: str):
     """A transformers PretrainedConfig built from the GGUF metadata."""
     from transformers import AutoConfig
 
     reader = _reader(path)
     arch = gguf_architecture(path)
-    hf_arch, model_type = _ARCHITECTURES[arch]
+    hf_arch, model_type = _hf_architecture(path)
 
     def meta(key, default=None):
         return reader.get(f"{arch}.{key}", default)
@@ -94,8 +137,10 @@ def load_gguf_config(path: str):
         eos_token_id=reader.get("tokenizer.ggml.eos_token_id"),
         torch_dtype="float32",
     )
-    if model_type != "qwen2":
+    if model_type not in ("qwen2", "qwen2_moe"):
         kwargs["head_dim"] = head_dim
+    if meta("expert_count"):
+        kwargs.update(_moe_config(model_type, meta))
     window = meta("attention.sliding_window")
     if window is not None:
         kwargs["sliding_window"] = int(window)
@@ -111,35 +156,49 @@ def _unpermute_rotary(weight: np.ndarray, num_heads: int) -> np.ndarray:
 
 
 def iterate_gguf_weights(path: str) -> Iterator[tuple[str, torch.Tensor]]:
-    """(Hugging Face name, float32 tensor) for every tensor in the file."""
+    """(Hugging Face name, float32 tensor) for every tensor in the file; the
+    stacked expert tensors of MoE files as one tensor per expert."""
     from gguf.quants import dequantize
 
     reader = _reader(path)
     arch = gguf_architecture(path)
+    model_type = _hf_architecture(path)[1]
+    moe = "block_sparse_moe" if model_type == "mixtral" else "mlp"
     num_heads = int(reader.get(f"{arch}.attention.head_count"))
     num_kv_heads = int(reader.get(f"{arch}.attention.head_count_kv", num_heads))
     permuted = arch in ("llama", "mistral")
     for tensor in reader.tensors:
         parts = tensor.name.split(".")
         suffix = parts[-1]  # weight / bias
-        if parts[0] == "blk":
-            layer, kind = parts[1], parts[2]
-            if kind not in _LAYER_TENSORS:
-                logger.debug("skipping GGUF tensor %s", tensor.name)
-                continue
-            name = f"model.layers.{layer}.{_LAYER_TENSORS[kind]}.{suffix}"
+        kind = parts[2] if parts[0] == "blk" else parts[0]
+        if parts[0] == "blk" and kind in _EXPERT_TENSORS:
+            leaf = _EXPERT_TENSORS[kind][0 if model_type == "mixtral" else 1]
+            stacked = _dequantized(tensor, dequantize)
+            for expert in range(stacked.shape[0]):
+                yield (f"model.layers.{parts[1]}.{moe}.experts.{expert}.{leaf}.{suffix}",
+                       stacked[expert])
+            continue
+        if parts[0] == "blk" and kind in _LAYER_TENSORS:
+            name = f"model.layers.{parts[1]}.{_LAYER_TENSORS[kind].format(moe=moe)}.{suffix}"
         elif parts[0] in _GLOBAL_TENSORS:
-            kind = parts[0]
             name = f"{_GLOBAL_TENSORS[kind]}.{suffix}"
         else:
             logger.debug("skipping GGUF tensor %s", tensor.name)
             continue
-        array = dequantize(tensor.data, tensor.tensor_type).astype(np.float32, copy=False)
+        weights = _dequantized(tensor, dequantize)
         if permuted and kind in ("attn_q", "attn_k"):
-            array = _unpermute_rotary(array, num_heads if kind == "attn_q" else num_kv_heads)
-        if not array.flags.writeable:  # F32 tensors come back as read-only file views
-            array = array.copy()
-        yield name, torch.from_numpy(np.ascontiguousarray(array))
+            weights = torch.from_numpy(_unpermute_rotary(
+                weights.numpy(), num_heads if kind == "attn_q" else num_kv_heads))
+        if kind == "ffn_gate_inp_shexp":  # a [hidden] vector in GGUF, [1, hidden] in HF
+            weights = weights.reshape(1, -1)
+        yield name, weights.contiguous()
+
+
+def _dequantized(tensor, dequantize) -> torch.Tensor:
+    array = dequantize(tensor.data, tensor.tensor_type).astype(np.float32, copy=False)
+    if not array.flags.writeable:  # F32 tensors come back as read-only file views
+        array = array.copy()
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def _tokenizer_cache_dir(path: str) -> str:

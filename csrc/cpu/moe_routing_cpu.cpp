@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "moe_checks.h"
+#include "../moe/moe_checks.h"
 
 namespace vllm::moe {
 namespace {
