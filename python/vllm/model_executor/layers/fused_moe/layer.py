@@ -9,9 +9,13 @@ OLMoE) or already stacked (transformers' `experts.gate_up_proj` /
 `experts.down_proj`). After loading, bf16 experts are packed once (a CPU
 with AVX512-BF16 or AVX2): every expert's gate/up with its halves
 interleaved for the fused activation, stacked [E, ...], and every W2
-stacked likewise, on huge pages. A step then runs all routed experts in one
-packed_moe_experts call; elsewhere (fp32, no packed kernels, expert maps)
-the grouped Python pass over the same kernels (experts.fused_experts)."""
+stacked likewise, on huge pages; the packed copy is then the only one (the
+experts are most of a MoE's bytes: keeping both would double its memory).
+A step runs all routed experts in one packed_moe_experts call; elsewhere
+(fp32, expert maps, a kernel variant without packed GEMMs) the grouped
+Python pass over the same kernels (experts.fused_experts), on the plain
+weights or, once packed, on the packed ones (unpacked for a variant that
+cannot read them)."""
 from __future__ import annotations
 
 import re
@@ -26,7 +30,8 @@ from vllm.model_executor.layers.fused_moe.routing import select_experts
 from vllm import _custom_ops as ops
 from vllm import hugepages
 from vllm.model_executor.layers.linear import (gate_up_packed_shape, pack_gate_up_pairs,
-                                               pack_weight_pairs, pair_packed_shape)
+                                               pack_weight_pairs, pair_packed_shape,
+                                               unpack_gate_up_pairs, unpack_weight_pairs)
 
 # checkpoint leaf name -> vLLM's shard id: w1 gate, w3 up, w2 down
 _SHARD_OF = {"w1": "w1", "w3": "w3", "w2": "w2",
@@ -154,6 +159,20 @@ class FusedMoE(nn.Module):
         for expert in range(e):
             pack_gate_up_pairs(w13[expert], self.w13_packed[expert])
             pack_weight_pairs(self.w2_weight[expert], self.w2_packed[expert])
+        # the packed copy is the weights now: free the plain ones (the
+        # parameters stay, empty, so the module's structure does not change)
+        self.w13_weight.data = w13.new_empty(0)
+        self.w2_weight.data = w13.new_empty(0)
+
+    def plain_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """w13 [E, 2N, K] and w2 [E, K, N] as loaded (unpacked again once
+        packed: a slow path for kernel variants without packed GEMMs)."""
+        if self.w13_packed is None:
+            return self.w13_weight, self.w2_weight
+        n, k = self.intermediate_size, self.hidden_size
+        w13 = torch.stack([unpack_gate_up_pairs(p, n) for p in self.w13_packed])
+        w2 = torch.stack([unpack_weight_pairs(p, k) for p in self.w2_packed])
+        return w13, w2
 
     # ------------------------------------------------------------ compute
     def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
@@ -170,7 +189,10 @@ class FusedMoE(nn.Module):
             ops.packed_moe_experts(out, x, self.w13_packed, self.w2_packed, weights,
                                    ids.to(torch.int32), self.act.name)
             return out
-        return fused_experts(hidden_states, self.w13_weight, self.w2_weight, weights, ids,
+        # rare paths (weights on the input, a variant without packed GEMMs):
+        # the grouped pass, on the packed experts where the variant reads them
+        w13, w2 = self.plain_weights()
+        return fused_experts(hidden_states, w13, w2, weights, ids,
                              activation=self.activation,
                              apply_router_weight_on_input=self.apply_router_weight_on_input,
                              w1_packed=self.w13_packed, w2_packed=self.w2_packed)
