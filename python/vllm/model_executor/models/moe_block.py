@@ -8,6 +8,7 @@ from torch import nn
 
 from vllm.model_executor.layers.fused_moe import FusedMoE
 from vllm.model_executor.layers.linear import Linear
+from vllm.model_executor.models.llama import LlamaMLP
 
 # checkpoint names of an expert's projections: Mixtral's, everyone else's
 MIXTRAL_EXPERT_NAMES = {"w1": "w1", "w2": "w2", "w3": "w3"}
@@ -28,7 +29,6 @@ class SparseMoeBlock(nn.Module):
         self.experts._checkpoint_leaf.update(expert_names)
         self.shared_expert = None
         if shared_expert_intermediate_size:
-            from vllm.model_executor.models.llama import LlamaMLP
             self.shared_expert = LlamaMLP(config, dtype, shared_expert_intermediate_size)
             self.shared_expert_gate = Linear(hidden, 1, bias=False, dtype=dtype)
 

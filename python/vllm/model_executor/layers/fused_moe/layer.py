@@ -145,6 +145,8 @@ class FusedMoE(nn.Module):
         return len(self._loaded) == 3 * self.num_experts
 
     def process_weights_after_loading(self) -> None:
+        if self.w13_packed is not None:  # packed already: the plain copies are gone
+            return
         e, n, k = check_expert_weights(self.w13_weight, self.w2_weight)
         w13 = self.w13_weight
         if not (w13.dtype == torch.bfloat16 and w13.device.type == "cpu" and n % 2 == 0
