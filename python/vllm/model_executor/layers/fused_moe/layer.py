@@ -188,8 +188,9 @@ class FusedMoE(nn.Module):
                 and ops.packed_moe_available()):
             out = torch.empty_like(hidden_states)
             x = hidden_states if hidden_states.stride(1) == 1 else hidden_states.contiguous()
-            ops.packed_moe_experts(out, x, self.w13_packed, self.w2_packed, weights,
-                                   ids.to(torch.int32), self.act.name)
+            ops.packed_moe_experts(out, x, self.w13_packed, self.w2_packed,
+                                   weights.float().contiguous(),
+                                   ids.to(torch.int32).contiguous(), self.act.name)
             return out
         # rare paths (weights on the input, a variant without packed GEMMs):
         # the grouped pass, on the packed experts where the variant reads them
