@@ -9,7 +9,7 @@
 
 #include "../core/tensor_checks.h"
 #include "cpu_ops.h"  // the declarations the fused layer loop calls: checked here
-#include "activation_names.h"
+#include "packed_op_checks.h"
 #include "kernel_table.h"
 
 namespace vllm::cpu_ops {
@@ -78,9 +78,7 @@ void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& 
 void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
                    const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "packed_linear";
-  TORCH_CHECK(cpu::active_kernels().packed_linear != nullptr, op,
-              ": needs the AVX512-BF16 or AVX2 CPU kernels; the active variant is ",
-              cpu::active_kernels().isa);
+  check_packed_kernel(cpu::active_kernels().packed_linear != nullptr, op);
   TORCH_CHECK(out.dim() == 2, op, ": out must be [m, n], got ", out.sizes());
   const cpu::LinearArgs args = packed_linear_args(out, input, packed, bias, out.size(1), op);
   if (args.m > 0 && args.n > 0) cpu::active_kernels().packed_linear(args);
@@ -98,9 +96,7 @@ void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Ten
                          const std::optional<at::Tensor>& bias, const std::string& activation) {
   constexpr const char* op = "packed_linear_gated";
   constexpr int64_t panel = cpu::kPackedLinearPanel;
-  TORCH_CHECK(cpu::active_kernels().packed_linear_gated != nullptr, op,
-              ": needs the AVX512-BF16 or AVX2 CPU kernels; the active variant is ",
-              cpu::active_kernels().isa);
+  check_packed_kernel(cpu::active_kernels().packed_linear_gated != nullptr, op);
   const cpu::Activation kind = gated_activation(activation, op);
   TORCH_CHECK(out.dim() == 2, op, ": out must be [m, d], got ", out.sizes());
   const int64_t d = out.size(1), pairs = (d + panel - 1) / panel;

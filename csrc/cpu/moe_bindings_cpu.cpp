@@ -4,7 +4,7 @@
 #include <torch/library.h>
 
 #include "../core/tensor_checks.h"
-#include "activation_names.h"
+#include "packed_op_checks.h"
 #include "kernel_table.h"
 
 namespace vllm::cpu_ops {
@@ -20,9 +20,7 @@ void packed_moe_experts(at::Tensor& out, const at::Tensor& input, const at::Tens
                         const at::Tensor& topk_ids, const std::string& activation) {
   constexpr const char* op = "packed_moe_experts";
   constexpr int64_t panel = cpu::kPackedLinearPanel;
-  TORCH_CHECK(cpu::active_kernels().packed_moe != nullptr, op,
-              ": needs the AVX512-BF16 or AVX2 CPU kernels; the active variant is ",
-              cpu::active_kernels().isa);
+  check_packed_kernel(cpu::active_kernels().packed_moe != nullptr, op);
   const cpu::Activation kind = gated_activation(activation, op);
   TORCH_CHECK(input.dim() == 2 && out.dim() == 2 && out.sizes() == input.sizes(), op,
               ": input and out must both be [m, hidden], got ", input.sizes(), " and ",

@@ -215,6 +215,14 @@ def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
 
 
 # ---------------------------------------------------------------- MoE
+def has_kernel(op: str, device: torch.device) -> bool:
+    """Whether this build registered `op` ("namespace::name") for the
+    device's kind (CPU or CUDA; ROCm builds register as CUDA)."""
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+    return (_C is not None and key is not None
+            and torch._C._dispatch_has_kernel_for_dispatch_key(op, key))
+
+
 def packed_moe_available() -> bool:
     """Whether the active CPU kernel variant has packed_moe_experts."""
     return packed_linear_available() and hasattr(torch.ops._C, "packed_moe_experts")

@@ -186,6 +186,30 @@ def test_router_weight_on_input():
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_layer_router_weight_on_input_runs_the_one_call_kernel(packed_isa, monkeypatch):
+    """Top-1 with the weight on the input (vLLM allows no other top-k): the
+    input scaled, then the packed experts in one call."""
+    e, n, k = 5, 48, 64
+    layer = FusedMoE(e, 1, k, n, torch.bfloat16, renormalize=False,
+                     apply_router_weight_on_input=True)
+    w1, w2 = random_moe(e, n, k, torch.bfloat16)
+    layer.w13_weight.data.copy_(w1)
+    layer.w2_weight.data.copy_(w2)
+    layer.process_weights_after_loading()
+    calls = []
+    original = ops.packed_moe_experts
+    monkeypatch.setattr(ops, "packed_moe_experts", lambda *a: calls.append(1) or original(*a))
+    x, gating = torch.randn(11, k).to(torch.bfloat16), torch.randn(11, e).to(torch.bfloat16)
+    out = layer(x, gating)
+    assert calls == [1]
+    weights, ids, _ = fused_topk(x, gating, 1, False)
+    scaled = (x * weights).to(torch.bfloat16)
+    expected = reference(scaled, w1, w2, torch.ones_like(weights), ids, round_to=torch.bfloat16)
+    torch.testing.assert_close(out.double(), expected, rtol=2e-2, atol=2e-2)
+    with pytest.raises(ValueError, match="apply_router_weight_on_input needs top-k 1, got 2"):
+        FusedMoE(e, 2, k, n, torch.bfloat16, apply_router_weight_on_input=True)
+
+
 def test_chunks_give_the_same_result(monkeypatch):
     e, n, k = 8, 32, 32
     w1, w2 = random_moe(e, n, k, torch.float32)

@@ -168,13 +168,14 @@ def is_gate_up_packed(packed: torch.Tensor | None) -> bool:
     return is_pair_packed(packed) and packed.dim() == 5
 
 
-def _pairs_apply(weight: torch.Tensor) -> bool:
+def pairs_apply(weight: torch.Tensor) -> bool:
+    """Whether pack_weight_pairs / packed_linear serve this weight here."""
     return (weight.dtype == torch.bfloat16 and weight.device.type == "cpu" and weight.dim() == 2
             and weight.shape[1] % 2 == 0 and ops.packed_linear_available())
 
 
 def _gate_up_applies(weight: torch.Tensor, gate_up: bool) -> bool:
-    return gate_up and _pairs_apply(weight) and weight.shape[0] % 2 == 0
+    return gate_up and pairs_apply(weight) and weight.shape[0] % 2 == 0
 
 
 def pack_weight(weight: torch.Tensor, gate_up: bool = False) -> torch.Tensor | None:
@@ -190,7 +191,7 @@ def pack_weight(weight: torch.Tensor, gate_up: bool = False) -> torch.Tensor | N
     (pack_weight_for_onednn)."""
     if _gate_up_applies(weight, gate_up):
         return pack_gate_up_pairs(weight)
-    if _pairs_apply(weight):
+    if pairs_apply(weight):
         return pack_weight_pairs(weight)
     packed = pack_weight_for_onednn(weight)
     if packed is None and weight.dtype in (torch.bfloat16, torch.float16):
@@ -220,7 +221,7 @@ def pack_weights_in_call_order(weights: list[torch.Tensor],
     order given (the order a decode step streams them; see
     place_weights_in_call_order)."""
     gate_up = gate_up or [False] * len(weights)
-    if not weights or not all(_pairs_apply(w) for w in weights):
+    if not weights or not all(pairs_apply(w) for w in weights):
         return [pack_weight(w, g) for w, g in zip(weights, gate_up)]
     shapes = [gate_up_packed_shape(*w.shape) if _gate_up_applies(w, g) else pair_packed_shape(*w.shape)
               for w, g in zip(weights, gate_up)]

@@ -120,8 +120,9 @@ def fused_experts(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torch.Tenso
     (triton_experts); on CPU the grouped pass over our kernels."""
     e, _, _ = check_expert_weights(w1, w2, hidden_states.shape[-1])
     _check_routing(hidden_states, topk_weights, topk_ids)
-    if topk_weights.shape[1] > (global_num_experts if global_num_experts > 0 else e):
-        raise ValueError(f"top-k {topk_weights.shape[1]} exceeds the {e} experts")
+    total = global_num_experts if global_num_experts > 0 else e
+    if topk_weights.shape[1] > total:
+        raise ValueError(f"top-k {topk_weights.shape[1]} exceeds the {total} experts")
     act = moe_activation(activation)
     if hidden_states.device.type == "cuda":
         from vllm.model_executor.layers.fused_moe.triton_experts import fused_experts_triton

@@ -30,7 +30,7 @@ from vllm.model_executor.layers.fused_moe.routing import select_experts
 from vllm import _custom_ops as ops
 from vllm import hugepages
 from vllm.model_executor.layers.linear import (gate_up_packed_shape, pack_gate_up_pairs,
-                                               pack_weight_pairs, pair_packed_shape,
+                                               pack_weight_pairs, pair_packed_shape, pairs_apply,
                                                unpack_gate_up_pairs, unpack_weight_pairs)
 
 # checkpoint leaf name -> vLLM's shard id: w1 gate, w3 up, w2 down
@@ -56,6 +56,9 @@ class FusedMoE(nn.Module):
                              f"[1, {num_experts}], the number of experts")
         if quant_config is not None:
             raise ValueError(f"{prefix or 'FusedMoE'}: quantized experts are not supported yet")
+        if apply_router_weight_on_input and top_k != 1:
+            raise ValueError(f"{prefix or 'FusedMoE'}: apply_router_weight_on_input needs top-k "
+                             f"1, got {top_k}")
         if tp_size not in (None, 1):
             raise ValueError(f"{prefix or 'FusedMoE'}: tensor-parallel experts are not "
                              f"supported yet (tp_size={tp_size})")
@@ -149,8 +152,7 @@ class FusedMoE(nn.Module):
             return
         e, n, k = check_expert_weights(self.w13_weight, self.w2_weight)
         w13 = self.w13_weight
-        if not (w13.dtype == torch.bfloat16 and w13.device.type == "cpu" and n % 2 == 0
-                and k % 2 == 0 and ops.packed_linear_available()):
+        if not (pairs_apply(w13[0]) and pairs_apply(self.w2_weight[0])):
             return
         shape13 = (e,) + gate_up_packed_shape(2 * n, k)
         shape2 = (e,) + pair_packed_shape(k, n)
@@ -184,16 +186,18 @@ class FusedMoE(nn.Module):
                                       self.scoring_func, self.routed_scaling_factor,
                                       self.e_score_correction_bias)
         if (self.w13_packed is not None and hidden_states.dtype == torch.bfloat16
-                and hidden_states.dim() == 2 and not self.apply_router_weight_on_input
-                and ops.packed_moe_available()):
+                and hidden_states.dim() == 2 and ops.packed_moe_available()):
             out = torch.empty_like(hidden_states)
             x = hidden_states if hidden_states.stride(1) == 1 else hidden_states.contiguous()
+            if self.apply_router_weight_on_input:  # top-1: scale the input, weight 1 after
+                x = (x * weights).to(x.dtype)
+                weights = torch.ones_like(weights)
             ops.packed_moe_experts(out, x, self.w13_packed, self.w2_packed,
                                    weights.float().contiguous(),
                                    ids.to(torch.int32).contiguous(), self.act.name)
             return out
-        # rare paths (weights on the input, a variant without packed GEMMs):
-        # the grouped pass, on the packed experts where the variant reads them
+        # fp32, or a kernel variant without packed GEMMs (the packed experts
+        # then unpacked: a slow path): the grouped pass
         w13, w2 = self.plain_weights()
         return fused_experts(hidden_states, w13, w2, weights, ids,
                              activation=self.activation,

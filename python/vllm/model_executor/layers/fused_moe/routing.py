@@ -18,13 +18,6 @@ def _check_topk(topk: int, num_experts: int) -> None:
         raise ValueError(f"top-k {topk} must lie in [1, {num_experts}], the number of experts")
 
 
-def _has_kernel(op: str, device: torch.device) -> bool:
-    if ops._C is None:
-        return False
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
-
-
 def fused_topk(hidden_states: torch.Tensor, gating_output: torch.Tensor, topk: int,
                renormalize: bool, indices_type: torch.dtype | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,7 +34,7 @@ def fused_topk(hidden_states: torch.Tensor, gating_output: torch.Tensor, topk: i
     weights = torch.empty(m, topk, dtype=torch.float32, device=device)
     ids = torch.empty(m, topk, dtype=indices_type or torch.int32, device=device)
     token_expert_indices = torch.empty(m, topk, dtype=torch.int32, device=device)
-    if _has_kernel("_moe_C::topk_softmax", device):
+    if ops.has_kernel("_moe_C::topk_softmax", device):
         ops.topk_softmax(weights, ids, token_expert_indices, gating_output)
     else:  # a device without the kernel yet: the same result from torch ops
         values, indices = gating_output.float().softmax(-1).topk(topk, dim=-1)

@@ -78,8 +78,7 @@ def fused_experts_triton(hidden_states: torch.Tensor, w1: torch.Tensor, w2: torc
                             None if apply_router_weight_on_input else weights, sorted_ids,
                             expert_ids, post_pad, 1, config)
     out = torch.empty_like(hidden_states)
-    if hidden_states.device.type == "cpu" or torch._C._dispatch_has_kernel_for_dispatch_key(
-            "_moe_C::moe_sum", "CUDA"):
+    if ops.has_kernel("_moe_C::moe_sum", hidden_states.device):
         ops.moe_sum(down.view(m, topk, k_dim), out)
     else:
         out.copy_(down.view(m, topk, k_dim).float().sum(1))
