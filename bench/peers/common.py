@@ -15,6 +15,9 @@ def parse_args(description: str) -> argparse.Namespace:
     parser.add_argument("--workload", required=True, help="JSON written by bench/compare.py")
     parser.add_argument("--model", required=True, help="model folder or GGUF file")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quantization", default=None,
+                        help="passed to LLM(quantization=...) where given (ours: 'none' "
+                             "loads the GGUF dequantized to bf16)")
     parser.add_argument("--skip", nargs="*", default=[],
                         help="measures to leave out (throughput, batch1, prefill)")
     return parser.parse_args()

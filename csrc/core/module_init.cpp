@@ -20,6 +20,9 @@ PyObject* built_cpu_isas(PyObject*, PyObject*) {
 PyObject* packed_linear_available(PyObject*, PyObject*) {
   return PyBool_FromLong(vllm::cpu::active_kernels().packed_linear != nullptr);
 }
+PyObject* quant_linear_available(PyObject*, PyObject*) {
+  return PyBool_FromLong(vllm::cpu::active_kernels().quant_linear != nullptr);
+}
 PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
   const char* name = PyUnicode_AsUTF8(arg);
   if (!name) return nullptr;
@@ -40,6 +43,8 @@ PyMethodDef kMethods[] = {
     {"built_cpu_isas", built_cpu_isas, METH_NOARGS, "Comma-separated variants compiled in."},
     {"packed_linear_available", packed_linear_available, METH_NOARGS,
      "Whether the active variant has packed_linear (AVX512-BF16)."},
+    {"quant_linear_available", quant_linear_available, METH_NOARGS,
+     "Whether the active variant has quant_linear (4/8-bit weights)."},
     {"set_cpu_isa", set_cpu_isa, METH_O, "Switch the CPU kernel variant ('auto' = best)."},
     {nullptr, nullptr, 0, nullptr}};
 

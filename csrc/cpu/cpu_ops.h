@@ -42,6 +42,9 @@ void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& 
                     const std::optional<at::Tensor>& bias);
 void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
                    const std::optional<at::Tensor>& bias);
+void quant_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
+                  int64_t bits, int64_t group_size, const std::optional<at::Tensor>& bias,
+                  int64_t int8_max_rows);
 void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
                          const std::optional<at::Tensor>& bias, const std::string& activation);
 

@@ -55,14 +55,25 @@ at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& packed,
 }
 
 // x W^T + b by the path Python's apply_linear takes for the same rows (so
-// both paths give the same bits): packed_linear on a weight packed in our
+// both paths give the same bits): quant_linear on a quantized weight;
+// packed_linear on a weight packed in our
 // pair layout (bf16, AVX512-BF16 or AVX2 variant active); else the small-row kernel
 // up to `small_m_max_rows`, oneDNN on its packed weight, at::linear. (A
 // gate/up weight's interleaved 5-D copy goes to packed_linear_gated instead,
 // fused_gate_up; both paths take it whenever packed_linear exists.)
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& packed,
-                  int64_t small_m_max_rows) {
+                  int64_t small_m_max_rows, int64_t int8_max_rows) {
+  if (packed.has_value() && !packed->is_mkldnn() && packed->scalar_type() == at::kByte) {
+    // a quantized weight packed for quant_linear ([panels, k / group, 192 +
+    // 48 group bits / 8]); `weight` holds its shape only
+    const int64_t k = weight.size(1), group = k / packed->size(1);
+    const int64_t bits = (packed->size(2) - cpu::kQuantHeaderBytes) * 8 / (cpu::kQuantPanel * group);
+    at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
+    quant_linear(out, x.stride(1) == 1 ? x : x.contiguous(), *packed, bits, group, bias,
+                 int8_max_rows);
+    return out;
+  }
   if (packed.has_value() && !packed->is_mkldnn() && packed->dim() == 4 &&
       x.scalar_type() == at::kBFloat16 && cpu::active_kernels().packed_linear != nullptr) {
     at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
@@ -102,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
     int64_t block_size, int64_t max_seq_len, int64_t num_heads, int64_t num_kv_heads,
     int64_t head_size, double epsilon, double scale, bool is_neox, const std::string& activation,
     const std::optional<at::Tensor>& query_start_loc, const std::optional<at::Tensor>& output_rows,
-    const std::optional<at::Tensor>& output_query_start_loc) {
+    const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows) {
   constexpr const char* op = "fused_decode_layers";
   const size_t layers = key_caches.size();
   TORCH_CHECK(layers > 0 && value_caches.size() == layers, op,
@@ -144,7 +155,7 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
       fused_add_rms_norm(hidden, residual, w[0], epsilon);
       normed = hidden;
     }
-    const at::Tensor qkv = linear(normed, w[1], b[0], p[0], small_m_max_rows);
+    const at::Tensor qkv = linear(normed, w[1], b[0], p[0], small_m_max_rows, quant_int8_max_rows);
     at::Tensor q = qkv.narrow(1, 0, q_size);
     std::optional<at::Tensor> k = qkv.narrow(1, q_size, kv_size);
     const at::Tensor v = qkv.narrow(1, q_size + kv_size, kv_size);
@@ -169,15 +180,15 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
                          std::nullopt, "auto", unit_scale, unit_scale, 0, 0, 0, 0, 0);
     }
     if (outputs_only) residual = residual.index_select(0, *output_rows);
-    at::Tensor attn_out = linear(attn.view({rows, q_size}), w[2], b[1], p[1], small_m_max_rows);
+    at::Tensor attn_out = linear(attn.view({rows, q_size}), w[2], b[1], p[1], small_m_max_rows, quant_int8_max_rows);
     fused_add_rms_norm(attn_out, residual, w[3], epsilon);
     at::Tensor gated = at::empty({rows, w[4].size(0) / 2}, options);
     if (fused_gate_up(attn_out, p[2])) {
       packed_linear_gated(gated, attn_out, *p[2], b[2], activation);
     } else {
-      act(gated, linear(attn_out, w[4], b[2], p[2], small_m_max_rows));
+      act(gated, linear(attn_out, w[4], b[2], p[2], small_m_max_rows, quant_int8_max_rows));
     }
-    hidden = linear(gated, w[5], b[3], p[3], small_m_max_rows);
+    hidden = linear(gated, w[5], b[3], p[3], small_m_max_rows, quant_int8_max_rows);
   }
   return {hidden, residual};
 }
@@ -188,7 +199,8 @@ TORCH_LIBRARY_FRAGMENT(_C, ops) {
   // sequence, paged_attention_v1); with it any step (prefill chunks too,
   // paged_attention_prefill), and with output_rows / output_query_start_loc
   // (AttentionMetadata's) the last layer's attention, MLP and the returned
-  // rows are those rows only. `packed`: qkv, o, gate_up, down per layer
+  // rows are those rows only. quant_int8_max_rows: quant_linear's, for
+  // weights quantized. `packed`: qkv, o, gate_up, down per layer
   // packed for packed_linear (used for any rows) or by oneDNN (used above
   // `small_m_max_rows` rows), or None, as Python's Linear does.
   ops.def(
@@ -198,7 +210,7 @@ TORCH_LIBRARY_FRAGMENT(_C, ops) {
       "Tensor block_tables, Tensor seq_lens, int block_size, int max_seq_len, int num_heads, "
       "int num_kv_heads, int head_size, float epsilon, float scale, bool is_neox, "
       "str activation, Tensor? query_start_loc=None, Tensor? output_rows=None, "
-      "Tensor? output_query_start_loc=None) -> (Tensor, Tensor)");
+      "Tensor? output_query_start_loc=None, int quant_int8_max_rows=15) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(_C, CPU, ops) { ops.impl("fused_decode_layers", &fused_decode_layers); }

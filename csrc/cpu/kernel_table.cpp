@@ -26,6 +26,15 @@ void packed_moe(const MoeArgs& args, Activation kind);  // packed_moe.cpp
 #define VLLM_PACKED_MOE nullptr
 #endif
 
+// quant_linear.cpp: vpdpbusd on AVX-512 (needs VNNI), vpmaddubsw on AVX2,
+// plain C++ in scalar
+#if !defined(VLLM_ISA_AVX512) || defined(__AVX512VNNI__)
+void quant_linear(const QuantLinearArgs& args);
+#define VLLM_QUANT_LINEAR &quant_linear
+#else
+#define VLLM_QUANT_LINEAR nullptr
+#endif
+
 #define VLLM_STR2(x) #x
 #define VLLM_STR(x) VLLM_STR2(x)
 
@@ -34,7 +43,7 @@ const KernelTable& kernel_table() {
                                  &act_and_mul, &activation, &rotary_embedding,
                                  &paged_attention, &small_m_linear, &argmax_rows,
                                  VLLM_PACKED_LINEAR, VLLM_PACKED_LINEAR_GATED,
-                                 VLLM_PACKED_MOE};
+                                 VLLM_PACKED_MOE, VLLM_QUANT_LINEAR};
   return table;
 }
 

@@ -114,6 +114,45 @@ struct MoeArgs {
 // pairs of 48 columns side by side, zero columns past n.
 constexpr int64_t kPackedLinearPanel = 48;
 
+// Weight-only quantized GEMM: out[m, n] = x~[m, k] W[n, k]^T (+ bias[n]),
+// with W stored as 4-bit unsigned (u in [0, 15]) or 8-bit signed (q in
+// [-128, 127]) integers, one fp16 scale s and fp16 offset b per `group_size`
+// k-values of a column: w = s * u + b. x~ is x quantized per row in blocks
+// of 32: scale dx = max|x| / 127, xq = rint(x * 127 / max|x|) (so the
+// integer dot products are exact). Per column, for every flush block of
+// min(group_size, 32) k-values: acc = fma(float(sum xq * u), s * dx, acc);
+// after each group: acc = fma(b, gsum, acc), gsum = sum over the group's
+// blocks of dx * sum xq. Every ISA variant computes exactly this (the same
+// bits).
+//
+// Packed layout (`weight`, bytes): [ceil(n / 48)] panels of 48 columns, each
+// [k / group_size] groups of kQuantHeaderBytes (48 fp16 scales, then 48 fp16
+// offsets, column order) followed by the group's values in lines of 64
+// bytes, 3 lines (columns 0-15, 16-31, 32-47) per step of 8 k (4-bit) or 4
+// k (8-bit). In a line, column c owns bytes 4c..4c+3: 8-bit, q of k0+j in
+// byte j; 4-bit, u of k0+j in byte j's low nibble and of k0+4+j in its high
+// nibble. Columns past n are zero.
+constexpr int64_t kQuantPanel = 48;
+constexpr int64_t kQuantHeaderBytes = 4 * kQuantPanel;
+constexpr int64_t kQuantActBlock = 32;
+
+struct QuantLinearArgs {
+  void* out;
+  const void* input;
+  const uint8_t* weight;
+  const void* bias;  // may be null; of `dtype`
+  int64_t m, n, k;
+  int64_t group_size;  // 16, or a multiple of 32; divides k (k % 32 == 0)
+  int bits;            // 4 or 8
+  // bf16 x with more rows than this (and a bf16 GEMM in the variant): the
+  // weight expanded to bf16 per panel and packed_linear's arithmetic
+  // instead (x not rounded to int8)
+  int64_t int8_max_rows;
+  int64_t input_row_stride;
+  int64_t out_row_stride;
+  DType dtype;
+};
+
 // out[r] = index of the largest of row r's `vocab` logits (torch.argmax's
 // answer: first maximum, first NaN if any).
 struct ArgmaxArgs {
@@ -151,6 +190,9 @@ struct KernelTable {
   void (*packed_linear_gated)(const LinearArgs&, Activation);
   // A MoE layer's routed experts (MoeArgs). Null where packed_linear is.
   void (*packed_moe)(const MoeArgs&, Activation);
+  // QuantLinearArgs (quant_linear.cpp): AVX512-VNNI, AVX2 and scalar
+  // variants (null in AVX-512 builds whose compiler lacks VNNI).
+  void (*quant_linear)(const QuantLinearArgs&);
 };
 
 // One per compiled variant; defined in kernel_table.cpp built per ISA.

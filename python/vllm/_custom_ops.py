@@ -176,6 +176,37 @@ def packed_linear_available() -> bool:
     return _C is not None and hasattr(_C, "packed_linear_available") and _C.packed_linear_available()
 
 
+# quant_linear's default int8_max_rows (the op's own default)
+QUANT_INT8_MAX_ROWS = 15
+
+
+def quant_decode_int8_max_rows() -> int:
+    """Up to how many rows decode batches compute x in int8 on the active
+    kernel variant, by measurement (bench/RESULTS.md, session 12): on
+    AVX-512 the VNNI path beats the bf16 GEMM up to ~32 rows and the
+    bf16-expanding path wins from ~64; on AVX2 the int8 path beats the bf16
+    GEMM at every row count."""
+    return 48 if cpu_isa() == "avx512" else 1 << 30
+
+
+def quant_linear(out: torch.Tensor, input: torch.Tensor, packed: torch.Tensor, bits: int,
+                 group_size: int, bias: torch.Tensor | None = None,
+                 int8_max_rows: int = QUANT_INT8_MAX_ROWS) -> None:
+    """out = input @ W.T (+ bias) on a 4/8-bit weight packed by
+    `vllm.model_executor.layers.quantization.packing.pack_quantized` (fp32,
+    bf16 or fp16 in and out): input quantized to int8 per 32-block inside;
+    or, for bf16 input of more than `int8_max_rows` rows where packed_linear
+    runs, the weight expanded to bf16 panel by panel (the dense bf16 bits).
+    CPU builds (`quant_linear_available()`)."""
+    torch.ops._C.quant_linear(out, input, packed, bits, group_size, bias, int8_max_rows)
+
+
+def quant_linear_available() -> bool:
+    """Whether quant_linear runs here: a CPU build whose active variant has
+    it (AVX512-VNNI, AVX2, scalar)."""
+    return _C is not None and hasattr(_C, "quant_linear_available") and _C.quant_linear_available()
+
+
 def greedy_argmax(logits: torch.Tensor) -> torch.Tensor:
     """Index of each row's largest logit (torch.argmax(-1)'s answer: the first
     maximum, the first NaN if any), read in the logits' own dtype; CPU
@@ -196,6 +227,7 @@ def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
                         query_start_loc: torch.Tensor | None = None,
                         output_rows: torch.Tensor | None = None,
                         output_query_start_loc: torch.Tensor | None = None,
+                        quant_int8_max_rows: int = QUANT_INT8_MAX_ROWS,
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Every Llama-family decoder layer of a step in one call (CPU builds):
     per layer `weights` holds input norm, qkv, o, post-attention norm,
@@ -205,13 +237,14 @@ def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
     step (one token per sequence); with it any step. `output_rows` and
     `output_query_start_loc` (AttentionMetadata's): the last layer serves,
     and the call returns, those rows only. Returns (hidden, residual) before
-    the final norm."""
+    the final norm. `quant_int8_max_rows`: quant_linear's, for quantized
+    weights (packed uint8)."""
     return torch.ops._C.fused_decode_layers(
         hidden, positions, weights, biases, packed, small_m_max_rows, key_caches,
         value_caches, cos_sin_cache,
         slot_mapping, block_tables, seq_lens, block_size, max_seq_len, num_heads,
         num_kv_heads, head_size, epsilon, scale, is_neox, activation, query_start_loc,
-        output_rows, output_query_start_loc)
+        output_rows, output_query_start_loc, quant_int8_max_rows)
 
 
 # ---------------------------------------------------------------- MoE
@@ -309,6 +342,12 @@ if _C is not None:
     if hasattr(torch.ops._C, "packed_linear"):
         @torch.library.register_fake("_C::packed_linear")
         def _packed_linear_fake(out, input, packed, bias) -> None:
+            return None
+
+    if hasattr(torch.ops._C, "quant_linear"):
+        @torch.library.register_fake("_C::quant_linear")
+        def _quant_linear_fake(out, input, packed, bits, group_size, bias,
+                               int8_max_rows=QUANT_INT8_MAX_ROWS) -> None:
             return None
 
     if hasattr(torch.ops._C, "packed_linear_gated"):

@@ -73,6 +73,9 @@ class ModelConfig:
     load_format: str = "auto"
     seed: int = 0
     tokenizer: str | None = None
+    # the method quantized weights load with (vllm.model_executor.layers.
+    # quantization.resolve_quantization), None for dense weights
+    quantization: str | None = None
     served_model_name: str = ""
     # SamplingParams fields the model recommends, applied where a request
     # (or LLM.generate without SamplingParams) leaves them unset

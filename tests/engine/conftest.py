@@ -1,5 +1,7 @@
-"""Shared engines for the engine tests: the embedded SmolLM2 (fp32, for
-exact comparison with transformers) and the transformers model itself."""
+"""Shared engines for the engine tests: the embedded SmolLM2 (fp32 and
+dequantized at load, for exact comparison with transformers; served
+quantized it computes x in int8 and near-ties may flip) and the
+transformers model itself."""
 from __future__ import annotations
 
 import os
@@ -26,7 +28,7 @@ CHAT_PROMPTS = [
 @pytest.fixture(scope="session")
 def smollm_fp32():
     from vllm import LLM
-    return LLM(dtype="float32", max_model_len=1024)
+    return LLM(dtype="float32", quantization="none", max_model_len=1024)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ def test_async_llm_matches_offline_and_aborts_cleanly(monkeypatch, smollm_fp32,
     expected = smollm_fp32.generate(prompt, greedy, use_tqdm=False)[0].outputs[0].token_ids
 
     async def main():
-        engine = AsyncLLM(EngineArgs(dtype="float32", max_model_len=1024))
+        engine = AsyncLLM(EngineArgs(dtype="float32", quantization="none", max_model_len=1024))
         assert engine.client.multiprocess == (multiprocessing == "1")
         try:
             final = None

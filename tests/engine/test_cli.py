@@ -14,14 +14,14 @@ def _vllm(args, stdin=None):
 
 
 def test_generate_prints_the_completion():
-    out = _vllm(["generate", "--chat", "--max-tokens", "20", "--dtype", "float32",
+    out = _vllm(["generate", "--chat", "--max-tokens", "20", "--dtype", "float32", "--quantization", "none",
                  "What is the capital of France?"])
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
 
 
 def test_chat_answers_each_line_and_keeps_the_conversation():
-    out = _vllm(["chat", "--max-tokens", "24", "--dtype", "float32"],
+    out = _vllm(["chat", "--max-tokens", "24", "--dtype", "float32", "--quantization", "none"],
                 stdin="What is the capital of France?\nAnd of Italy?\n")
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout and "Rome" in out.stdout

@@ -97,7 +97,7 @@ def test_triton_backend_gives_the_same_greedy_tokens():
         "params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)\n"
         "prompts = ['The three largest cities in Japan are', 'def fibonacci(n):']\n"
         "def run():\n"
-        "    llm = LLM(dtype='float32', max_model_len=256)\n"
+        "    llm = LLM(dtype='float32', quantization='none', max_model_len=256)\n"
         "    name = llm.llm_engine.engine_core.worker.attn_backend.name\n"
         "    outs = llm.generate(prompts, params, use_tqdm=False)\n"
         "    return json.dumps([name, [list(o.outputs[0].token_ids) for o in outs]])\n"
@@ -121,7 +121,7 @@ def test_torch_sdpa_backend_gives_the_same_greedy_tokens(monkeypatch, smollm_fp3
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
     ours = smollm_fp32.generate(prompt, params, use_tqdm=False)[0].outputs[0].token_ids
     monkeypatch.setenv("VLLM_ATTENTION_BACKEND", "TORCH_SDPA")
-    reference = LLM(dtype="float32", max_model_len=256)
+    reference = LLM(dtype="float32", quantization="none", max_model_len=256)
     assert reference.llm_engine.engine_core.worker.attn_backend.name == "TORCH_SDPA"
     assert reference.generate(prompt, params, use_tqdm=False)[0].outputs[0].token_ids == ours
 

@@ -63,7 +63,7 @@ def test_prefix_cache_hits_give_the_same_tokens(smollm_fp32, prompts, alone):
 
 def test_preemption_by_recompute_keeps_outputs(prompts, alone):
     # 10 blocks of 16 tokens cannot hold six ~60-token sequences at once.
-    llm = LLM(dtype="float32", max_model_len=256, block_size=16, num_gpu_blocks_override=10)
+    llm = LLM(dtype="float32", quantization="none", max_model_len=256, block_size=16, num_gpu_blocks_override=10)
     outputs = llm.generate(prompts, PARAMS, use_tqdm=False)
     assert llm.llm_engine.get_stats().num_preemptions > 0
     assert _tokens(outputs) == alone
@@ -71,6 +71,6 @@ def test_preemption_by_recompute_keeps_outputs(prompts, alone):
 
 
 def test_chunked_prefill_small_budget_equals_alone(prompts, alone):
-    llm = LLM(dtype="float32", max_model_len=256, max_num_batched_tokens=16,
+    llm = LLM(dtype="float32", quantization="none", max_model_len=256, max_num_batched_tokens=16,
               enable_prefix_caching=False)
     assert _tokens(llm.generate(prompts, PARAMS, use_tqdm=False)) == alone

@@ -35,7 +35,7 @@ def test_chat_stops_at_end_of_turn_and_text_matches_decode(smollm_fp32):
 
 
 def test_bf16_agrees_on_first_tokens_and_stays_coherent(hf_smollm):
-    llm = LLM(dtype="bfloat16", max_model_len=512)
+    llm = LLM(dtype="bfloat16", quantization="none", max_model_len=512)
     tokenizer = llm.get_tokenizer()
     prompts = [chat_token_ids(tokenizer, p) for p in CHAT_PROMPTS[:4]]
     outputs = llm.generate([{"prompt_token_ids": p} for p in prompts],

@@ -15,6 +15,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, default=128)
     parser.add_argument("--max-num-batched-tokens", type=int, default=None)
     parser.add_argument("--load-format", default="auto")
+    parser.add_argument("--quantization", "-q", default=None,
+                        help="as vllm serve's (a .gguf file: gguf unless 'none')")
     parser.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction,
                         default=True)
     parser.add_argument("--seed", type=int, default=0)
@@ -27,7 +29,7 @@ def _llm(args, min_len: int):
     return LLM(model=args.model, dtype=args.dtype, max_model_len=max_len,
                max_num_seqs=args.max_num_seqs, max_num_batched_tokens=args.max_num_batched_tokens,
                load_format=args.load_format, enable_prefix_caching=args.enable_prefix_caching,
-               seed=args.seed)
+               quantization=args.quantization, seed=args.seed)
 
 
 def _write(args, result: dict) -> None:

@@ -28,6 +28,9 @@ class EngineArgs:
     dtype: str = "auto"
     max_model_len: int | None = None
     load_format: str = "auto"
+    # vLLM's names (awq, gptq, gguf, ...); None: what the checkpoint says
+    # (a .gguf file: gguf); "none": a GGUF file dequantized to dtype
+    quantization: str | None = None
     seed: int = 0
     block_size: int = 32
     enable_prefix_caching: bool = True
@@ -64,11 +67,14 @@ class EngineArgs:
         if isinstance(config_dtype, str):
             config_dtype = getattr(torch, config_dtype, None)
         dtype = resolve_dtype(self.dtype, config_dtype)
+        from vllm.model_executor.layers.quantization import resolve_quantization
+        quantization = resolve_quantization(self.quantization, resolved.is_gguf, hf_config)
         max_model_len = derive_max_model_len(hf_config, self.max_model_len)
         model_config = ModelConfig(
             model=self.model or "", path=resolved.path, is_gguf=resolved.is_gguf,
             hf_config=hf_config, dtype=dtype, max_model_len=max_model_len,
             load_format=self.load_format, seed=self.seed, tokenizer=self.tokenizer,
+            quantization=quantization,
             served_model_name=self.served_model_name or resolved.name,
             default_sampling=default_sampling(self.generation_config, resolved.path,
                                               resolved.is_gguf, not self.model))

@@ -1,6 +1,8 @@
-"""Reading a GGUF file: the model config, the weights (dequantized, in Hugging
-Face names and layout) and the tokenizer, so a GGUF checkpoint loads through
-the same model code as a Hugging Face folder."""
+"""Reading a GGUF file: the model config, the weights (in Hugging Face names
+and layout: projections and embeddings of the block types our quantized
+kernel reads as `QuantizedWeight`s, everything else dequantized) and the
+tokenizer, so a GGUF checkpoint loads through the same model code as a
+Hugging Face folder."""
 from __future__ import annotations
 
 import hashlib
@@ -155,10 +157,48 @@ def _unpermute_rotary(weight: np.ndarray, num_heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(weight.shape))
 
 
-def iterate_gguf_weights(path: str) -> Iterator[tuple[str, torch.Tensor]]:
-    """(Hugging Face name, float32 tensor) for every tensor in the file; the
-    stacked expert tensors of MoE files as one tensor per expert."""
+def _rotary_row_order(rows: int, num_heads: int) -> np.ndarray:
+    """The row order _unpermute_rotary gives, as indices into the rows."""
+    return _unpermute_rotary(np.arange(rows), num_heads)
+
+
+# 2-D weights kept quantized: the projections and the embedding / LM head
+# (norms, routers and expert stacks are dequantized)
+_QUANTIZABLE = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
+                "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp", "token_embd", "output"}
+_warned_types: set[str] = set()
+
+
+def _keep_quantized(tensor, kind: str) -> bool:
+    from gguf import GGMLQuantizationType
+
+    from vllm.model_executor.layers.quantization import gguf as gguf_quant
+
+    if kind not in _QUANTIZABLE or len(tensor.shape) != 2:
+        return False
+    type_name = GGMLQuantizationType(tensor.tensor_type).name
+    if type_name in ("F32", "F16", "BF16"):
+        return False
+    if gguf_quant.kernel_takes(type_name, int(tensor.shape[0])):
+        return True
+    if type_name not in _warned_types:
+        _warned_types.add(type_name)
+        logger.warning("GGUF %s weights (e.g. %s, rows of %d) are dequantized at load: our "
+                       "quantized kernel reads %s with rows a multiple of 32",
+                       type_name, tensor.name, int(tensor.shape[0]),
+                       ", ".join(gguf_quant.SUPPORTED_TYPES))
+    return False
+
+
+def iterate_gguf_weights(path: str, quantized: bool = False) -> Iterator[tuple[str, object]]:
+    """(Hugging Face name, tensor) for every tensor in the file: float32
+    tensors, or with `quantized` a QuantizedWeight for each projection or
+    embedding whose block type the quantized kernel reads; the stacked
+    expert tensors of MoE files as one tensor per expert."""
+    from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
+
+    from vllm.model_executor.layers.quantization.gguf import gguf_quantized
 
     reader = _reader(path)
     arch = gguf_architecture(path)
@@ -185,10 +225,17 @@ def iterate_gguf_weights(path: str) -> Iterator[tuple[str, torch.Tensor]]:
         else:
             logger.debug("skipping GGUF tensor %s", tensor.name)
             continue
+        heads = num_heads if kind == "attn_q" else num_kv_heads
+        if quantized and suffix == "weight" and _keep_quantized(tensor, kind):
+            k, n = int(tensor.shape[0]), int(tensor.shape[1])
+            raw = tensor.data
+            if permuted and kind in ("attn_q", "attn_k"):
+                raw = raw[_rotary_row_order(n, heads)]
+            yield name, gguf_quantized(raw, GGMLQuantizationType(tensor.tensor_type).name, n, k)
+            continue
         weights = _dequantized(tensor, dequantize)
         if permuted and kind in ("attn_q", "attn_k"):
-            weights = torch.from_numpy(_unpermute_rotary(
-                weights.numpy(), num_heads if kind == "attn_q" else num_kv_heads))
+            weights = torch.from_numpy(_unpermute_rotary(weights.numpy(), heads))
         if kind == "ffn_gate_inp_shexp":  # a [hidden] vector in GGUF, [1, hidden] in HF
             weights = weights.reshape(1, -1)
         yield name, weights.contiguous()

@@ -104,14 +104,17 @@ class ModelRunner:
         sample_states = [states[i].sampling for i in sampled]
         sample_ids = [req_ids[i] for i in sampled]
         prompt_logprobs: dict[str, list[SampledLogprobs]] = {}
-        for i, (req_id, state) in enumerate(zip(req_ids, states)):
-            if wants_prompt_logprobs[i]:
-                prompt_logprobs[req_id] = self._prompt_logprobs(
-                    hidden, state, int(query_start[i]), int(computed[i]), int(seq_lens[i]),
-                    state.sampling.params.prompt_logprobs)
-        if not sample_rows:
-            return ModelRunnerOutput({}, {}, prompt_logprobs)
-        logits = self.model.compute_logits(hidden if pruned else hidden[sample_rows])
+        # the LM head in the step's context too: a quantized head computes as
+        # the step's layers do (see linear.quant_int8_max_rows)
+        with set_forward_context(md):
+            for i, (req_id, state) in enumerate(zip(req_ids, states)):
+                if wants_prompt_logprobs[i]:
+                    prompt_logprobs[req_id] = self._prompt_logprobs(
+                        hidden, state, int(query_start[i]), int(computed[i]), int(seq_lens[i]),
+                        state.sampling.params.prompt_logprobs)
+            if not sample_rows:
+                return ModelRunnerOutput({}, {}, prompt_logprobs)
+            logits = self.model.compute_logits(hidden if pruned else hidden[sample_rows])
         tokens, logprobs = self.sampler(logits, sample_states)
         for req_id, token in zip(sample_ids, tokens):
             state = self.requests[req_id]

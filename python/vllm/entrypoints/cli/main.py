@@ -13,6 +13,8 @@ def _add_engine_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto",
                         choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument("--max-model-len", type=int, default=None)
+    parser.add_argument("--quantization", "-q", default=None,
+                        help="as vllm serve's (a .gguf file: gguf unless 'none')")
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--top-p", type=float, default=1.0)
@@ -51,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _llm_and_params(args):
     from vllm import LLM, SamplingParams
-    llm = LLM(model=args.model, dtype=args.dtype, max_model_len=args.max_model_len)
+    llm = LLM(model=args.model, dtype=args.dtype, max_model_len=args.max_model_len,
+              quantization=args.quantization)
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature,
                             top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     return llm, params

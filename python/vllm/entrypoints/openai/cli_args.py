@@ -31,6 +31,10 @@ def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> N
     parser.add_argument("--enable-chunked-prefill", action=argparse.BooleanOptionalAction,
                         default=True)
     parser.add_argument("--load-format", default="auto")
+    parser.add_argument("--quantization", "-q", default=None,
+                        help="method of quantized weights (vLLM's names: gguf, awq, gptq, "
+                             "...); default: what the checkpoint says; 'none' loads a GGUF "
+                             "file dequantized to --dtype")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--generation-config", default="auto",
                         help="default sampling parameters for requests that leave them "
@@ -64,5 +68,6 @@ def engine_args_from(args: argparse.Namespace) -> EngineArgs:
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         enable_prefix_caching=args.enable_prefix_caching,
         enable_chunked_prefill=args.enable_chunked_prefill, load_format=args.load_format,
+        quantization=args.quantization,
         seed=args.seed, generation_config=args.generation_config,
         served_model_name=args.served_model_name[0] if args.served_model_name else None)

@@ -11,6 +11,9 @@ from torch import nn
 
 from vllm import _custom_ops as ops
 from vllm import hugepages
+from vllm.forward_context import get_attn_metadata_or_none
+from vllm.model_executor.layers.quantization.packing import (QuantizedWeight, concat_rows,
+                                                             pack_quantized)
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +51,26 @@ class Linear(nn.Module):
         if gate_up and (len(shard_sizes) != 2 or len(set(shard_sizes.values())) != 1):
             raise ValueError(f"a gate/up projection has two equal shards, got {shard_sizes}")
         self.gate_up = gate_up
-        # the copy the GEMM reads: ours or oneDNN's (see pack_weight)
+        # the copy the GEMM reads: ours or oneDNN's (see pack_weight), or a
+        # quantized weight's packing (uint8, see load)
         self.packed_weight: torch.Tensor | None = None
+        self._quantized_shards: dict[str, QuantizedWeight] = {}
 
-    def load(self, name: str, loaded: torch.Tensor, shard: str = "") -> None:
-        """Copy a checkpoint tensor ("weight" or "bias") into its row block."""
+    @property
+    def quantized(self) -> bool:
+        return is_quant_packed(self.packed_weight)
+
+    def load(self, name: str, loaded: torch.Tensor | QuantizedWeight, shard: str = "") -> None:
+        """Copy a checkpoint tensor ("weight" or "bias") into its row block.
+        A QuantizedWeight stays quantized: once every shard has come, they
+        are packed for quant_linear together and the dense weight's memory
+        is released (`weight` keeps its shape, no storage)."""
+        if isinstance(loaded, QuantizedWeight):
+            self._load_quantized(name, loaded, shard)
+            return
+        if name == "weight" and self.quantized:
+            raise ValueError(f"checkpoint weight of shard {shard!r} comes again, dense, after "
+                             "the layer's quantized weight")
         param = self.weight if name == "weight" else self.bias
         if param is None:
             raise ValueError(f"checkpoint has a {name} this layer does not use")
@@ -63,11 +81,70 @@ class Linear(nn.Module):
                              f"{tuple(loaded.shape)}, expected {expected}")
         param.data[start:start + size].copy_(loaded)
 
+    def _load_quantized(self, name: str, loaded: QuantizedWeight, shard: str) -> None:
+        start, size = self.shard_offsets[shard]
+        if name != "weight":
+            raise ValueError(f"checkpoint {name} of shard {shard!r} is quantized; only weights "
+                             "may be")
+        if loaded.shape != (size, self.in_features):
+            raise ValueError(f"checkpoint weight of shard {shard!r} has shape {loaded.shape}, "
+                             f"expected {(size, self.in_features)}")
+        self._quantized_shards[shard] = loaded
+        if len(self._quantized_shards) < len(self.shard_offsets):
+            return
+        whole = concat_rows([self._quantized_shards[s] for s in self.shard_offsets])
+        self._quantized_shards = {}
+        if ops.quant_linear_available():
+            self.packed_weight = pack_quantized(whole)
+            self.weight.data = shape_only(self.weight)
+        else:  # no quantized kernel in the active variant: dense, as any checkpoint
+            self.weight.data.copy_(whole.dequantize(self.weight.dtype))
+
     def process_weights_after_loading(self) -> None:
-        self.packed_weight = pack_weight(self.weight, self.gate_up)
+        if self._quantized_shards:
+            # some shards quantized, others dense (a GGUF mixing types in one
+            # fused projection): the quantized ones are dequantized into the
+            # dense weight, which the dense path then serves
+            logger.warning("a fused projection mixes quantized shards (%s) with dense ones: "
+                           "dequantized at load", ", ".join(self._quantized_shards))
+            for shard, part in self._quantized_shards.items():
+                start, size = self.shard_offsets[shard]
+                self.weight.data[start:start + size].copy_(part.dequantize(self.weight.dtype))
+            self._quantized_shards = {}
+        if not self.quantized:
+            self.packed_weight = pack_weight(self.weight, self.gate_up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return apply_linear(x, self.weight, self.bias, self.packed_weight)
+
+
+def shape_only(weight: torch.Tensor) -> torch.Tensor:
+    """A tensor of weight's shape and dtype with no storage of its own (one
+    element, expanded): what a quantized layer keeps as `weight`, so code
+    that reads the layer's shape still can."""
+    return torch.zeros((), dtype=weight.dtype, device=weight.device).expand(weight.shape)
+
+
+def is_quant_packed(packed: torch.Tensor | None) -> bool:
+    """Whether `packed` is a quantized weight packed for quant_linear."""
+    return packed is not None and not packed.is_mkldnn and packed.dtype == torch.uint8
+
+
+def quant_packed_format(packed: torch.Tensor, k: int) -> tuple[int, int]:
+    """(bits, group_size) of a weight packed by pack_quantized, from its shape
+    [panels, k / group, 192 + 48 group bits / 8]."""
+    group = k // packed.shape[1]
+    return (packed.shape[2] - 192) * 8 // (48 * group), group
+
+
+def quant_int8_max_rows() -> int:
+    """quant_linear's int8_max_rows for the running step: 0 when it holds a
+    prompt (bf16 prefill computes as the dense bf16 weight would: a first
+    token is not left to int8 rounding of x), else the active variant's
+    decode threshold (ops.quant_decode_int8_max_rows: decode batches
+    quantize x to int8, llama.cpp's way, where that is the faster path)."""
+    md = get_attn_metadata_or_none()
+    return 0 if md is not None and not md.decode_only else ops.quant_decode_int8_max_rows()
 
 
 def place_weights_in_call_order(layers: list[nn.Module]) -> None:
@@ -89,6 +166,24 @@ def place_weights_in_call_order(layers: list[nn.Module]) -> None:
         view.copy_(weight)
         layer.weight.data = view
         offset += weight.numel()
+
+
+def place_quantized_in_call_order(holders: list[nn.Module], attribute: str = "packed_weight"
+                                  ) -> None:
+    """Moves the quantized packings (`holder.<attribute>`, uint8) into one
+    buffer on huge pages, back to back in the order given: a decode step's
+    one sequential stream, as place_weights_in_call_order does for dense
+    weights."""
+    tensors = [getattr(h, attribute) for h in holders]
+    if not tensors:
+        return
+    buffer = hugepages.empty(sum(t.numel() for t in tensors), dtype=torch.uint8)
+    offset = 0
+    for holder, tensor in zip(holders, tensors):
+        view = buffer[offset:offset + tensor.numel()].view(tensor.shape)
+        view.copy_(tensor)
+        setattr(holder, attribute, view)
+        offset += tensor.numel()
 
 
 # Output columns per panel of a weight packed for ops.packed_linear
@@ -159,8 +254,9 @@ def unpack_gate_up_pairs(packed: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def is_pair_packed(packed: torch.Tensor | None) -> bool:
-    """Whether pack_weight chose our pair layout (else oneDNN's, or None)."""
-    return packed is not None and not packed.is_mkldnn
+    """Whether pack_weight chose our pair layout (else oneDNN's, a quantized
+    packing, or None)."""
+    return packed is not None and not packed.is_mkldnn and packed.dtype != torch.uint8
 
 
 def is_gate_up_packed(packed: torch.Tensor | None) -> bool:
@@ -254,7 +350,15 @@ def apply_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
                  packed: torch.Tensor | None) -> torch.Tensor:
     """x W^T + b by the fastest path here: packed_linear on a weight in our
     pair layout; else our streaming kernel for a few rows, oneDNN on its
-    packed weight, torch. (`packed` is what pack_weight made.)"""
+    packed weight, torch. (`packed` is what pack_weight made, or a quantized
+    weight's packing: quant_linear.)"""
+    if is_quant_packed(packed):
+        bits, group = quant_packed_format(packed, weight.shape[1])
+        x = x if x.stride(1) == 1 else x.contiguous()
+        out = torch.empty(*x.shape[:-1], weight.shape[0], dtype=x.dtype, device=x.device)
+        ops.quant_linear(out.view(-1, weight.shape[0]), x.reshape(-1, x.shape[-1]), packed,
+                         bits, group, bias, quant_int8_max_rows())
+        return out
     if (is_pair_packed(packed) and x.dim() == 2 and x.dtype == torch.bfloat16
             and ops.packed_linear_available()):
         n = weight.shape[0]

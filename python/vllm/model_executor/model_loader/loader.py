@@ -1,5 +1,5 @@
 """Load formats: Hugging Face safetensors (sharded or not), PyTorch .bin,
-GGUF (dequantized at load), and dummy (random weights, for tests and
+GGUF (quantized projections kept in their block types, the rest dequantized), and dummy (random weights, for tests and
 benchmarks that need no real checkpoint)."""
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def _weights(config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
         if fmt not in ("auto", "gguf"):
             raise ValueError(f"load_format {fmt!r} cannot read the GGUF file {config.path}")
         from vllm.transformers_utils.gguf_file import iterate_gguf_weights
-        return iterate_gguf_weights(config.path)
+        return iterate_gguf_weights(config.path, quantized=config.quantization == "gguf")
     if fmt == "gguf":
         raise ValueError(f"load_format 'gguf' needs a .gguf file, got {config.path}")
     files = _safetensors_files(config.path) if fmt in ("auto", "safetensors") else []

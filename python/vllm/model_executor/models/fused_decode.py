@@ -14,7 +14,7 @@ import torch
 from vllm import _custom_ops as ops
 from vllm.attention.backends.metadata import AttentionMetadata
 from vllm.attention.backends.paged import PagedAttentionBackend
-from vllm.model_executor.layers.linear import SMALL_M_MAX_ROWS
+from vllm.model_executor.layers.linear import SMALL_M_MAX_ROWS, quant_int8_max_rows
 
 _AVAILABLE = ops._C is not None and hasattr(torch.ops._C, "fused_decode_layers")
 
@@ -70,4 +70,5 @@ class FusedDecode:
             attn.attn.scale, attn.rotary_emb.is_neox_style, first.mlp.act.name,
             None if md.decode_only and md.output_rows is None else md.query_start_loc,
             md.output_rows,
-            md.output_query_start_loc)
+            md.output_query_start_loc,
+            quant_int8_max_rows())

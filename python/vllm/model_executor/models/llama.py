@@ -13,8 +13,11 @@ from vllm.model_executor.layers.activation import ActAndMul, gate_up_activation
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.fused_moe.layer import FusedMoE, load_expert_checkpoint_tensor
 from vllm.model_executor.layers.layernorm import RMSNorm
+from vllm.model_executor.layers.quantization.embedding import QuantizedEmbedding
+from vllm.model_executor.layers.quantization.packing import QuantizedWeight
 from vllm.model_executor.layers.linear import (Linear, apply_linear, is_pair_packed,
                                                pack_weights_in_call_order,
+                                               place_quantized_in_call_order,
                                                place_weights_in_call_order)
 from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings
 from vllm.model_executor.models.fused_decode import FusedDecode
@@ -178,13 +181,19 @@ class LlamaForCausalLM(nn.Module):
         return apply_linear(hidden, self.lm_head.weight, None, self.packed_lm_head)
 
     def process_weights_after_loading(self) -> None:
-        linears = [m for m in self.modules() if isinstance(m, Linear)]  # in call order
+        # in call order; quantized ones are packed already (Linear.load)
+        quantized = [m for m in self.modules() if isinstance(m, Linear) and m.quantized]
+        linears = [m for m in self.modules() if isinstance(m, Linear) and not m.quantized]
+        head = [] if isinstance(self.lm_head, QuantizedEmbedding) else [self.lm_head]
+        place_quantized_in_call_order(quantized)
+        if not head:
+            place_quantized_in_call_order([self.lm_head], "packed")
         # the LM head is the last weight a decode step streams
-        packed = pack_weights_in_call_order([m.weight for m in linears] + [self.lm_head.weight],
-                                            [m.gate_up for m in linears] + [False])
+        packed = pack_weights_in_call_order([m.weight for m in linears + head],
+                                            [m.gate_up for m in linears] + [False] * len(head))
         for module, weight in zip(linears, packed):
             module.packed_weight = weight
-        self.packed_lm_head = packed[-1]
+        self.packed_lm_head = packed[-1] if head else self.lm_head.packed
         for module in self.modules():  # e.g. FusedMoE: packs its experts
             if (module is not self and not isinstance(module, Linear)
                     and hasattr(module, "process_weights_after_loading")):
@@ -193,7 +202,21 @@ class LlamaForCausalLM(nn.Module):
             # the plain weights are what decode steps stream (small-row kernel);
             # with our packed copies they are only a fallback, left as loaded
             # (on this project's VM every 2 MiB page costs ~5 ms to fault in)
-            place_weights_in_call_order(linears + [self.lm_head])
+            place_weights_in_call_order(linears + head)
+
+    def _load_quantized_embedding(self, name: str, weight: QuantizedWeight) -> None:
+        """A quantized token embedding (tied: the LM head too) or LM head."""
+        expected = (self.config.vocab_size, self.config.hidden_size)
+        if weight.shape != expected:
+            raise ValueError(f"checkpoint {name} has shape {weight.shape}, expected {expected}")
+        dtype = self.model.embed_tokens.weight.dtype
+        module = QuantizedEmbedding(weight, dtype)
+        if name == "model.embed_tokens.weight":
+            self.model.embed_tokens = module
+            if self.tie_word_embeddings:
+                self.lm_head = module
+        else:
+            self.lm_head = module
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
         """Copy checkpoint tensors in; returns the parameter names filled."""
@@ -211,6 +234,11 @@ class LlamaForCausalLM(nn.Module):
                 continue
             if name == "lm_head.weight" and self.tie_word_embeddings:
                 continue  # tied: the embedding is the head
+            if (isinstance(tensor, QuantizedWeight)
+                    and name in ("model.embed_tokens.weight", "lm_head.weight")):
+                self._load_quantized_embedding(name, tensor)
+                loaded.add(name)
+                continue
             module_path, _, leaf = name.rpartition(".")
             parent, _, proj = module_path.rpartition(".")
             if proj in _STACKED:
