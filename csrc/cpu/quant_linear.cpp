@@ -54,6 +54,42 @@ int64_t group_bytes(int64_t group, int bits) {
   return kQuantHeaderBytes + kQPanel * group * bits / 8;
 }
 
+// 32 scaled values (|v| <= 127) rounded to nearest-even int8 (xor 0x80 with
+// `flip`), and the integer sums of each half of 16.
+inline void round_block(const float* v, bool flip, int8_t* q, int32_t* half_sums) {
+#if defined(VLLM_ISA_AVX512)
+  for (int h = 0; h < 2; ++h) {
+    const __m512i i = _mm512_cvtps_epi32(_mm512_loadu_ps(v + 16 * h));  // nearest-even, as rint
+    __m128i bytes = _mm512_cvtepi32_epi8(i);
+    if (flip) bytes = _mm_xor_si128(bytes, _mm_set1_epi8(char(0x80)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16 * h), bytes);
+    half_sums[h] = _mm512_reduce_add_epi32(i);
+  }
+#elif defined(VLLM_ISA_AVX2)
+  __m256i i[4];
+  for (int j = 0; j < 4; ++j) i[j] = _mm256_cvtps_epi32(_mm256_loadu_ps(v + 8 * j));
+  // packs work per 128-bit lane: words then bytes, then the dwords back in order
+  const __m256i words01 = _mm256_packs_epi32(i[0], i[1]), words23 = _mm256_packs_epi32(i[2], i[3]);
+  __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(words01, words23),
+                                              _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  if (flip) bytes = _mm256_xor_si256(bytes, _mm256_set1_epi8(char(0x80)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), bytes);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i sum8 = _mm256_add_epi32(i[2 * h], i[2 * h + 1]);
+    const __m128i sum4 = _mm_add_epi32(_mm256_castsi256_si128(sum8), _mm256_extracti128_si256(sum8, 1));
+    const __m128i sum2 = _mm_add_epi32(sum4, _mm_shuffle_epi32(sum4, 0x4e));
+    half_sums[h] = _mm_cvtsi128_si32(_mm_add_epi32(sum2, _mm_shuffle_epi32(sum2, 0xb1)));
+  }
+#else
+  half_sums[0] = half_sums[1] = 0;
+  for (int i = 0; i < kBlock; ++i) {
+    const int32_t xi = int32_t(__builtin_rintf(v[i]));
+    half_sums[i / 16] += xi;
+    q[i] = int8_t(flip ? (xi ^ 0x80) : xi);
+  }
+#endif
+}
+
 template <typename T>
 void quantize_row(const T* x, int64_t k, int64_t group, bool flip, int8_t* q, float* dx,
                   float* gsum) {
@@ -71,12 +107,7 @@ void quantize_row(const T* x, int64_t k, int64_t group, bool flip, int8_t* q, fl
     const float d = amax / 127.f;
     const float id = amax > 0.f ? 127.f / amax : 0.f;
     for (int i = 0; i < kBlock; i += W) (FloatVec::load(v + i) * FloatVec(id)).store(v + i);
-    half_sums[0] = half_sums[1] = 0;
-    for (int i = 0; i < kBlock; ++i) {
-      const int32_t xi = int32_t(__builtin_rintf(v[i]));
-      half_sums[i / 16] += xi;
-      q[b * kBlock + i] = int8_t(flip ? (xi ^ 0x80) : xi);
-    }
+    round_block(v, flip, q + b * kBlock, half_sums);
     dx[b] = d;
     // the groups' dequantized sums: per 16 (group 16) or accumulated over
     // the group's 32-blocks, in k order
@@ -186,6 +217,7 @@ void quant_rows(const QuantizedRows& x, int64_t row0, const uint8_t* panel, int6
         for (int r = 0; r < R; ++r) isum[r][v] = _mm512_setzero_si512();
       }
       const int64_t k0 = g * group + f0;
+#pragma GCC unroll 8
       for (int64_t s = 0; s < fsize / kStep; ++s) {
         const int64_t kk = k0 + s * kStep;
         const uint8_t* line = data + (f0 / kStep + s) * 3 * 64;
@@ -283,6 +315,7 @@ void columns_rows(const QuantizedRows& x, int64_t row0, const uint8_t* panel, in
         #pragma GCC unroll 8
         for (int v = 0; v < V; ++v) isum[r][v] = _mm256_setzero_si256();
       const int64_t k0 = g * group + f0;
+#pragma GCC unroll 8
       for (int64_t s = 0; s < fsize / kStep; ++s) {
         const int64_t kk = k0 + s * kStep;
         const uint8_t* line = data + (f0 / kStep + s) * 3 * 64;

@@ -181,12 +181,11 @@ QUANT_INT8_MAX_ROWS = 15
 
 
 def quant_decode_int8_max_rows() -> int:
-    """Up to how many rows decode batches compute x in int8 on the active
-    kernel variant, by measurement (bench/RESULTS.md, session 12): on
-    AVX-512 the VNNI path beats the bf16 GEMM up to ~32 rows and the
-    bf16-expanding path wins from ~64; on AVX2 the int8 path beats the bf16
-    GEMM at every row count."""
-    return 48 if cpu_isa() == "avx512" else 1 << 30
+    """Up to how many rows decode batches compute x in int8: every size.
+    Measured (bench/RESULTS.md, session 12), the int8 path beats our bf16
+    GEMM at 1-512 rows on AVX-512 (VNNI) and AVX2, and the bf16-expanding
+    path (kept for prompts, for accuracy) reaches it only at 512."""
+    return 1 << 30
 
 
 def quant_linear(out: torch.Tensor, input: torch.Tensor, packed: torch.Tensor, bits: int,
