@@ -7,7 +7,7 @@ our bf16 packed_linear on SmolLM2-135M's shapes, weights streamed from DRAM
     python bench/kernels/quant_table.py quant.json
 
 impls: bf16 (packed_linear), q4int8 (x quantized to int8, integer dot
-products: the path decode batches of up to 15 rows take), q4bf16 (the
+products: the path decode steps take), q4bf16 (the
 weight expanded to bf16 per panel, packed_linear's micro-kernel: the path
 prompts and larger bf16 batches take). Goals (issue 20): batch-1 >= 2.5x
 bf16, M = 64 no slower than bf16. extra_info["bytes"]: the weight bytes a

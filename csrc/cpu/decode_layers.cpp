@@ -210,7 +210,7 @@ TORCH_LIBRARY_FRAGMENT(_C, ops) {
       "Tensor block_tables, Tensor seq_lens, int block_size, int max_seq_len, int num_heads, "
       "int num_kv_heads, int head_size, float epsilon, float scale, bool is_neox, "
       "str activation, Tensor? query_start_loc=None, Tensor? output_rows=None, "
-      "Tensor? output_query_start_loc=None, int quant_int8_max_rows=15) -> (Tensor, Tensor)");
+      "Tensor? output_query_start_loc=None, int quant_int8_max_rows=1073741824) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(_C, CPU, ops) { ops.impl("fused_decode_layers", &fused_decode_layers); }

@@ -59,7 +59,7 @@ TORCH_LIBRARY_FRAGMENT(_C, ops) {
   // vllm.model_executor.layers.quantization.packing.pack_quantized.
   ops.def(
       "quant_linear(Tensor! out, Tensor input, Tensor packed, int bits, int group_size, "
-      "Tensor? bias, int int8_max_rows=15) -> ()");
+      "Tensor? bias, int int8_max_rows=1073741824) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(_C, CPU, ops) { ops.impl("quant_linear", &quant_linear); }

@@ -424,6 +424,12 @@ void panel_block(int rows, const QuantizedRows& x, int64_t row0, const uint8_t* 
 #endif
 
 #if defined(VLLM_HAS_PANEL_KERNEL)
+// Bit offsets (first, second) of each k pair within a line's 32-bit lane,
+// in k order: 4-bit lanes hold k0..k0+3 in their bytes' low nibbles and
+// k0+4..k0+7 in the high ones; 8-bit lanes k0..k0+3 in their bytes.
+constexpr int kPairLo4[4] = {0, 16, 4, 20}, kPairHi4[4] = {8, 24, 12, 28};
+constexpr int kPairLo8[2] = {0, 16}, kPairHi8[2] = {8, 24};
+
 // Above args.int8_max_rows rows, bf16 activations take the dequantizing
 // path: each thread expands a panel once into packed_linear's bf16 pair
 // panel (w = s u + b in fp32, rounded to bf16: the bits a dense bf16 copy of
@@ -465,10 +471,7 @@ inline __m512i line_pair(__m512i u, int lo, int hi, __m512 scale, __m512 off) {
 template <int kBits>
 void dequantize_panel(const uint8_t* panel, int64_t k, int64_t group, uint32_t* out) {
   constexpr int64_t kStep = kBits == 4 ? 8 : 4;
-  // (lo, hi) bit offsets of the pairs in a lane, in k order
   constexpr int kPairs = int(kStep / 2);
-  constexpr int kLo[4] = {0, 16, 4, 20}, kHi[4] = {8, 24, 12, 28};  // 4-bit
-  constexpr int kLo8[2] = {0, 16}, kHi8[2] = {8, 24};
   const int64_t gbytes = group_bytes(group, kBits);
   for (int64_t g = 0; g < k / group; ++g) {
     const uint8_t* head = panel + g * gbytes;
@@ -484,7 +487,8 @@ void dequantize_panel(const uint8_t* panel, int64_t k, int64_t group, uint32_t* 
       for (int v = 0; v < 3; ++v) {
         const __m512i u = _mm512_loadu_si512(data + (s * 3 + v) * 64);
         for (int i = 0; i < kPairs; ++i) {
-          const int lo = kBits == 4 ? kLo[i] : kLo8[i], hi = kBits == 4 ? kHi[i] : kHi8[i];
+          const int lo = kBits == 4 ? kPairLo4[i] : kPairLo8[i];
+          const int hi = kBits == 4 ? kPairHi4[i] : kPairHi8[i];
           _mm512_storeu_si512(out + (pair0 + i) * kQPanel + 16 * v,
                               line_pair<kBits>(u, lo, hi, scale[v], off[v]));
         }
@@ -520,8 +524,6 @@ template <int kBits>
 void dequantize_panel(const uint8_t* panel, int64_t k, int64_t group, uint32_t* out) {
   constexpr int64_t kStep = kBits == 4 ? 8 : 4;
   constexpr int kPairs = int(kStep / 2);
-  constexpr int kLo[4] = {0, 16, 4, 20}, kHi[4] = {8, 24, 12, 28};
-  constexpr int kLo8[2] = {0, 16}, kHi8[2] = {8, 24};
   const int64_t gbytes = group_bytes(group, kBits);
   for (int64_t g = 0; g < k / group; ++g) {
     const uint8_t* head = panel + g * gbytes;
@@ -535,7 +537,8 @@ void dequantize_panel(const uint8_t* panel, int64_t k, int64_t group, uint32_t* 
         const __m256i u = _mm256_loadu_si256(
             reinterpret_cast<const __m256i*>(data + s * 3 * 64 + j / 2 * 64 + j % 2 * 32));
         for (int i = 0; i < kPairs; ++i) {
-          const int lo = kBits == 4 ? kLo[i] : kLo8[i], hi = kBits == 4 ? kHi[i] : kHi8[i];
+          const int lo = kBits == 4 ? kPairLo4[i] : kPairLo8[i];
+          const int hi = kBits == 4 ? kPairHi4[i] : kPairHi8[i];
           _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + (pair0 + i) * kQPanel + 8 * j),
                               half_line_pair<kBits>(u, lo, hi, scale, off));
         }

@@ -176,16 +176,11 @@ def packed_linear_available() -> bool:
     return _C is not None and hasattr(_C, "packed_linear_available") and _C.packed_linear_available()
 
 
-# quant_linear's default int8_max_rows (the op's own default)
-QUANT_INT8_MAX_ROWS = 15
-
-
-def quant_decode_int8_max_rows() -> int:
-    """Up to how many rows decode batches compute x in int8: every size.
-    Measured (bench/RESULTS.md, session 12), the int8 path beats our bf16
-    GEMM at 1-512 rows on AVX-512 (VNNI) and AVX2, and the bf16-expanding
-    path (kept for prompts, for accuracy) reaches it only at 512."""
-    return 1 << 30
+# quant_linear's default int8_max_rows (the op's own): int8 x at every row
+# count. Measured (bench/RESULTS.md, session 12), the int8 path beats our
+# bf16 GEMM at 1-512 rows on AVX-512 (VNNI) and AVX2; the bf16-expanding
+# path is for steps that hold a prompt (accuracy: linear.quant_int8_max_rows).
+QUANT_INT8_MAX_ROWS = 1 << 30
 
 
 def quant_linear(out: torch.Tensor, input: torch.Tensor, packed: torch.Tensor, bits: int,

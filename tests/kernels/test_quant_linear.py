@@ -65,9 +65,9 @@ def exact_reference(x, qw: QuantizedWeight, bias=None) -> torch.Tensor:
     return y
 
 
-def run(x, qw, packed, bias=None, out_dtype=None):
+def run(x, qw, packed, bias=None, int8_max_rows=ops.QUANT_INT8_MAX_ROWS):
     out = torch.full((x.shape[0], qw.shape[0]), float("nan"), dtype=x.dtype)
-    ops.quant_linear(out, x, packed, qw.bits, qw.group_size, bias)
+    ops.quant_linear(out, x, packed, qw.bits, qw.group_size, bias, int8_max_rows)
     return out
 
 
@@ -206,15 +206,16 @@ def test_opcheck():
 @pytest.mark.parametrize("m,n,k,bits,group", [(16, 100, 128, 4, 32), (40, 96, 256, 8, 16),
                                               (300, 50, 64, 4, 64), (17, 144, 96, 8, 32)])
 def test_bf16_batches_compute_as_the_dense_bf16_weight(cpu_isa, m, n, k, bits, group):
-    # from 16 rows on, bf16 x meets the weight expanded to bf16 (no int8
-    # rounding of x): the same bits as packed_linear on a dense bf16 copy
+    # above int8_max_rows rows (0: a step holding a prompt), bf16 x meets the
+    # weight expanded to bf16 (no int8 rounding of x): the same bits as
+    # packed_linear on a dense bf16 copy
     if not ops.packed_linear_available():
         pytest.skip("no bf16 GEMM in this variant: the int8 path serves every row count")
     from vllm.model_executor.layers.linear import pack_weight_pairs
     qw = random_weight(n, k, bits, group)
     x = torch.randn(m, k).to(torch.bfloat16)
     bias = torch.randn(n).to(torch.bfloat16)
-    out = run(x, qw, pack_quantized(qw), bias)
+    out = run(x, qw, pack_quantized(qw), bias, int8_max_rows=0)
     dense = torch.full((m, n), float("nan"), dtype=torch.bfloat16)
     ops.packed_linear(dense, x, pack_weight_pairs(qw.dequantize(torch.bfloat16)), bias)
     assert torch.equal(out, dense)
@@ -234,7 +235,7 @@ def test_steps_with_a_prompt_ask_for_the_dense_bits_at_any_row_count(cpu_isa):
     dense = torch.empty(2, 96, dtype=torch.bfloat16)
     ops.packed_linear(dense, x, pack_weight_pairs(qw.dequantize(torch.bfloat16)), None)
     weight = shape_only(torch.empty(96, 128, dtype=torch.bfloat16))
-    assert quant_int8_max_rows() == ops.quant_decode_int8_max_rows()  # no step: decode's
+    assert quant_int8_max_rows() == ops.QUANT_INT8_MAX_ROWS  # no step: decode's
     with set_forward_context(SimpleNamespace(decode_only=False)):
         assert quant_int8_max_rows() == 0
         assert torch.equal(apply_linear(x, weight, None, packed), dense)

@@ -140,11 +140,11 @@ def quant_packed_format(packed: torch.Tensor, k: int) -> tuple[int, int]:
 def quant_int8_max_rows() -> int:
     """quant_linear's int8_max_rows for the running step: 0 when it holds a
     prompt (bf16 prefill computes as the dense bf16 weight would: a first
-    token is not left to int8 rounding of x), else the active variant's
-    decode threshold (ops.quant_decode_int8_max_rows: decode batches
-    quantize x to int8, llama.cpp's way, where that is the faster path)."""
+    token is not left to int8 rounding of x), else the op's default (decode
+    steps quantize x to int8, llama.cpp's way, the faster path at every
+    batch size)."""
     md = get_attn_metadata_or_none()
-    return 0 if md is not None and not md.decode_only else ops.quant_decode_int8_max_rows()
+    return 0 if md is not None and not md.decode_only else ops.QUANT_INT8_MAX_ROWS
 
 
 def place_weights_in_call_order(layers: list[nn.Module]) -> None:
