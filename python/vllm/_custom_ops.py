@@ -201,6 +201,62 @@ def quant_linear_available() -> bool:
     return _C is not None and hasattr(_C, "quant_linear_available") and _C.quant_linear_available()
 
 
+def awq_dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                   split_k_iters: int = 0, thx: int = 0, thy: int = 0) -> torch.Tensor:
+    """vLLM's op: an AWQ weight [k, n] dequantized (in scales' dtype)."""
+    if envs.VLLM_USE_TRITON_AWQ:
+        from vllm.triton_ops.awq import awq_dequantize_triton
+        return awq_dequantize_triton(qweight, scales, zeros)
+    from vllm.model_executor.layers.quantization import layout_ops
+    return layout_ops.awq_dequantize(qweight, scales, zeros, split_k_iters, thx, thy)
+
+
+def awq_gemm(input: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+             qzeros: torch.Tensor, split_k_iters: int = 0) -> torch.Tensor:
+    """vLLM's op: input @ an AWQ weight (CPU: our quant_linear on it;
+    VLLM_USE_TRITON_AWQ=1: the Triton kernels)."""
+    if envs.VLLM_USE_TRITON_AWQ:
+        from vllm.triton_ops.awq import awq_gemm_triton
+        return awq_gemm_triton(input, qweight, scales, qzeros, split_k_iters)
+    from vllm.model_executor.layers.quantization import layout_ops
+    return layout_ops.awq_gemm(input, qweight, scales, qzeros, split_k_iters)
+
+
+def gptq_gemm(a: torch.Tensor, b_q_weight: torch.Tensor, b_gptq_qzeros: torch.Tensor,
+              b_gptq_scales: torch.Tensor, b_g_idx: torch.Tensor, use_exllama: bool,
+              use_v2_format: bool, bit: int) -> torch.Tensor:
+    """vLLM's op: a @ a GPTQ weight (see layout_ops.gptq_gemm)."""
+    from vllm.model_executor.layers.quantization import layout_ops
+    return layout_ops.gptq_gemm(a, b_q_weight, b_gptq_qzeros, b_gptq_scales, b_g_idx,
+                                use_exllama, use_v2_format, bit)
+
+
+def gptq_shuffle(q_weight: torch.Tensor, q_perm: torch.Tensor, bit: int) -> None:
+    """vLLM's op: a GPTQ weight's inputs reordered in place by q_perm."""
+    from vllm.model_executor.layers.quantization import layout_ops
+    layout_ops.gptq_shuffle(q_weight, q_perm, bit)
+
+
+def ggml_dequantize(W: torch.Tensor, quant_type: int, m: int, n: int,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
+    """vLLM's op: raw GGUF blocks of type `quant_type` as an [m, n] weight."""
+    from vllm.model_executor.layers.quantization import layout_ops
+    return layout_ops.ggml_dequantize(W, quant_type, m, n, dtype)
+
+
+def ggml_mul_mat_vec_a8(W: torch.Tensor, X: torch.Tensor, quant_type: int,
+                        row: int) -> torch.Tensor:
+    """vLLM's op: X @ a raw GGUF weight's transpose, X in int8 per 32."""
+    from vllm.model_executor.layers.quantization import layout_ops
+    return layout_ops.ggml_mul_mat_vec_a8(W, X, quant_type, row)
+
+
+def ggml_mul_mat_a8(W: torch.Tensor, X: torch.Tensor, quant_type: int, row: int) -> torch.Tensor:
+    """vLLM's op: ggml_mul_mat_vec_a8 for any number of rows."""
+    from vllm.model_executor.layers.quantization import layout_ops
+    return layout_ops.ggml_mul_mat_a8(W, X, quant_type, row)
+
+
 def greedy_argmax(logits: torch.Tensor) -> torch.Tensor:
     """Index of each row's largest logit (torch.argmax(-1)'s answer: the first
     maximum, the first NaN if any), read in the logits' own dtype; CPU

@@ -356,7 +356,9 @@ _var("VLLM_TORCH_PROFILER_DIR", _absolute_path, None, PATH,
      "Directory torch profiler traces are written to (~ expanded, made "
      "absolute).")
 _var("VLLM_USE_TRITON_AWQ", _bool_from_int, False, BOOL01,
-     "Use the Triton AWQ kernels.")
+     "Use the Triton AWQ kernels: the awq_gemm and awq_dequantize ops run "
+     "vllm/triton_ops/awq.py (on CPU only under TRITON_INTERPRET=1; the CPU "
+     "engine's AWQ layers always run our quant_linear kernel).")
 _var("VLLM_ALLOW_RUNTIME_LORA_UPDATING", _in_words("1", "true"), False,
      "1/true = on", "Allow loading/unloading LoRA adapters at run time.")
 _var("VLLM_SKIP_P2P_CHECK", _equals("1"), False, "1 = on",

@@ -115,16 +115,16 @@ def test_layer_loop_in_cpp_gives_the_layer_by_layer_tokens():
 def test_methods_we_do_not_load_are_named(tmp_path):
     with pytest.raises(ValueError, match="Unknown quantization method: bogus"):
         resolve_quantization("bogus", True, None)
-    with pytest.raises(ValueError, match="'awq' is not supported on CPU yet; supported: gguf"):
-        resolve_quantization("awq", False, None)
     with pytest.raises(ValueError, match="needs a .gguf file"):
         resolve_quantization("gguf", False, None)
+    with pytest.raises(ValueError, match=r"model config \(gguf\) does not match .* \(awq\)"):
+        resolve_quantization("awq", True, None)
 
     class Config:
-        quantization_config = {"quant_method": "gptq", "bits": 4}
-    with pytest.raises(ValueError, match="quantized with 'gptq'.*supported: gguf"):
+        quantization_config = {"quant_method": "bitsandbytes", "bits": 4}
+    with pytest.raises(ValueError, match="quantized with 'bitsandbytes'.*supported: awq, gptq, gguf"):
         resolve_quantization(None, False, Config())
-    with pytest.raises(ValueError, match="a gptq checkpoint cannot load unquantized"):
+    with pytest.raises(ValueError, match="a bitsandbytes checkpoint cannot load unquantized"):
         resolve_quantization("none", False, Config())
     assert resolve_quantization("none", True, None) is None
 

@@ -32,7 +32,8 @@ def gate_up_activation(x: torch.Tensor, gate_up: Linear, act: ActAndMul) -> torc
     """act(gate) * up of a gated MLP, gate and up from one [W_gate; W_up]
     projection (see gated_projection). The C++ decode path
     (fused_decode_layers) applies the same rule."""
-    return gated_projection(x, gate_up.weight, gate_up.bias, gate_up.packed_weight, act)
+    return gated_projection(gate_up.ordered_input(x), gate_up.weight, gate_up.bias,
+                            gate_up.packed_weight, act)
 
 
 def gated_projection(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

@@ -55,6 +55,9 @@ class Linear(nn.Module):
         # quantized weight's packing (uint8, see load)
         self.packed_weight: torch.Tensor | None = None
         self._quantized_shards: dict[str, QuantizedWeight] = {}
+        # a quantized weight whose inputs are reordered (GPTQ act-order):
+        # the layer multiplies x[..., input_order]
+        self.input_order: torch.Tensor | None = None
 
     @property
     def quantized(self) -> bool:
@@ -72,6 +75,8 @@ class Linear(nn.Module):
             raise ValueError(f"checkpoint weight of shard {shard!r} comes again, dense, after "
                              "the layer's quantized weight")
         param = self.weight if name == "weight" else self.bias
+        if param is None and name == "bias" and not loaded.any():
+            return  # a zero bias (GPTQ files store one for bias-free layers) is no bias
         if param is None:
             raise ValueError(f"checkpoint has a {name} this layer does not use")
         start, size = self.shard_offsets[shard]
@@ -92,13 +97,23 @@ class Linear(nn.Module):
         self._quantized_shards[shard] = loaded
         if len(self._quantized_shards) < len(self.shard_offsets):
             return
-        whole = concat_rows([self._quantized_shards[s] for s in self.shard_offsets])
+        shards = [self._quantized_shards[s] for s in self.shard_offsets]
         self._quantized_shards = {}
-        if ops.quant_linear_available():
+        try:
+            whole = concat_rows(shards)
+        except ValueError:  # act-order shards ordering their inputs differently
+            whole = None
+        if whole is not None and ops.quant_linear_available():
             self.packed_weight = pack_quantized(whole)
+            self.input_order = whole.input_order
             self.weight.data = shape_only(self.weight)
-        else:  # no quantized kernel in the active variant: dense, as any checkpoint
-            self.weight.data.copy_(whole.dequantize(self.weight.dtype))
+            return
+        # no quantized kernel in the active variant, or shards that cannot
+        # share one packing: dense, as any checkpoint
+        if whole is None:
+            logger.warning("a fused projection's quantized shards order their inputs "
+                           "differently: dequantized at load")
+        self.weight.data.copy_(torch.cat([p.dequantize(self.weight.dtype) for p in shards]))
 
     def process_weights_after_loading(self) -> None:
         if self._quantized_shards:
@@ -115,7 +130,11 @@ class Linear(nn.Module):
             self.packed_weight = pack_weight(self.weight, self.gate_up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return apply_linear(x, self.weight, self.bias, self.packed_weight)
+        return apply_linear(self.ordered_input(x), self.weight, self.bias, self.packed_weight)
+
+    def ordered_input(self, x: torch.Tensor) -> torch.Tensor:
+        """x as the weight's columns are ordered (see input_order)."""
+        return x if self.input_order is None else x.index_select(-1, self.input_order)
 
 
 def shape_only(weight: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Load formats: Hugging Face safetensors (sharded or not), PyTorch .bin,
+"""Load formats: Hugging Face safetensors (sharded or not; AWQ and GPTQ
+layers gathered into quantized weights), PyTorch .bin,
 GGUF (quantized projections kept in their block types, the rest dequantized), and dummy (random weights, for tests and
 benchmarks that need no real checkpoint)."""
 from __future__ import annotations
@@ -54,10 +55,17 @@ def _weights(config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
         raise ValueError(f"load_format 'gguf' needs a .gguf file, got {config.path}")
     files = _safetensors_files(config.path) if fmt in ("auto", "safetensors") else []
     if files:
-        return _iterate_safetensors(files)
-    if fmt == "safetensors":
+        weights = _iterate_safetensors(files)
+    elif fmt == "safetensors":
         raise ValueError(f"{config.path} has no .safetensors files")
-    return _iterate_pt(config.path)
+    else:
+        weights = _iterate_pt(config.path)
+    if config.quantization in ("awq", "gptq"):
+        from vllm.model_executor.layers.quantization.checkpoint import (
+            quantized_checkpoint_weights, read_quantization_config)
+        method = read_quantization_config(config.quantization, config.hf_config)
+        weights = quantized_checkpoint_weights(weights, method)
+    return weights
 
 
 def _fill_dummy(model: torch.nn.Module, seed: int) -> None:

@@ -28,12 +28,17 @@ class FusedDecode:
         self.layers = layers
         self._args: tuple | None = None
         self._bound_cache = None  # the layer-0 cache the argument lists were built for
+        self._reorders_inputs: bool | None = None  # decided at the first step
 
     def applicable(self, hidden: torch.Tensor, md: AttentionMetadata | None) -> bool:
         if not (_AVAILABLE and self.enabled and md is not None):
             return False
         attn = self.layers[0].self_attn.attn
-        return (hidden.device.type == "cpu" and hidden.dim() == 2
+        if self._reorders_inputs is None:  # GPTQ act-order: the C++ loop has no gather
+            self._reorders_inputs = any(
+                getattr(m, "input_order", None) is not None
+                for layer in self.layers for m in layer.modules())
+        return (not self._reorders_inputs and hidden.device.type == "cpu" and hidden.dim() == 2
                 and hidden.dtype in (torch.bfloat16, torch.float16)
                 and attn.backend is PagedAttentionBackend and attn.kv_cache is not None)
 

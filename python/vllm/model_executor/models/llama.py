@@ -236,9 +236,12 @@ class LlamaForCausalLM(nn.Module):
                 continue  # tied: the embedding is the head
             if (isinstance(tensor, QuantizedWeight)
                     and name in ("model.embed_tokens.weight", "lm_head.weight")):
-                self._load_quantized_embedding(name, tensor)
-                loaded.add(name)
-                continue
+                if tensor.input_order is None:
+                    self._load_quantized_embedding(name, tensor)
+                    loaded.add(name)
+                    continue
+                # an act-order LM head: rows are looked up by token too, dense
+                tensor = tensor.dequantize(self.model.embed_tokens.weight.dtype)
             module_path, _, leaf = name.rpartition(".")
             parent, _, proj = module_path.rpartition(".")
             if proj in _STACKED:

@@ -18,6 +18,7 @@ weights or, once packed, on the packed ones (unpacked for a variant that
 cannot read them)."""
 from __future__ import annotations
 
+import logging
 import re
 from typing import Callable
 
@@ -27,6 +28,7 @@ from torch import nn
 from vllm.model_executor.layers.fused_moe.experts import (check_expert_weights,
                                                           fused_experts, moe_activation)
 from vllm.model_executor.layers.fused_moe.routing import select_experts
+from vllm.model_executor.layers.quantization.packing import QuantizedWeight
 from vllm import _custom_ops as ops
 from vllm import hugepages
 from vllm.model_executor.layers.linear import (gate_up_packed_shape, pack_gate_up_pairs,
@@ -40,7 +42,12 @@ _PER_EXPERT = re.compile(r"^(?P<moe>.+\.experts)\.(?P<expert>\d+)\.(?P<leaf>\w+)
 _STACKED = re.compile(r"^(?P<moe>.+\.experts)\.(?P<leaf>gate_up_proj|down_proj)$")
 
 
+logger = logging.getLogger(__name__)
+
+
 class FusedMoE(nn.Module):
+    _warned_dense_experts = False
+
     def __init__(self, num_experts: int, top_k: int, hidden_size: int, intermediate_size: int,
                  params_dtype: torch.dtype | None = None, reduce_results: bool = False,
                  renormalize: bool = True, use_grouped_topk: bool = False,
@@ -116,6 +123,14 @@ class FusedMoE(nn.Module):
         if tuple(tensor.shape) != expected:
             raise ValueError(f"checkpoint {name or shard} has shape {tuple(tensor.shape)}, "
                              f"expected {expected} (hidden {k}, expert intermediate {n})")
+        if isinstance(tensor, QuantizedWeight):
+            # the experts' kernels take bf16 pairs only, not yet quantized weights
+            if not FusedMoE._warned_dense_experts:
+                FusedMoE._warned_dense_experts = True
+                logger.warning("quantized expert weights are dequantized at load (%s): the "
+                               "experts run in %s", name or "experts",
+                               str(self.w2_weight.dtype).replace("torch.", ""))
+            tensor = tensor.dequantize(self.w2_weight.dtype)
         if shard == "w2":
             self.w2_weight.data[expert].copy_(tensor)
         else:

@@ -22,12 +22,18 @@ ACT_BLOCK = 32  # the kernel quantizes x in blocks of 32
 class QuantizedWeight:
     """A weight [n, k] as `values` [n, k] (bits 4: uint8 in [0, 15]; bits
     8: int8), `scales` and `offsets` [n, k // group_size] (fp16):
-    w[i, j] = scales[i, j // g] * values[i, j] + offsets[i, j // g]."""
+    w[i, j] = scales[i, j // g] * values[i, j] + offsets[i, j // g].
+
+    `input_order` (GPTQ's act-order checkpoints): column j of these values
+    is column input_order[j] of the weight, so the layer multiplies
+    x[:, input_order] (the groups, scattered over k in the checkpoint, are
+    contiguous here)."""
     values: torch.Tensor
     scales: torch.Tensor
     offsets: torch.Tensor
     bits: int
     group_size: int
+    input_order: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -38,7 +44,12 @@ class QuantizedWeight:
         g = self.group_size
         scale = self.scales.float().repeat_interleave(g, dim=1)
         offset = self.offsets.float().repeat_interleave(g, dim=1)
-        return (self.values.float() * scale + offset).to(dtype)
+        ordered = self.values.float() * scale + offset
+        if self.input_order is None:
+            return ordered.to(dtype)
+        weight = torch.empty_like(ordered)
+        weight[:, self.input_order] = ordered  # back to the checkpoint's k order
+        return weight.to(dtype)
 
     def as_8bit(self) -> "QuantizedWeight":
         """The same weight in 8-bit form: u - 8 as signed values, the offset
@@ -47,7 +58,7 @@ class QuantizedWeight:
             return self
         offsets = (self.offsets.float() + 8 * self.scales.float()).to(torch.float16)
         return QuantizedWeight((self.values.to(torch.int16) - 8).to(torch.int8), self.scales,
-                               offsets, 8, self.group_size)
+                               offsets, 8, self.group_size, self.input_order)
 
     def regrouped(self, group_size: int) -> "QuantizedWeight":
         """The same weight with groups of `group_size`, which divides this
@@ -57,18 +68,23 @@ class QuantizedWeight:
         times = self.group_size // group_size
         return QuantizedWeight(self.values, self.scales.repeat_interleave(times, dim=1),
                                self.offsets.repeat_interleave(times, dim=1), self.bits,
-                               group_size)
+                               group_size, self.input_order)
 
 
 def concat_rows(parts: list[QuantizedWeight]) -> QuantizedWeight:
     """Shards stacked along n (q/k/v, gate/up) as one weight: the widest
-    bits and the smallest group of the parts."""
+    bits and the smallest group of the parts. Their input orders must be
+    one (act-order shards of one input share it); ValueError otherwise."""
+    orders = [p.input_order for p in parts]
+    if any(o is None for o in orders) != all(o is None for o in orders) or (
+            orders[0] is not None and any(not torch.equal(o, orders[0]) for o in orders)):
+        raise ValueError("the shards' input orders differ")
     bits = max(p.bits for p in parts)
     group = min(p.group_size for p in parts)
     parts = [(p.as_8bit() if bits == 8 else p).regrouped(group) for p in parts]
     return QuantizedWeight(torch.cat([p.values for p in parts]),
                            torch.cat([p.scales for p in parts]),
-                           torch.cat([p.offsets for p in parts]), bits, group)
+                           torch.cat([p.offsets for p in parts]), bits, group, orders[0])
 
 
 def packed_supported(k: int, group_size: int) -> bool:
