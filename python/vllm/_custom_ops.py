@@ -207,17 +207,22 @@ def awq_dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Ten
     if envs.VLLM_USE_TRITON_AWQ:
         from vllm.triton_ops.awq import awq_dequantize_triton
         return awq_dequantize_triton(qweight, scales, zeros)
+    if qweight.is_cuda:  # GPU builds: csrc/quantization/awq_kernels.cu
+        return torch.ops._C.awq_dequantize(qweight, scales, zeros, split_k_iters, thx, thy)
     from vllm.model_executor.layers.quantization import layout_ops
     return layout_ops.awq_dequantize(qweight, scales, zeros, split_k_iters, thx, thy)
 
 
 def awq_gemm(input: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
              qzeros: torch.Tensor, split_k_iters: int = 0) -> torch.Tensor:
-    """vLLM's op: input @ an AWQ weight (CPU: our quant_linear on it;
-    VLLM_USE_TRITON_AWQ=1: the Triton kernels)."""
+    """vLLM's op: input @ an AWQ weight (CPU: our quant_linear on it; GPU:
+    csrc/quantization/awq_kernels.cu; VLLM_USE_TRITON_AWQ=1: the Triton
+    kernels)."""
     if envs.VLLM_USE_TRITON_AWQ:
         from vllm.triton_ops.awq import awq_gemm_triton
         return awq_gemm_triton(input, qweight, scales, qzeros, split_k_iters)
+    if input.is_cuda:
+        return torch.ops._C.awq_gemm(input, qweight, scales, qzeros, split_k_iters)
     from vllm.model_executor.layers.quantization import layout_ops
     return layout_ops.awq_gemm(input, qweight, scales, qzeros, split_k_iters)
 

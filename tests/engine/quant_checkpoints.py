@@ -115,9 +115,19 @@ def save_quantized_llama(folder, tokenizer, method: str, bits: int = 4, group_si
     """Writes an AWQ or GPTQ checkpoint of a random Llama (layers named in
     `skip` stay dense, listed in modules_to_not_convert) to `folder`;
     returns transformers' fp32 model with the dequantized weights."""
+    return quantize_llama(random_llama(tokenizer, seed), folder, tokenizer, method, bits,
+                          group_size, sym, desc_act, v1, seed, skip)
+
+
+def quantize_llama(model, folder, tokenizer, method: str, bits: int = 4, group_size: int = 64,
+                   sym: bool = False, desc_act: bool = False, v1: bool = True, seed: int = 0,
+                   skip: tuple[str, ...] = ()):
+    """save_quantized_llama for a given fp32 transformers Llama (its
+    projections replaced in place by their dequantized values)."""
     from safetensors.torch import save_file
-    model = random_llama(tokenizer, seed)
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)  # the embedding's own tensor
     generator = torch.Generator().manual_seed(seed + 1)
     for layer_index, layer in enumerate(model.model.layers):
         perms = {}  # act-order: projections of one input share its order (GPTQ's is by

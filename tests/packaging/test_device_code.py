@@ -19,6 +19,7 @@ def _has(tool: str, fallback: str) -> bool:
     return bool(shutil.which(tool)) or Path(fallback).exists()
 
 
+@pytest.mark.slow  # CI's own step compiles the same (cmake/check_device_code.py)
 @pytest.mark.skipif(not _has("nvcc", "/usr/local/cuda/bin/nvcc"), reason="no nvcc")
 def test_cuda_device_code_compiles_for_sm80_and_sm90a():
     proc = subprocess.run([sys.executable, str(CHECK), "cuda", "--archs", "80,90a"],
@@ -27,6 +28,7 @@ def test_cuda_device_code_compiles_for_sm80_and_sm90a():
     assert " 0 failed" in proc.stdout and "layernorm_kernels.cu: ok" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has("hipcc", "/opt/rocm/bin/hipcc"), reason="no hipcc")
 def test_hipified_device_code_compiles_for_gfx90a():
     proc = subprocess.run([sys.executable, str(CHECK), "hip", "--archs", "gfx90a"],

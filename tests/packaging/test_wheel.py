@@ -55,6 +55,7 @@ def serial_verbose_build(tmp_path_factory):
     return tmp, build, proc
 
 
+@pytest.mark.slow
 def test_max_jobs_1_builds_one_job_at_a_time_verbose(serial_verbose_build):
     _, build, proc = serial_verbose_build
     spans = sorted(ninja_intervals(build))
@@ -66,6 +67,7 @@ def test_max_jobs_1_builds_one_job_at_a_time_verbose(serial_verbose_build):
     assert "-mavx512f" in log and "-mavx2" in log
 
 
+@pytest.mark.slow
 def test_verbose_0_keeps_command_lines_out(serial_verbose_build):
     # The same build folder with one AVX-512 object removed: a VERBOSE=0
     # build compiles it again and names it, without its command line.
