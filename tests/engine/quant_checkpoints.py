@@ -171,3 +171,40 @@ def quantize_llama(model, folder, tokenizer, method: str, bits: int = 4, group_s
     (folder / "config.json").write_text(json.dumps(config))
     tokenizer.save_pretrained(folder)
     return model
+
+
+def quantize_saved_checkpoint(dense, quantized, tokenizer, method: str, group_size: int = 32,
+                              dense_leaves: tuple[str, ...] = ("gate",)):
+    """Rewrites the transformers checkpoint in folder `dense` with every
+    2-D projection weight of its layers replaced by its quantized-then-
+    dequantized value (the reference transformers then loads), and writes
+    the AWQ or GPTQ (v1, 4-bit) form to folder `quantized`. Modules named
+    in `dense_leaves` (e.g. a MoE router, `gate`) stay dense and are listed
+    in modules_to_not_convert."""
+    from safetensors.torch import load_file, save_file
+    state = load_file(str(dense / "model.safetensors"))
+    quant_state = {}
+    for name, w in state.items():
+        module = name.rsplit(".", 1)[0]
+        if (not name.startswith("model.layers.") or not name.endswith(".weight") or w.dim() != 2
+                or module.rsplit(".", 1)[-1] in dense_leaves):
+            quant_state[name] = w
+            continue
+        group_of_input = torch.arange(w.shape[1]) // group_size
+        q, scales, zeros = quantize_groups(w.float(), group_of_input, 4, False,
+                                           min_zero=1 if method == "gptq" else 0)
+        state[name] = dequantize(q, scales, zeros, group_of_input).to(w.dtype)
+        tensors = (awq_tensors(q, scales, zeros) if method == "awq"
+                   else gptq_tensors(q, scales, zeros, group_of_input, 4, v1=True))
+        quant_state.update({f"{module}.{leaf}": t for leaf, t in tensors.items()})
+    save_file(state, str(dense / "model.safetensors"), metadata={"format": "pt"})
+    quantized.mkdir(exist_ok=True)
+    save_file(quant_state, str(quantized / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((dense / "config.json").read_text())
+    quant = ({"quant_method": "awq", "bits": 4, "group_size": group_size, "zero_point": True,
+              "version": "gemm"} if method == "awq" else
+             {"quant_method": "gptq", "bits": 4, "group_size": group_size, "sym": False,
+              "desc_act": False, "checkpoint_format": "gptq"})
+    config["quantization_config"] = {**quant, "modules_to_not_convert": list(dense_leaves)}
+    (quantized / "config.json").write_text(json.dumps(config))
+    tokenizer.save_pretrained(quantized)

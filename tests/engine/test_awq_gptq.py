@@ -291,9 +291,47 @@ def test_act_order_shards_ordering_inputs_differently_are_served_dense():
     torch.testing.assert_close(layer(x), x @ want.T)
 
 
-def test_quantized_experts_load_dequantized():
-    # the experts' kernels take bf16 pairs: an AWQ/GPTQ MoE checkpoint's
-    # expert weights arrive as QuantizedWeight and are expanded at load
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_quantized_experts_stay_packed_and_compute_as_dequantized(dtype):
+    # an AWQ/GPTQ MoE checkpoint's experts arrive as QuantizedWeight: packed
+    # for quant_linear ([E, ...] uint8 stacks), no dense copy, and each
+    # routed expert computes what its dequantized weight computes (x in int8)
+    from vllm.model_executor.layers.fused_moe import fused_experts
+    from vllm.model_executor.layers.fused_moe.layer import FusedMoE
+    from vllm.model_executor.layers.quantization.packing import QuantizedWeight
+    if not ops.quant_linear_available():
+        pytest.skip("no quantized CPU kernel in the active variant")
+    g = torch.Generator().manual_seed(9)
+    e, k, n = 4, 64, 96
+
+    def weight(rows, cols, bits):
+        values = (torch.randint(0, 16, (rows, cols), generator=g, dtype=torch.uint8) if bits == 4
+                  else torch.randint(-128, 128, (rows, cols), generator=g).to(torch.int8))
+        return QuantizedWeight(values, (torch.rand(rows, cols // 32, generator=g) * 0.02).half(),
+                               (torch.rand(rows, cols // 32, generator=g) * -0.1).half(), bits, 32)
+    layer = FusedMoE(e, 2, k, n, dtype)
+    parts = {}
+    for expert in range(e):
+        for shard, shape in (("w1", (n, k)), ("w3", (n, k)), ("w2", (k, n))):
+            parts[expert, shard] = weight(*shape, 8 if shard == "w2" else 4)
+            layer.load_expert(expert, shard, parts[expert, shard])
+    assert layer.all_loaded()
+    layer.process_weights_after_loading()
+    assert layer.quantized and layer.w13_packed.dtype == torch.uint8 and layer.w13_packed.shape[0] == e
+    assert layer.w13_weight.untyped_storage().nbytes() <= layer.w13_weight.element_size()
+    w13 = torch.stack([torch.cat([parts[x, "w1"].dequantize(), parts[x, "w3"].dequantize()])
+                       for x in range(e)])
+    w2 = torch.stack([parts[x, "w2"].dequantize() for x in range(e)])
+    x = torch.randn(9, k).to(dtype)
+    logits = torch.randn(9, e)
+    got = layer(x, logits)
+    from vllm.model_executor.layers.fused_moe import fused_topk
+    weights, ids, _ = fused_topk(x, logits, 2, True)
+    want = fused_experts(x.float(), w13, w2, weights, ids)
+    assert ((got.float() - want).norm() / want.norm()).item() < 0.02
+
+
+def test_act_order_experts_are_dequantized_at_load():
     from vllm.model_executor.layers.fused_moe.layer import FusedMoE
     from vllm.model_executor.layers.quantization.packing import QuantizedWeight
     g = torch.Generator().manual_seed(9)
@@ -301,16 +339,47 @@ def test_quantized_experts_load_dequantized():
     def weight(rows, cols):
         return QuantizedWeight(torch.randint(0, 16, (rows, cols), generator=g, dtype=torch.uint8),
                                torch.rand(rows, cols // 32, generator=g).half(),
-                               torch.rand(rows, cols // 32, generator=g).half(), 4, 32)
+                               torch.rand(rows, cols // 32, generator=g).half(), 4, 32,
+                               torch.randperm(cols, generator=g))
     layer = FusedMoE(2, 1, 64, 32, torch.float32)
     parts = {}
     for expert in range(2):
         for shard, shape in (("w1", (32, 64)), ("w3", (32, 64)), ("w2", (64, 32))):
             parts[expert, shard] = weight(*shape)
             layer.load_expert(expert, shard, parts[expert, shard])
-    assert layer.all_loaded()
+    layer.process_weights_after_loading()
+    assert not layer.quantized
     for expert in range(2):
         torch.testing.assert_close(layer.w13_weight[expert], torch.cat(
             [parts[expert, "w1"].dequantize(), parts[expert, "w3"].dequantize()]), rtol=0, atol=0)
         torch.testing.assert_close(layer.w2_weight[expert], parts[expert, "w2"].dequantize(),
                                    rtol=0, atol=0)
+
+
+@needs_kernel
+@pytest.mark.parametrize("method", ["awq", "gptq"])
+def test_quantized_mixtral_is_transformers_but_for_ties(method, tmp_path, smollm_tokenizer):
+    # a tiny Mixtral whose attention and experts are quantized (the router
+    # stays dense, modules_to_not_convert): experts packed for quant_linear
+    import transformers
+
+    from tests.engine.moe_checkpoints import save_random_moe
+    from tests.engine.quant_checkpoints import quantize_saved_checkpoint
+    dense, quantized = tmp_path / "dense", tmp_path / "quantized"
+    save_random_moe("mixtral", dense, smollm_tokenizer)
+    quantize_saved_checkpoint(dense, quantized, smollm_tokenizer, method)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(dense, dtype=torch.float32).eval()
+    llm = LLM(str(quantized), dtype="float32", max_model_len=256)
+    model = llm.llm_engine.engine_core.worker.model
+    experts = model.model.layers[0].block_sparse_moe.experts
+    assert experts.quantized and experts.w13_packed.dtype == torch.uint8
+    assert model.model.layers[0].self_attn.qkv_proj.quantized
+    assert not model.model.layers[0].block_sparse_moe.gate.quantized
+    generator = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(0, len(smollm_tokenizer), (n,), generator=generator).tolist()
+               for n in (9, 30)]
+    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts],
+                           SamplingParams(temperature=0, max_tokens=10, ignore_eos=True),
+                           use_tqdm=False)
+    for prompt, output in zip(prompts, outputs):
+        assert _ties_only(hf, prompt, list(output.outputs[0].token_ids)) == []

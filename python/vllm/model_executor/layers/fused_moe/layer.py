@@ -15,7 +15,9 @@ A step runs all routed experts in one packed_moe_experts call; elsewhere
 (fp32, expert maps, a kernel variant without packed GEMMs) the grouped
 Python pass over the same kernels (experts.fused_experts), on the plain
 weights or, once packed, on the packed ones (unpacked for a variant that
-cannot read them)."""
+cannot read them). Quantized experts (AWQ, GPTQ checkpoints) are packed
+for quant_linear instead, one [E, ...] uint8 stack each, and run expert by
+expert in the grouped pass."""
 from __future__ import annotations
 
 import logging
@@ -28,12 +30,14 @@ from torch import nn
 from vllm.model_executor.layers.fused_moe.experts import (check_expert_weights,
                                                           fused_experts, moe_activation)
 from vllm.model_executor.layers.fused_moe.routing import select_experts
-from vllm.model_executor.layers.quantization.packing import QuantizedWeight
+from vllm.model_executor.layers.quantization.packing import (QuantizedWeight, concat_rows,
+                                                             pack_quantized, packed_supported)
 from vllm import _custom_ops as ops
 from vllm import hugepages
 from vllm.model_executor.layers.linear import (gate_up_packed_shape, pack_gate_up_pairs,
                                                pack_weight_pairs, pair_packed_shape, pairs_apply,
-                                               unpack_gate_up_pairs, unpack_weight_pairs)
+                                               shape_only, unpack_gate_up_pairs,
+                                               unpack_weight_pairs)
 
 # checkpoint leaf name -> vLLM's shard id: w1 gate, w3 up, w2 down
 _SHARD_OF = {"w1": "w1", "w3": "w3", "w2": "w2",
@@ -46,8 +50,6 @@ logger = logging.getLogger(__name__)
 
 
 class FusedMoE(nn.Module):
-    _warned_dense_experts = False
-
     def __init__(self, num_experts: int, top_k: int, hidden_size: int, intermediate_size: int,
                  params_dtype: torch.dtype | None = None, reduce_results: bool = False,
                  renormalize: bool = True, use_grouped_topk: bool = False,
@@ -95,6 +97,11 @@ class FusedMoE(nn.Module):
         # kind, to name what is missing
         self._loaded: set[tuple[int, str]] = set()
         self._checkpoint_leaf: dict[str, str] = {}
+        # quantized checkpoint weights (AWQ, GPTQ) by (expert, shard), until
+        # process_weights_after_loading packs them for quant_linear; then
+        # `quantized` and the packed stacks are uint8
+        self._quantized: dict[tuple[int, str], QuantizedWeight] = {}
+        self.quantized = False
 
     # ------------------------------------------------------------ loading
     @classmethod
@@ -123,14 +130,10 @@ class FusedMoE(nn.Module):
         if tuple(tensor.shape) != expected:
             raise ValueError(f"checkpoint {name or shard} has shape {tuple(tensor.shape)}, "
                              f"expected {expected} (hidden {k}, expert intermediate {n})")
-        if isinstance(tensor, QuantizedWeight):
-            # the experts' kernels take bf16 pairs only, not yet quantized weights
-            if not FusedMoE._warned_dense_experts:
-                FusedMoE._warned_dense_experts = True
-                logger.warning("quantized expert weights are dequantized at load (%s): the "
-                               "experts run in %s", name or "experts",
-                               str(self.w2_weight.dtype).replace("torch.", ""))
-            tensor = tensor.dequantize(self.w2_weight.dtype)
+        if isinstance(tensor, QuantizedWeight):  # packed with the others after loading
+            self._quantized[expert, shard] = tensor
+            self._loaded.add((expert, shard))
+            return
         if shard == "w2":
             self.w2_weight.data[expert].copy_(tensor)
         else:
@@ -165,6 +168,10 @@ class FusedMoE(nn.Module):
     def process_weights_after_loading(self) -> None:
         if self.w13_packed is not None:  # packed already: the plain copies are gone
             return
+        if self._quantized:
+            self._pack_quantized()
+            if self.quantized:
+                return
         e, n, k = check_expert_weights(self.w13_weight, self.w2_weight)
         w13 = self.w13_weight
         if not (pairs_apply(w13[0]) and pairs_apply(self.w2_weight[0])):
@@ -183,6 +190,50 @@ class FusedMoE(nn.Module):
         self.w13_weight.data = w13.new_empty(0)
         self.w2_weight.data = w13.new_empty(0)
 
+    def _pack_quantized(self) -> None:
+        """Every expert's quantized w1/w3 (stacked, as Linear does gate/up)
+        and w2 packed for quant_linear, in two [E, ...] uint8 stacks on huge
+        pages; the dense parameters keep their shapes only. Where that
+        cannot be (some shards dense, act-order inputs, experts stored in
+        differing types, no quantized kernel here) every quantized shard is
+        dequantized into the dense weights instead."""
+        held, self._quantized = self._quantized, {}
+        e = self.num_experts
+        parts13 = parts2 = None
+        if len(held) == 3 * e and ops.quant_linear_available() and all(
+                q.input_order is None for q in held.values()):
+            parts13 = [concat_rows([held[x, "w1"], held[x, "w3"]]) for x in range(e)]
+            parts2 = [held[x, "w2"] for x in range(e)]
+        formats = {(p.bits, p.group_size) for p in parts13 or []}, \
+            {(p.bits, p.group_size) for p in parts2 or []}
+        k, n = self.hidden_size, self.intermediate_size
+        if (parts13 is None or len(formats[0]) != 1 or len(formats[1]) != 1
+                or not packed_supported(k, parts13[0].group_size)
+                or not packed_supported(n, parts2[0].group_size)):
+            logger.warning("%s: quantized experts dequantized at load (some shards dense, "
+                           "act-order, mixed types or no quantized kernel here)",
+                           self.prefix or "FusedMoE")
+            for (expert, shard), q in held.items():
+                dense = q.dequantize(self.w2_weight.dtype)
+                if shard == "w2":
+                    self.w2_weight.data[expert].copy_(dense)
+                else:
+                    start = 0 if shard == "w1" else n
+                    self.w13_weight.data[expert, start:start + n].copy_(dense)
+            return
+        packed13 = [pack_quantized(p) for p in parts13]
+        packed2 = [pack_quantized(p) for p in parts2]
+        size13, size2 = packed13[0].numel(), packed2[0].numel()
+        buffer = hugepages.empty(e * (size13 + size2), dtype=torch.uint8)
+        self.w13_packed = buffer[:e * size13].view((e,) + tuple(packed13[0].shape))
+        self.w2_packed = buffer[e * size13:].view((e,) + tuple(packed2[0].shape))
+        for expert in range(e):
+            self.w13_packed[expert].copy_(packed13[expert])
+            self.w2_packed[expert].copy_(packed2[expert])
+        self.w13_weight.data = shape_only(self.w13_weight)
+        self.w2_weight.data = shape_only(self.w2_weight)
+        self.quantized = True
+
     def plain_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """w13 [E, 2N, K] and w2 [E, K, N] as loaded (unpacked again once
         packed: a slow path for kernel variants without packed GEMMs)."""
@@ -200,6 +251,11 @@ class FusedMoE(nn.Module):
                                       self.topk_group, self.custom_routing_function,
                                       self.scoring_func, self.routed_scaling_factor,
                                       self.e_score_correction_bias)
+        if self.quantized:  # each chosen expert through quant_linear
+            return fused_experts(hidden_states, self.w13_weight, self.w2_weight, weights, ids,
+                                 activation=self.activation,
+                                 apply_router_weight_on_input=self.apply_router_weight_on_input,
+                                 w1_packed=self.w13_packed, w2_packed=self.w2_packed)
         if (self.w13_packed is not None and hidden_states.dtype == torch.bfloat16
                 and hidden_states.dim() == 2 and ops.packed_moe_available()):
             out = torch.empty_like(hidden_states)
