@@ -23,13 +23,24 @@ def _llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
             .swapaxes(1, 2).reshape(w.shape))
 
 
-def write_gguf(hf_model, arch: str, folder, path) -> None:
-    """The checkpoint transformers saved in `folder`, as a GGUF file."""
+def write_gguf(hf_model, arch: str, folder, path, raw: dict | None = None) -> None:
+    """The checkpoint transformers saved in `folder`, as a GGUF file;
+    `raw`: GGUF tensor name -> (block bytes, GGMLQuantizationType) written
+    in place of the float tensor."""
     import gguf
     from safetensors.numpy import load_file
     config = hf_model.config
     name = GGUF_ARCH[arch]
     writer = gguf.GGUFWriter(str(path), name)
+    add_tensor = writer.add_tensor
+
+    def add(tensor_name, value):
+        if raw and tensor_name in raw:
+            data, qtype = raw[tensor_name]
+            add_tensor(tensor_name, data, raw_dtype=qtype)
+        else:
+            add_tensor(tensor_name, value)
+    writer.add_tensor = add
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     experts = getattr(config, "num_local_experts", None) or config.num_experts
@@ -88,6 +99,20 @@ def write_gguf(hf_model, arch: str, folder, path) -> None:
     writer.close()
 
 
+def prompt_logprob_pairs(llm, hf_model, tokenizer):
+    """(position, our logprob, transformers' fp32 logprob) of each token of
+    a random 19-token prompt."""
+    prompt = torch.randint(0, len(tokenizer), (19,),
+                           generator=torch.Generator().manual_seed(4)).tolist()
+    out = llm.generate({"prompt_token_ids": prompt},
+                       SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=1),
+                       use_tqdm=False)[0]
+    with torch.no_grad():
+        expected = hf_model(torch.tensor([prompt])).logits[0].log_softmax(-1)
+    return [(pos, out.prompt_logprobs[pos][prompt[pos]].logprob,
+             float(expected[pos - 1, prompt[pos]])) for pos in range(1, len(prompt))]
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     from vllm.transformers_utils.gguf_file import load_gguf_tokenizer
@@ -110,13 +135,46 @@ def test_gguf_moe_matches_transformers(arch, tmp_path, tokenizer):
     llm = LLM(str(tmp_path / "model.gguf"), tokenizer=default_model_path(), dtype="float32")
     assert type(llm.llm_engine.engine_core.worker.model).__name__ == \
         type(hf_model).__name__
-    prompt = torch.randint(0, len(tokenizer), (19,),
-                           generator=torch.Generator().manual_seed(4)).tolist()
-    out = llm.generate({"prompt_token_ids": prompt},
-                       SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=1),
-                       use_tqdm=False)[0]
-    with torch.no_grad():
-        expected = hf_model(torch.tensor([prompt])).logits[0].log_softmax(-1)
-    for pos in range(1, len(prompt)):
-        assert out.prompt_logprobs[pos][prompt[pos]].logprob == pytest.approx(
-            float(expected[pos - 1, prompt[pos]]), abs=1e-4), (arch, pos)
+    for pos, ours, theirs in prompt_logprob_pairs(llm, hf_model, tokenizer):
+        assert ours == pytest.approx(theirs, abs=1e-4), (arch, pos)
+
+
+def test_quantized_expert_stacks_stay_quantized(tmp_path, tokenizer):
+    # llama.cpp's Q4_0 expert stacks: one QuantizedWeight per expert, packed
+    # for quant_linear, computing what the dequantized weights compute
+    import gguf
+    from gguf.quants import dequantize, quantize
+    from safetensors.torch import load_file, save_file
+    import transformers
+
+    from vllm import _custom_ops as ops
+    from vllm.transformers_utils.model_resolver import default_model_path
+    if not ops.quant_linear_available():
+        pytest.skip("no quantized CPU kernel in the active variant")
+    folder = tmp_path / "hf"
+    save_random_moe("mixtral", folder, tokenizer, seed=2, tie_word_embeddings=False)
+    state = load_file(folder / "model.safetensors")
+    qtype = gguf.GGMLQuantizationType.Q4_0
+    raw = {}
+    config = transformers.AutoConfig.from_pretrained(folder)
+    for i in range(config.num_hidden_layers):
+        for gguf_name, leaf in zip(("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"),
+                                   ("w1", "w3", "w2")):
+            names = [f"model.layers.{i}.block_sparse_moe.experts.{e}.{leaf}.weight"
+                     for e in range(config.num_local_experts)]
+            blocks = quantize(np.stack([state[n].numpy() for n in names]), qtype)
+            raw[f"blk.{i}.{gguf_name}.weight"] = (blocks, qtype)
+            dense = torch.from_numpy(dequantize(blocks, qtype).astype(np.float32))
+            for expert, n in enumerate(names):
+                state[n] = dense[expert].contiguous()
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    write_gguf(hf_model.eval(), "mixtral", folder, tmp_path / "model.gguf", raw)
+    llm = LLM(str(tmp_path / "model.gguf"), tokenizer=default_model_path(), dtype="float32")
+    experts = llm.llm_engine.engine_core.worker.model.model.layers[0].block_sparse_moe.experts
+    assert experts.quantized and experts.w13_packed.dtype == torch.uint8
+    # x goes through int8 per 32 values in the experts: logprobs within a
+    # few hundredths (a wrong expert or half moves them by whole units)
+    errors = [abs(ours - theirs) for _, ours, theirs in
+              prompt_logprob_pairs(llm, hf_model, tokenizer)]
+    assert max(errors) < 0.05, errors

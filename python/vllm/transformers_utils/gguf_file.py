@@ -162,10 +162,12 @@ def _rotary_row_order(rows: int, num_heads: int) -> np.ndarray:
     return _unpermute_rotary(np.arange(rows), num_heads)
 
 
-# 2-D weights kept quantized: the projections and the embedding / LM head
-# (norms, routers and expert stacks are dequantized)
+# Weights kept quantized: the projections, the embedding / LM head and the
+# expert stacks (3-D, one QuantizedWeight per expert); norms and routers
+# are dequantized
 _QUANTIZABLE = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
-                "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp", "token_embd", "output"}
+                "ffn_gate_shexp", "ffn_up_shexp", "ffn_down_shexp", "token_embd", "output",
+                "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"}
 _warned_types: set[str] = set()
 
 
@@ -174,7 +176,7 @@ def _keep_quantized(tensor, kind: str) -> bool:
 
     from vllm.model_executor.layers.quantization import gguf as gguf_quant
 
-    if kind not in _QUANTIZABLE or len(tensor.shape) != 2:
+    if kind not in _QUANTIZABLE or len(tensor.shape) != (3 if kind in _EXPERT_TENSORS else 2):
         return False
     type_name = GGMLQuantizationType(tensor.tensor_type).name
     if type_name in ("F32", "F16", "BF16"):
@@ -192,9 +194,9 @@ def _keep_quantized(tensor, kind: str) -> bool:
 
 def iterate_gguf_weights(path: str, quantized: bool = False) -> Iterator[tuple[str, object]]:
     """(Hugging Face name, tensor) for every tensor in the file: float32
-    tensors, or with `quantized` a QuantizedWeight for each projection or
-    embedding whose block type the quantized kernel reads; the stacked
-    expert tensors of MoE files as one tensor per expert."""
+    tensors, or with `quantized` a QuantizedWeight for each projection,
+    embedding or expert whose block type the quantized kernel reads; the
+    stacked expert tensors of MoE files as one tensor per expert."""
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
 
@@ -213,10 +215,18 @@ def iterate_gguf_weights(path: str, quantized: bool = False) -> Iterator[tuple[s
         kind = parts[2] if parts[0] == "blk" else parts[0]
         if parts[0] == "blk" and kind in _EXPERT_TENSORS:
             leaf = _EXPERT_TENSORS[kind][0 if model_type == "mixtral" else 1]
+            prefix = f"model.layers.{parts[1]}.{moe}.experts"
+            if quantized and suffix == "weight" and _keep_quantized(tensor, kind):
+                # [E, n, row bytes]: each expert's rows in their block type
+                k, n = int(tensor.shape[0]), int(tensor.shape[1])
+                type_name = GGMLQuantizationType(tensor.tensor_type).name
+                for expert in range(tensor.data.shape[0]):
+                    yield (f"{prefix}.{expert}.{leaf}.{suffix}",
+                           gguf_quantized(tensor.data[expert], type_name, n, k))
+                continue
             stacked = _dequantized(tensor, dequantize)
             for expert in range(stacked.shape[0]):
-                yield (f"model.layers.{parts[1]}.{moe}.experts.{expert}.{leaf}.{suffix}",
-                       stacked[expert])
+                yield f"{prefix}.{expert}.{leaf}.{suffix}", stacked[expert]
             continue
         if parts[0] == "blk" and kind in _LAYER_TENSORS:
             name = f"model.layers.{parts[1]}.{_LAYER_TENSORS[kind].format(moe=moe)}.{suffix}"
