@@ -198,18 +198,18 @@ class FusedMoE(nn.Module):
         differing types, no quantized kernel here) every quantized shard is
         dequantized into the dense weights instead."""
         held, self._quantized = self._quantized, {}
-        e = self.num_experts
-        parts13 = parts2 = None
-        if len(held) == 3 * e and ops.quant_linear_available() and all(
-                q.input_order is None for q in held.values()):
+        e, k, n = self.num_experts, self.hidden_size, self.intermediate_size
+        packable = len(held) == 3 * e and ops.quant_linear_available() and all(
+            q.input_order is None for q in held.values())
+        if packable:
             parts13 = [concat_rows([held[x, "w1"], held[x, "w3"]]) for x in range(e)]
             parts2 = [held[x, "w2"] for x in range(e)]
-        formats = {(p.bits, p.group_size) for p in parts13 or []}, \
-            {(p.bits, p.group_size) for p in parts2 or []}
-        k, n = self.hidden_size, self.intermediate_size
-        if (parts13 is None or len(formats[0]) != 1 or len(formats[1]) != 1
-                or not packed_supported(k, parts13[0].group_size)
-                or not packed_supported(n, parts2[0].group_size)):
+            # one stack each: every expert in one format the kernel takes
+            packable = all(
+                len({(p.bits, p.group_size) for p in parts}) == 1
+                and packed_supported(inputs, parts[0].group_size)
+                for parts, inputs in ((parts13, k), (parts2, n)))
+        if not packable:
             logger.warning("%s: quantized experts dequantized at load (some shards dense, "
                            "act-order, mixed types or no quantized kernel here)",
                            self.prefix or "FusedMoE")
