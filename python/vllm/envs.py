@@ -364,7 +364,9 @@ _var("VLLM_ALLOW_RUNTIME_LORA_UPDATING", _in_words("1", "true"), False,
 _var("VLLM_SKIP_P2P_CHECK", _equals("1"), False, "1 = on",
      "Trust the driver's peer-to-peer capability report.")
 _var("VLLM_DISABLED_KERNELS", _comma_list, lambda: [], "comma-separated names",
-     "Quantization kernels to disable.")
+     "Quantization kernels to disable, by vLLM's class names; the next one is "
+     "chosen. On CPU: CPUWNA16LinearKernel (our quant_linear serving AWQ/GPTQ "
+     "layers; disabled, they are dequantized at load).")
 _var("VLLM_USE_V1", _bool_from_int, False, BOOL01, "Use the V1 code path.")
 _var("VLLM_ROCM_FP8_PADDING", _bool_from_int, True, BOOL01,
      "Pad fp8 weights to 256 bytes on ROCm.")

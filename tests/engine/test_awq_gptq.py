@@ -383,3 +383,26 @@ def test_quantized_mixtral_is_transformers_but_for_ties(method, tmp_path, smollm
                            use_tqdm=False)
     for prompt, output in zip(prompts, outputs):
         assert _ties_only(hf, prompt, list(output.outputs[0].token_ids)) == []
+
+
+def test_disabling_the_cpu_kernel_serves_the_dequantized_weights(checkpoint, monkeypatch):
+    # VLLM_DISABLED_KERNELS with vLLM's name for the CPU int4/int8 kernel:
+    # the next one, the dense GEMM, on the weights the format defines
+    monkeypatch.setenv("VLLM_DISABLED_KERNELS", "MarlinLinearKernel,CPUWNA16LinearKernel")
+    folder, hf = checkpoint("gptq4_act_order_g32")
+    llm = LLM(str(folder), dtype="float32", max_model_len=256)
+    ours, theirs = _linears(llm.llm_engine.engine_core.worker.model), _hf_weights(hf)
+    for name, linear in ours.items():
+        assert not linear.quantized and linear.input_order is None, name
+        want = theirs[name].detach()
+        assert (linear.weight - want).abs().max().item() <= 2 ** -11 * want.abs().max().item()
+    # fp32 dense GEMMs on those weights: transformers' tokens exactly
+    prompt = list(range(200, 230))
+    out = llm.generate({"prompt_token_ids": prompt},
+                       SamplingParams(temperature=0, max_tokens=8, ignore_eos=True),
+                       use_tqdm=False)[0]
+    ours_tokens = list(out.outputs[0].token_ids)
+    with torch.no_grad():
+        logits = hf(torch.tensor([prompt + ours_tokens])).logits[0, len(prompt) - 1:-1]
+    assert _ties_only(hf, prompt, ours_tokens) == []
+    assert sum(a == b for a, b in zip(ours_tokens, logits.argmax(-1).tolist())) >= 7

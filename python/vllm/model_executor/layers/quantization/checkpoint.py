@@ -11,9 +11,11 @@ from typing import Iterable, Iterator
 
 import torch
 
+from vllm import envs
 from vllm.model_executor.layers.quantization.awq import awq_quantized
 from vllm.model_executor.layers.quantization.gptq import (GPTQ_BITS, gptq_dequantized,
                                                           gptq_quantized)
+from vllm.model_executor.layers.quantization.packing import QuantizedWeight
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,31 @@ def _skipped(layer: str, config: CheckpointQuantization) -> bool:
 _warned_dense = set()
 
 
+# vLLM's name for the CPU weight-only int4/int8 GEMM, the role quant_linear
+# plays for AWQ and GPTQ layers here (VLLM_DISABLED_KERNELS may name it)
+CPU_KERNEL_NAME = "CPUWNA16LinearKernel"
+
+
+def quantized_kernel_disabled() -> bool:
+    return CPU_KERNEL_NAME in envs.VLLM_DISABLED_KERNELS
+
+
 def _convert(layer: str, held: dict[str, torch.Tensor], config: CheckpointQuantization):
+    converted = _quantized_or_dense(layer, held, config)
+    if quantized_kernel_disabled() and isinstance(converted, QuantizedWeight):
+        # the next kernel: the dense GEMM on the dequantized weight
+        if config.method not in _warned_dense_kernel:
+            _warned_dense_kernel.add(config.method)
+            logger.warning("VLLM_DISABLED_KERNELS names %s: %s layers are dequantized at "
+                           "load", CPU_KERNEL_NAME, config.method)
+        return converted.dequantize()
+    return converted
+
+
+_warned_dense_kernel: set[str] = set()
+
+
+def _quantized_or_dense(layer: str, held: dict[str, torch.Tensor], config):
     if config.method == "awq":
         return awq_quantized(layer, held["qweight"], held["qzeros"], held["scales"],
                              config.group_size)
@@ -121,3 +147,4 @@ def _convert(layer: str, held: dict[str, torch.Tensor], config: CheckpointQuanti
                        "of 32 inputs (%s, group size %d) are dequantized at load",
                        layer, config.group_size)
     return gptq_dequantized(*args)
+
