@@ -86,6 +86,7 @@ def test_triton_backend_needs_triton_interpreter_on_cpu(monkeypatch):
     assert get_attn_backend().name == "TRITON_ATTN"
 
 
+@pytest.mark.slow  # ~20 s of Triton's interpreter; CI runs it (the kernel's own tests stay in)
 def test_triton_backend_gives_the_same_greedy_tokens():
     """The engine with TRITON_ATTN (decode through the Triton kernel, run by
     Triton's interpreter here) against the default backend, in a fresh
