@@ -20,7 +20,7 @@ from vllm.model_executor.layers.quantization.packing import QuantizedWeight
 logger = logging.getLogger(__name__)
 
 AWQ_GROUP_SIZES = (32, 64, 128, -1)  # the issue's; any multiple of 32 dividing k works
-_PARTS = {"awq": ("qweight", "qzeros", "scales"), "gptq": ("qweight", "qzeros", "scales")}
+_PARTS = ("qweight", "qzeros", "scales")  # every quantized layer's, both formats
 _OPTIONAL = {"awq": (), "gptq": ("g_idx",)}
 
 
@@ -79,7 +79,7 @@ def quantized_checkpoint_weights(weights: Iterable[tuple[str, torch.Tensor]],
     `<layer>.weight` (a QuantizedWeight, or a dense tensor where our kernel
     cannot take the layer's groups). A layer's parts may come in any order
     and from different files."""
-    parts, optional = _PARTS[config.method], _OPTIONAL[config.method]
+    parts, optional = _PARTS, _OPTIONAL[config.method]
     pending: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in weights:
         layer, _, leaf = name.rpartition(".")
@@ -101,8 +101,8 @@ def quantized_checkpoint_weights(weights: Iterable[tuple[str, torch.Tensor]],
 
 
 def _skipped(layer: str, config: CheckpointQuantization) -> bool:
-    return any(layer == m or layer.endswith("." + m) or f".{m}." in f".{layer}."
-               for m in config.modules_to_not_convert)
+    # a name or dotted path matching whole components of the layer's name
+    return any(f".{m}." in f".{layer}." for m in config.modules_to_not_convert)
 
 
 _warned_dense = set()

@@ -11,10 +11,10 @@ from __future__ import annotations
 import torch
 
 from vllm.model_executor.layers.quantization.awq import awq_quantized, unpack_awq
-from vllm.model_executor.layers.quantization.gptq import (gptq_dequantized, gptq_quantized,
-                                                          gptq_shapes)
+from vllm.model_executor.layers.quantization.gptq import gptq_dequantized, gptq_quantized
 from vllm.model_executor.layers.quantization.int32_packing import unpack_words
-from vllm.model_executor.layers.quantization.packing import QuantizedWeight, pack_quantized
+from vllm.model_executor.layers.quantization.packing import (QuantizedWeight, pack_quantized,
+                                                             packed_supported)
 
 # ggml's type numbers (ggml.h, enum ggml_type) for the block types we read
 GGML_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K"}
@@ -22,8 +22,7 @@ GGML_TYPES = {2: "Q4_0", 3: "Q4_1", 8: "Q8_0", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K
 
 def _matmul(x: torch.Tensor, weight: QuantizedWeight) -> torch.Tensor:
     """x [..., k] @ weight.T by our kernel (a dense fallback where it cannot run)."""
-    from vllm import _custom_ops as ops
-    from vllm.model_executor.layers.quantization.packing import packed_supported
+    from vllm import _custom_ops as ops  # here: _custom_ops imports this module's callers
     n, k = weight.shape
     rows = x.reshape(-1, k)
     if weight.input_order is not None:
@@ -90,7 +89,6 @@ def gptq_gemm(a: torch.Tensor, b_q_weight: torch.Tensor, b_gptq_qzeros: torch.Te
     group_size = -1 if groups == 1 else k // groups
     args = ("gptq_gemm", b_q_weight, b_gptq_qzeros, b_gptq_scales, g_idx.to(torch.int32), bit,
             group_size, not use_v2_format)
-    gptq_shapes(*args[:-1])
     weight = gptq_quantized(*args)
     if weight is None:
         dense = gptq_dequantized(*args)
