@@ -81,6 +81,8 @@ class ModelConfig:
     # (or LLM.generate without SamplingParams) leaves them unset
     # (vllm.transformers_utils.generation_defaults)
     default_sampling: dict = field(default_factory=dict)
+    # most logprobs a request may ask for, per position (vLLM's max_logprobs)
+    max_logprobs: int = 20
 
     @property
     def architecture(self) -> str:

@@ -1,6 +1,7 @@
 """SamplingParams with vLLM's names, defaults and validation."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
@@ -51,6 +52,8 @@ class SamplingParams:
     spaces_between_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     logits_processors: list[LogitsProcessor] | None = None
+    # token id -> value added to its logit before sampling (OpenAI's logit_bias)
+    logit_bias: dict[int, float] | None = None
     truncate_prompt_tokens: int | None = None
     output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
     # Filled by the engine from the tokenizer / generation config.
@@ -77,6 +80,12 @@ class SamplingParams:
     def _verify(self) -> None:
         def bad(reason: str) -> None:
             raise ValueError(reason)
+
+        for name in ("presence_penalty", "frequency_penalty", "repetition_penalty",
+                     "temperature", "top_p", "min_p"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(f"{name} must be a finite number, got {value!r}.")
 
         if not isinstance(self.n, int) or self.n < 1:
             bad(f"n must be at least 1, got {self.n}.")
@@ -119,8 +128,22 @@ class SamplingParams:
             bad(f"stop_token_ids must be non-negative integers, got {self.stop_token_ids}.")
         if self.logits_processors and not all(callable(p) for p in self.logits_processors):
             bad("logits_processors must be callables.")
+        if self.logit_bias is not None and not all(
+                isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                and isinstance(b, (int, float)) and math.isfinite(b)
+                for t, b in self.logit_bias.items()):
+            bad("logit_bias must map non-negative token ids to finite numbers.")
         if self.seed is not None and not isinstance(self.seed, int):
             bad(f"seed must be an integer, got {self.seed!r}.")
+        if self.seed is not None and not -(1 << 63) <= self.seed < (1 << 63):
+            bad(f"seed must fit in a 64-bit signed integer, got {self.seed}.")
+        for name in ("n", "top_k", "max_tokens", "min_tokens", "logprobs", "prompt_logprobs",
+                     "truncate_prompt_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, int) and value >= (1 << 63):
+                bad(f"{name} must fit in a 64-bit signed integer, got {value}.")
+        if any(t >= (1 << 63) for t in self.stop_token_ids):
+            bad("stop_token_ids must fit in 64-bit signed integers.")
 
     @property
     def sampling_type(self) -> SamplingType:
@@ -135,6 +158,8 @@ class SamplingParams:
         new.stop_token_ids = list(self.stop_token_ids)
         new.all_stop_token_ids = set(self.all_stop_token_ids)
         new.bad_words_token_ids = [list(w) for w in self.bad_words_token_ids]
+        if self.logit_bias is not None:
+            new.logit_bias = dict(self.logit_bias)
         for key, value in changes.items():
             setattr(new, key, value)
         return new

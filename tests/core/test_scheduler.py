@@ -3,6 +3,7 @@ prefix-cache hits and LRU eviction, preemption, and block accounting."""
 from __future__ import annotations
 
 from vllm.config import SchedulerConfig
+from vllm.core.block_hash import BlockKey, block_digest
 from vllm.core.block_pool import BlockPool
 from vllm.core.request import Request, RequestStatus
 from vllm.core.scheduler import Scheduler
@@ -67,14 +68,16 @@ def test_prefix_hits_share_blocks_and_leave_one_token_to_compute():
 def test_freed_cached_blocks_are_reused_least_recently_freed_first():
     pool = BlockPool(4, enable_caching=True)
     blocks = pool.take(4)
-    for i, block in enumerate(blocks):
-        pool.mark_cached(block, 1000 + i)
+    keys = [BlockKey(None, None, (i,)) for i in range(4)]
+    for block, key in zip(blocks, keys):
+        pool.mark_cached(block, block_digest(key), key)
     pool.release([blocks[2]])
     pool.release([blocks[0]])
-    assert pool.lookup(1002) is blocks[2]
+    assert pool.lookup(block_digest(keys[2]), keys[2]) is blocks[2]
     (new,) = pool.take(1)
-    assert new is blocks[2] and pool.lookup(1002) is None  # evicted, oldest first
-    assert pool.lookup(1000) is blocks[0]
+    # evicted, oldest first
+    assert new is blocks[2] and pool.lookup(block_digest(keys[2]), keys[2]) is None
+    assert pool.lookup(block_digest(keys[0]), keys[0]) is blocks[0]
     pool.touch([blocks[0]])  # a hit takes it back off the free list
     assert pool.num_free_blocks == 0 and blocks[0].ref_cnt == 1
 

@@ -52,6 +52,13 @@ class RemoteServer:
         assert match, self.read_log()
         return int(match.group(1))
 
+    def metric(self, name: str) -> float:
+        """One unlabelled-or-single-series value from /metrics."""
+        text = httpx.get(f"{self.url}/metrics", timeout=30).text
+        match = re.search(rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+-]+)$", text, re.M)
+        assert match, f"{name} missing from /metrics"
+        return float(match.group(1))
+
     def client(self, api_key: str = "EMPTY", **kwargs):
         import openai
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0,

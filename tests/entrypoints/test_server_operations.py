@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import time
 
@@ -16,13 +15,6 @@ import pytest
 from tests.entrypoints.server import RemoteServer
 
 MODEL = "SmolLM2-135M-Instruct"
-
-
-def _metric(server, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
-    match = re.search(rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+-]+)$", text, re.M)
-    assert match, f"{name} missing from /metrics"
-    return float(match.group(1))
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +62,13 @@ def test_64_concurrent_streams_then_half_disconnect_frees_the_cache(server):
     assert all(n == 3 for n in left[:32])
     assert all(finish in ("stop", "length") for _, finish in left[32:])
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (_metric(server, "vllm:kv_cache_usage_perc") > 0
-                                           or _metric(server, "vllm:num_requests_running") > 0):
+    while time.monotonic() < deadline and (server.metric("vllm:kv_cache_usage_perc") > 0
+                                           or server.metric("vllm:num_requests_running") > 0):
         time.sleep(0.2)
-    assert _metric(server, "vllm:kv_cache_usage_perc") == 0.0
-    assert _metric(server, "vllm:num_requests_running") == 0.0
-    assert _metric(server, "vllm:num_requests_waiting") == 0.0
-    assert _metric(server, "vllm:generation_tokens_total") > 64 * 5
+    assert server.metric("vllm:kv_cache_usage_perc") == 0.0
+    assert server.metric("vllm:num_requests_running") == 0.0
+    assert server.metric("vllm:num_requests_waiting") == 0.0
+    assert server.metric("vllm:generation_tokens_total") > 64 * 5
     text = httpx.get(f"{server.url}/metrics").text
     assert 'vllm:request_success_total{finished_reason="abort"' in text
     assert "vllm:time_to_first_token_seconds_count" in text
@@ -88,13 +80,29 @@ def test_prefix_cache_hits_show_in_metrics(server):
     long_prompt = "You are a careful assistant. " * 20 + "Say hi."
     for _ in range(2):
         client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=2)
-    assert _metric(server, "vllm:prefix_cache_hits_total") > 0
-    assert 0 < _metric(server, "vllm:prefix_cache_hit_rate") <= 1
+    assert server.metric("vllm:prefix_cache_hits_total") > 0
+    assert 0 < server.metric("vllm:prefix_cache_hit_rate") <= 1
 
 
 def test_api_key_guards_v1_routes_only():
-    s = RemoteServer(["--api-key", "sekrit"])
+    # several valid keys: the flag repeated, and a comma list
+    s = RemoteServer(["--api-key", "sekrit", "--api-key", "second, third"])
     try:
+        for key in ("second", "third"):
+            assert s.client(api_key=key).models.list().data[0].id == MODEL
+        with pytest.raises(openai.AuthenticationError):
+            s.client(api_key="second, third").models.list()
+        with pytest.raises(openai.AuthenticationError):
+            s.client(api_key="sekri").models.list()  # a prefix is not the key
+        # vLLM's rule: only /v1 needs a key; these stay open
+        assert httpx.get(f"{s.url}/metrics").status_code == 200
+        assert httpx.get(f"{s.url}/version").status_code == 200
+        assert httpx.get(f"{s.url}/ping").status_code == 200
+        tokens = httpx.post(f"{s.url}/tokenize", json={"prompt": "hi"}).json()["tokens"]
+        assert httpx.post(f"{s.url}/detokenize", json={"tokens": tokens}).json()["prompt"] == "hi"
+        r = httpx.post(f"{s.url}/v1/chat/completions", headers={"Authorization": "Basic sekrit"},
+                       json={"messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 401  # the key, but not as a bearer token
         with pytest.raises(openai.AuthenticationError):
             s.client().models.list()
         with pytest.raises(openai.AuthenticationError):
@@ -166,8 +174,22 @@ def test_chat_template_flag_replaces_the_models_template(tmp_path):
     template = tmp_path / "plain.jinja"
     template.write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n"
                         "{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}")
-    s = RemoteServer(["--chat-template", str(template), "--served-model-name", "plain"])
+    s = RemoteServer(["--chat-template", str(template), "--served-model-name", "plain",
+                      "--trust-request-chat-template"])
     try:
+        # Trusted: a request's own template and its kwargs render, in Jinja's sandbox.
+        greeting = s.client().chat.completions.create(
+            model="plain", messages=[{"role": "user", "content": "Hello there"}], max_tokens=1,
+            extra_body={"chat_template": "{{ greeting }}|{{ messages[0]['content'] }}",
+                        "chat_template_kwargs": {"greeting": "Hi"}})
+        plain = httpx.post(f"{s.url}/tokenize", json={"prompt": "Hi|Hello there",
+                                                      "add_special_tokens": False})
+        assert greeting.usage.prompt_tokens == plain.json()["count"]
+        escape = httpx.post(f"{s.url}/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "x"}], "max_tokens": 1,
+            "chat_template": "{{ ''.__class__.__mro__[1].__subclasses__() }}"})
+        assert escape.status_code == 400, escape.text
+        assert "chat template" in escape.json()["error"]["message"]
         messages = [{"role": "user", "content": "Hello there"}]
         via_chat = httpx.post(f"{s.url}/tokenize", json={"messages": messages}).json()["tokens"]
         expected = httpx.post(f"{s.url}/tokenize",
@@ -181,8 +203,13 @@ def test_chat_template_flag_replaces_the_models_template(tmp_path):
         s.stop()
 
 
-def test_engine_process_exits_when_the_api_process_is_killed():
-    s = RemoteServer()
+def _socket_dirs(base) -> list[str]:
+    return sorted(n for n in os.listdir(base) if n.startswith("vllm-ipc-"))
+
+
+def test_engine_process_exits_when_the_api_process_is_killed(tmp_path):
+    s = RemoteServer(env={"VLLM_RPC_BASE_PATH": str(tmp_path)})
+    assert len(_socket_dirs(tmp_path)) == 1
     engine_pid = s.engine_pid()
     s.proc.kill()  # SIGKILL: no chance to shut the engine down
     s.proc.wait()
@@ -199,14 +226,18 @@ def test_engine_process_exits_when_the_api_process_is_killed():
     else:
         os.kill(engine_pid, signal.SIGKILL)
         raise AssertionError("engine core outlived its API process")
+    time.sleep(0.5)
+    # The orphaned core removed the socket directory its killed parent could not.
+    assert _socket_dirs(tmp_path) == []
     s.stop()
 
 
-def test_sigterm_shuts_the_engine_down_and_exits_zero():
-    s = RemoteServer()
+def test_sigterm_shuts_the_engine_down_and_exits_zero(tmp_path):
+    s = RemoteServer(env={"VLLM_RPC_BASE_PATH": str(tmp_path)})
     engine_pid = s.engine_pid()
     s.proc.terminate()
     assert s.proc.wait(30) == 0
+    assert _socket_dirs(tmp_path) == []
     time.sleep(0.5)
     assert not os.path.exists(f"/proc/{engine_pid}") or open(
         f"/proc/{engine_pid}/stat").read().split()[2] == "Z"

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from vllm.core.block_hash import BlockKey
+
 
 class KVCacheBlock:
-    __slots__ = ("block_id", "ref_cnt", "block_hash")
+    __slots__ = ("block_id", "ref_cnt", "block_hash", "block_key")
 
     def __init__(self, block_id: int) -> None:
         self.block_id = block_id
         self.ref_cnt = 0
-        self.block_hash: int | None = None
+        self.block_hash: bytes | None = None
+        self.block_key: BlockKey | None = None  # what block_hash is the digest of
 
     def __repr__(self) -> str:
-        return f"KVCacheBlock({self.block_id}, ref={self.ref_cnt}, hash={self.block_hash})"
+        digest = self.block_hash.hex()[:12] if self.block_hash else None
+        return f"KVCacheBlock({self.block_id}, ref={self.ref_cnt}, hash={digest})"
 
 
 class BlockPool:
@@ -30,7 +34,7 @@ class BlockPool:
         # block_id -> block, oldest-freed first: the next to be evicted.
         self.free: OrderedDict[int, KVCacheBlock] = OrderedDict(
             (b.block_id, b) for b in self.blocks)
-        self.cached: dict[int, KVCacheBlock] = {}
+        self.cached: dict[bytes, KVCacheBlock] = {}
         self.hits = 0  # tokens served from the prefix cache
         self.queries = 0  # prompt tokens looked up
 
@@ -55,13 +59,18 @@ class BlockPool:
             if block.block_hash is not None:
                 if self.cached.get(block.block_hash) is block:
                     del self.cached[block.block_hash]
-                block.block_hash = None
+                block.block_hash = block.block_key = None
             block.ref_cnt = 1
             taken.append(block)
         return taken
 
-    def lookup(self, block_hash: int) -> KVCacheBlock | None:
-        return self.cached.get(block_hash) if self.enable_caching else None
+    def lookup(self, block_hash: bytes, key: BlockKey) -> KVCacheBlock | None:
+        """The cached block with this digest, only if its content key is
+        equal too: a hit is never served for different tokens or salt."""
+        if not self.enable_caching:
+            return None
+        block = self.cached.get(block_hash)
+        return block if block is not None and block.block_key == key else None
 
     def touch(self, blocks: list[KVCacheBlock]) -> None:
         """Share cached blocks with one more request."""
@@ -79,11 +88,12 @@ class BlockPool:
             if block.ref_cnt == 0:
                 self.free[block.block_id] = block
 
-    def mark_cached(self, block: KVCacheBlock, block_hash: int) -> None:
+    def mark_cached(self, block: KVCacheBlock, block_hash: bytes, key: BlockKey) -> None:
         """A full block's content is now known: make it findable by hash."""
         if not self.enable_caching or block.block_hash is not None:
             return
         block.block_hash = block_hash
+        block.block_key = key
         self.cached.setdefault(block_hash, block)
 
     def reset_prefix_cache(self) -> bool:
@@ -91,7 +101,7 @@ class BlockPool:
         if self.num_free_blocks != self.num_blocks:
             return False
         for block in self.blocks:
-            block.block_hash = None
+            block.block_hash = block.block_key = None
         self.cached.clear()
         self.hits = self.queries = 0
         return True

@@ -1,17 +1,14 @@
 """Which blocks each request owns, and prefix-cache lookups.
 
-A full block is identified by the hash of (parent block's hash, its token
-ids): equal hashes mean the same tokens at the same positions after the same
-prefix, so the cached K/V are valid for any request that shares them."""
+A full block is identified by a SHA-256 digest of (parent block's digest,
+the request's cache salt, its token ids) (core/block_hash.py): equal keys
+mean the same tokens at the same positions after the same prefix and salt,
+so the cached K/V are valid for any request that shares them."""
 from __future__ import annotations
 
+from vllm.core.block_hash import BlockKey, block_digest
 from vllm.core.block_pool import BlockPool, KVCacheBlock
 from vllm.core.request import Request
-
-
-def hash_block_tokens(parent_hash: int | None, token_ids: tuple[int, ...]) -> int:
-    # Tuples of ints hash deterministically in CPython (no per-process salt).
-    return hash((parent_hash, token_ids))
 
 
 class KVCacheManager:
@@ -21,15 +18,19 @@ class KVCacheManager:
         self.req_blocks: dict[str, list[KVCacheBlock]] = {}
         self.req_num_cached: dict[str, int] = {}  # leading blocks already marked cached
 
-    def _extend_hashes(self, request: Request, num_tokens: int) -> None:
-        """Hash every full block among the request's first num_tokens tokens."""
+    def _block_key(self, request: Request, index: int) -> BlockKey:
+        """The key of the request's index-th block (which must be full)."""
         bs = self.block_size
+        if index == 0:
+            return BlockKey(None, request.cache_salt, tuple(request.all_token_ids[:bs]))
+        return BlockKey(request.block_hashes[index - 1], None,
+                        tuple(request.all_token_ids[index * bs:(index + 1) * bs]))
+
+    def _extend_hashes(self, request: Request, num_tokens: int) -> None:
+        """Digest every full block among the request's first num_tokens tokens."""
         hashes = request.block_hashes
-        tokens = request.all_token_ids
-        while (len(hashes) + 1) * bs <= num_tokens:
-            start = len(hashes) * bs
-            parent = hashes[-1] if hashes else None
-            hashes.append(hash_block_tokens(parent, tuple(tokens[start:start + bs])))
+        while (len(hashes) + 1) * self.block_size <= num_tokens:
+            hashes.append(block_digest(self._block_key(request, len(hashes))))
 
     def get_computed_blocks(self, request: Request) -> tuple[list[KVCacheBlock], int]:
         """The longest run of cached blocks that starts the request's tokens.
@@ -40,8 +41,8 @@ class KVCacheManager:
         self._extend_hashes(request, request.num_tokens)
         max_blocks = (request.num_tokens - 1) // self.block_size
         hits: list[KVCacheBlock] = []
-        for block_hash in request.block_hashes[:max_blocks]:
-            block = self.pool.lookup(block_hash)
+        for i, block_hash in enumerate(request.block_hashes[:max_blocks]):
+            block = self.pool.lookup(block_hash, self._block_key(request, i))
             if block is None:
                 break
             hits.append(block)
@@ -76,7 +77,8 @@ class KVCacheManager:
             self._extend_hashes(request, known)
             first = self.req_num_cached.get(request.request_id, 0)
             for i in range(first, known // bs):
-                self.pool.mark_cached(blocks[i], request.block_hashes[i])
+                self.pool.mark_cached(blocks[i], request.block_hashes[i],
+                                      self._block_key(request, i))
             self.req_num_cached[request.request_id] = max(first, known // bs)
         return True
 

@@ -30,8 +30,11 @@ class RequestStatus(enum.Enum):
 class Request:
     def __init__(self, request_id: str, prompt_token_ids: list[int],
                  sampling_params: SamplingParams, eos_token_id: int | None,
-                 arrival_time: float | None = None) -> None:
+                 arrival_time: float | None = None, cache_salt: str | None = None) -> None:
         self.request_id = request_id
+        # Part of the first block's prefix-cache key: requests with different
+        # salts never share cached blocks (vLLM's per-tenant isolation).
+        self.cache_salt = cache_salt
         self.prompt_token_ids = list(prompt_token_ids)
         self.sampling_params = sampling_params
         self.eos_token_id = eos_token_id
@@ -43,8 +46,8 @@ class Request:
         self.num_computed_tokens = 0
         self.num_cached_tokens = -1  # prefix-cache hit on first scheduling
         self.num_preemptions = 0
-        # Content hashes of this request's full blocks, extended as they fill.
-        self.block_hashes: list[int] = []
+        # SHA-256 keys of this request's full blocks, extended as they fill.
+        self.block_hashes: list[bytes] = []
         self.max_tokens = sampling_params.max_tokens
 
     @property

@@ -2,11 +2,14 @@
 VllmConfig plus the tokenizer."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from vllm.config import (CacheConfig, ModelConfig, SchedulerConfig, VllmConfig,
                          derive_max_model_len, resolve_dtype)
 from vllm.usage.usage_lib import UsageContext
+
+logger = logging.getLogger(__name__)
 
 # Token budget of a step when the user sets none (chunked prefill), by who
 # runs the engine. A step's prefill chunk holds up every running decode: on
@@ -41,6 +44,7 @@ class EngineArgs:
     served_model_name: str | None = None
     device: str = "cpu"
     trust_remote_code: bool = False  # accepted for compatibility; no remote code runs
+    max_logprobs: int = 20
     # "auto": the model's recommended sampling defaults
     # (generation_config.json, GGUF metadata, or for the embedded model its
     # model card's); "vllm": none; a folder: its generation_config.json
@@ -57,12 +61,27 @@ class EngineArgs:
         if self.device not in ("cpu", "auto"):
             raise ValueError(f"device {self.device!r} is not supported by this engine (cpu)")
         resolved = resolve_model(self.model, self.revision)
+        if self.trust_remote_code:
+            logger.warning("trust_remote_code is ignored: this engine runs no remote code "
+                           "(models run on its own implementations)")
         if resolved.is_gguf:
             from vllm.transformers_utils.gguf_file import load_gguf_config
             hf_config = load_gguf_config(resolved.path)
         else:
             from transformers import AutoConfig
-            hf_config = AutoConfig.from_pretrained(resolved.path)
+
+            from vllm.transformers_utils.model_file_check import refuse_remote_code
+            refuse_remote_code(resolved.path)
+            hf_config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=False)
+        if self.load_format != "dummy":
+            from vllm.model_executor.model_loader.loader import weight_files
+            from vllm.transformers_utils.model_file_check import (check_config_fits_files,
+                                                                  check_safetensors)
+            files = weight_files(resolved.path, resolved.is_gguf)
+            for path in files:  # headers first: a broken file is named as such
+                if path.endswith(".safetensors"):
+                    check_safetensors(path)
+            check_config_fits_files(hf_config, files, resolved.path)
         config_dtype = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
         if isinstance(config_dtype, str):
             config_dtype = getattr(torch, config_dtype, None)
@@ -74,7 +93,7 @@ class EngineArgs:
             model=self.model or "", path=resolved.path, is_gguf=resolved.is_gguf,
             hf_config=hf_config, dtype=dtype, max_model_len=max_model_len,
             load_format=self.load_format, seed=self.seed, tokenizer=self.tokenizer,
-            quantization=quantization,
+            quantization=quantization, max_logprobs=self.max_logprobs,
             served_model_name=self.served_model_name or resolved.name,
             default_sampling=default_sampling(self.generation_config, resolved.path,
                                               resolved.is_gguf, not self.model))

@@ -98,6 +98,11 @@ class AsyncLLM:
         arrival = time.time()
         if processed is None:
             processed = self.processor.process(request_id, prompt, sampling_params, arrival)
+        if sampling_params.logits_processors:
+            # The core runs in another process and its messages carry data only.
+            raise ValueError("per-request logits_processors are not supported by AsyncLLM or "
+                             "the server (the engine core takes no code over its sockets); "
+                             "LLM.generate runs them in-process")
         queue: asyncio.Queue = asyncio.Queue()
         self.queues[request_id] = queue
         self.children[request_id] = [r.request_id for r in processed.children]
@@ -194,7 +199,8 @@ class AsyncLLM:
             if isinstance(message, UtilityResult):
                 future = self.pending_calls.get(message.call_id)
                 if future is not None and not future.done():
-                    future.set_result(message.value)
+                    future.set_result(message.value if message.error is None
+                                      else RuntimeError(message.error))
             elif isinstance(message, EngineDead):
                 self._fail_all(message.reason)
             elif isinstance(message, EngineCoreOutputs):

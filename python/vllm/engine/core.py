@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 
 from vllm import envs
 from vllm.config import VllmConfig
 from vllm.core.request import Request, RequestStatus
 from vllm.core.scheduler import Scheduler
-from vllm.core.sched_output import EngineCoreOutput
+from vllm.core.sched_output import EngineCoreOutput, SchedulerStats
 from vllm.profiler import TorchProfiler
 from vllm.worker.cpu_worker import CPUWorker
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SchedulerStats:
-    num_running_reqs: int
-    num_waiting_reqs: int
-    kv_cache_usage: float
-    prefix_cache_queries: int  # prompt tokens looked up
-    prefix_cache_hits: int  # of which found cached
-    num_preemptions: int
-
-    @property
-    def prefix_cache_hit_rate(self) -> float:
-        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0
 
 
 class BatchSizeLog:

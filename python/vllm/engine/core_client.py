@@ -1,15 +1,19 @@
 """The API process's side of the engine core: starts it (a process, or a
 thread when VLLM_ENABLE_V1_MULTIPROCESSING=0), sends typed messages over
-ZeroMQ IPC sockets under VLLM_RPC_BASE_PATH, and receives its outputs."""
+ZeroMQ IPC sockets and receives its outputs.
+
+The sockets live in a private directory (engine/ipc_dir.py). Each side binds
+only the socket it receives on (a PULL): a stranger that connects can at
+most send frames, which are decoded as typed msgpack (engine/wire.py) and
+dropped when malformed; none can take messages meant for a peer."""
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
-import pickle
 import threading
 import time
-import uuid
 
 import zmq
 import zmq.asyncio
@@ -17,7 +21,9 @@ import zmq.asyncio
 from vllm import envs
 from vllm._fork_safety import fork_is_safe, native_thread_count
 from vllm.engine.core_proc import run_engine_core
-from vllm.engine.messages import EngineDead, EngineReady
+from vllm.engine.ipc_dir import make_socket_dir, remove_socket_dir
+from vllm.engine.messages import EngineDead, EngineReady, Shutdown
+from vllm.engine.wire import WireError, decode, encode
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +44,37 @@ class EngineDeadError(RuntimeError):
     """The engine core stopped (crashed, was killed, or hung past its step timeout)."""
 
 
+# Largest frame either side accepts: a step's outputs with prompt logprobs of
+# a long prompt stay far below; a stranger's giant frame is cut off by ZeroMQ.
+MAX_FRAME_BYTES = 256 << 20
+
+
+class DropLog:
+    """Logs frames dropped as malformed: the first few, then one in a
+    thousand, so a flood cannot flood the log too."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.count = 0
+
+    def __call__(self, error: WireError) -> None:
+        self.count += 1
+        if self.count <= 10 or self.count % 1000 == 0:
+            logger.warning("dropped a malformed message on the %s (%d so far): %s",
+                           self.where, self.count, str(error)[:200])
+
+
 class EngineCoreClient:
     def __init__(self, vllm_config, eos_token_id: int | None, startup_timeout_s: float = 600.0,
                  multiprocess: bool | None = None) -> None:
         self.multiprocess = (envs.VLLM_ENABLE_V1_MULTIPROCESSING if multiprocess is None
                              else multiprocess)
-        base = envs.VLLM_RPC_BASE_PATH
-        os.makedirs(base, exist_ok=True)
-        tag = uuid.uuid4().hex[:12]
-        self.paths = [os.path.join(base, f"vllm-{tag}-{kind}.ipc") for kind in ("in", "out")]
-        input_path, output_path = (f"ipc://{p}" for p in self.paths)
-        args = (vllm_config, eos_token_id, input_path, output_path)
+        self.socket_dir = make_socket_dir(envs.VLLM_RPC_BASE_PATH)
+        atexit.register(remove_socket_dir, self.socket_dir)  # however this process ends
+        input_path, output_path = (f"ipc://{os.path.join(self.socket_dir, name)}"
+                                   for name in ("in.ipc", "out.ipc"))
+        self.dropped = DropLog("engine output socket")
+        args = (vllm_config, eos_token_id, input_path, output_path, self.socket_dir)
         if self.multiprocess:
             # VLLM_WORKER_MULTIPROC_METHOD, fork by default as in vLLM: a forked
             # core starts with torch and vllm already imported (~2.5 s less
@@ -61,9 +87,10 @@ class EngineCoreClient:
                 daemon=True)
             self.worker.start()
         self.context = zmq.asyncio.Context()
-        self.inbox = self.context.socket(zmq.PUSH)  # to the core
-        self.inbox.bind(input_path)
+        self.inbox = self.context.socket(zmq.PUSH)  # to the core, which binds it
+        self.inbox.connect(input_path)
         self.outbox = self.context.socket(zmq.PULL)  # from the core
+        self.outbox.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
         self.outbox.bind(output_path)
         if not self.multiprocess:
             self.worker = threading.Thread(target=run_engine_core, args=args,
@@ -78,7 +105,11 @@ class EngineCoreClient:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if sync.poll(200):
-                message = pickle.loads(sync.recv())
+                try:
+                    message = decode(sync.recv())
+                except WireError as exc:
+                    self.dropped(exc)
+                    continue
                 if isinstance(message, EngineReady):
                     return message
                 if isinstance(message, EngineDead):
@@ -99,20 +130,23 @@ class EngineCoreClient:
         return getattr(self.worker, "pid", None)
 
     async def send(self, message) -> None:
-        await self.inbox.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        await self.inbox.send(encode(message))
 
     async def recv(self, timeout_ms: int):
-        """The next message from the core, or None after timeout_ms."""
-        if await self.outbox.poll(timeout_ms):
-            return pickle.loads(await self.outbox.recv())
+        """The next well-formed message from the core, or None after
+        timeout_ms; malformed frames are logged and dropped."""
+        deadline = time.monotonic() + timeout_ms / 1000
+        while await self.outbox.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+            try:
+                return decode(await self.outbox.recv())
+            except WireError as exc:
+                self.dropped(exc)
         return None
 
     def close(self) -> None:
         if self.worker.is_alive():
-            from vllm.engine.messages import Shutdown
             try:
-                zmq.Socket.shadow(self.inbox.underlying).send(pickle.dumps(Shutdown()),
-                                                              zmq.NOBLOCK)
+                zmq.Socket.shadow(self.inbox.underlying).send(encode(Shutdown()), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
             self.worker.join(5)
@@ -122,8 +156,4 @@ class EngineCoreClient:
         for socket in (self.inbox, self.outbox):
             socket.close(linger=0)
         self.context.term()
-        for path in self.paths:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+        remove_socket_dir(self.socket_dir)

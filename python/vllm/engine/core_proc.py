@@ -1,6 +1,8 @@
 """The engine core in its own process: a busy loop that takes requests from
 the API process over one ZeroMQ socket, steps the scheduler and model, and
-pushes outputs back over another (IPC sockets under VLLM_RPC_BASE_PATH).
+pushes outputs back over another (IPC sockets in the client's private
+directory; typed msgpack frames, engine/wire.py). A malformed or foreign
+frame is logged and dropped: it neither stops the loop nor runs anything.
 
 Running the model in its own process keeps tokenization, detokenization and
 HTTP handling off the step loop's CPU time and the GIL."""
@@ -8,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import signal
 import traceback
 
@@ -32,24 +33,27 @@ def _handle(core, message, send) -> bool:
         call = {ResetPrefixCache: core.reset_prefix_cache, GetStats: core.stats,
                 StartProfile: core.start_profile, StopProfile: core.stop_profile}
         try:
-            value = call[type(message)]()
+            send(UtilityResult(message.call_id, call[type(message)]()))
         except Exception as exc:  # the caller's error, not the engine's death
-            value = exc
-        send(UtilityResult(message.call_id, value))
+            send(UtilityResult(message.call_id, None, f"{type(exc).__name__}: {exc}"))
     elif isinstance(message, Shutdown):
         return False
-    else:
-        raise TypeError(f"unexpected message {type(message).__name__}")
+    else:  # well-formed, but a kind only the core sends: a stranger's
+        logger.warning("dropped a %s message sent to the engine core", type(message).__name__)
     return True
 
 
 def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str,
-                    parent_pid: int | None = None) -> None:
+                    socket_dir: str, parent_pid: int | None = None) -> None:
     """Process entry point (forked or spawned). With parent_pid, the loop ends when that
-    process is gone (killed without shutting us down): no orphaned engines."""
+    process is gone (killed without shutting us down): no orphaned engines, and the
+    socket directory it can no longer remove is removed here."""
     import zmq
 
     from vllm.engine.core import EngineCore
+    from vllm.engine.core_client import MAX_FRAME_BYTES, DropLog
+    from vllm.engine.ipc_dir import remove_socket_dir
+    from vllm.engine.wire import WireError, decode, encode
     from vllm.logger import init_logging
     from vllm.plugins import load_general_plugins
     init_logging()
@@ -59,12 +63,22 @@ def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the API process decides shutdown
     context = zmq.Context()
     inbox = context.socket(zmq.PULL)
-    inbox.connect(input_path)
+    inbox.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+    inbox.bind(input_path)
     outbox = context.socket(zmq.PUSH)
     outbox.connect(output_path)
+    dropped = DropLog("engine core's input socket")
+    orphaned = False
 
     def send(message) -> None:
-        outbox.send(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        outbox.send(encode(message))
+
+    def receive():
+        try:
+            return decode(inbox.recv())
+        except WireError as exc:
+            dropped(exc)
+            return None
 
     try:
         core = EngineCore(vllm_config, eos_token_id)
@@ -77,25 +91,28 @@ def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str
         while running:
             if parent_pid is not None and os.getppid() != parent_pid:
                 logger.error("API process %d is gone: engine core exiting", parent_pid)
+                orphaned = True
                 break
             # Idle: wait for work. Busy: take what has arrived, then step.
             timeout = 0 if core.has_unfinished_requests() else 1000
             while poller.poll(timeout):
-                if not _handle(core, pickle.loads(inbox.recv()), send):
+                message = receive()
+                if message is not None and not _handle(core, message, send):
                     running = False
                     break
                 timeout = 0
             if running and core.has_unfinished_requests():
                 send(EngineCoreOutputs(core.step()))
-    except Exception:  # report, then die: the API process decides what happens next
-        reason = traceback.format_exc()
-        logger.error("engine core failed:\n%s", reason)
+    except Exception as exc:  # report, then die: the API process decides what happens next
+        logger.error("engine core failed:\n%s", traceback.format_exc())
         try:
-            send(EngineDead(reason.strip().splitlines()[-1]))
+            send(EngineDead(" ".join(f"{type(exc).__name__}: {exc}".split())))
         except Exception:
             pass
         raise SystemExit(1)
     finally:
         inbox.close(linger=0)
-        outbox.close(linger=1000)
+        outbox.close(linger=0 if orphaned else 1000)
         context.term()
+        if orphaned:
+            remove_socket_dir(socket_dir)

@@ -1,11 +1,12 @@
-"""Typed messages between the API process and the engine-core process
-(pickled over ZeroMQ). No string-named calls: one dataclass per kind."""
+"""Typed messages between the API process and the engine-core process. No
+string-named calls: one dataclass per kind. On the wire they are msgpack
+frames checked against these field types (engine/wire.py), never pickle."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from vllm.core.request import Request
-from vllm.core.sched_output import EngineCoreOutput
+from vllm.core.sched_output import EngineCoreOutput, SchedulerStats
 
 
 @dataclass
@@ -47,7 +48,8 @@ class Shutdown:
 @dataclass
 class UtilityResult:
     call_id: int
-    value: object
+    value: SchedulerStats | bool | str | None
+    error: str | None = None  # the call raised: its message
 
 
 @dataclass
@@ -64,3 +66,9 @@ class EngineCoreOutputs:
 @dataclass
 class EngineDead:
     reason: str
+
+
+# Every kind that may cross the sockets; a frame naming anything else is dropped.
+MESSAGE_TYPES = (AddRequest, AbortRequests, ResetPrefixCache, GetStats, StartProfile,
+                 StopProfile, Shutdown, UtilityResult, EngineReady, EngineCoreOutputs,
+                 EngineDead)

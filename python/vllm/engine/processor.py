@@ -11,7 +11,9 @@ from vllm.core.request import Request
 from vllm.sampling_params import SamplingParams
 from vllm.transformers_utils.tokenizer import stop_token_ids_of
 
-PromptType = Any  # str | list[int] | {"prompt": str} | {"prompt_token_ids": [...]}
+# str | list[int] | {"prompt": str} | {"prompt_token_ids": [...]}; a dict may
+# also carry "cache_salt" (vLLM's name): a per-tenant prefix-cache key.
+PromptType = Any
 
 
 @dataclass
@@ -42,6 +44,13 @@ class InputProcessor:
         raise ValueError(f"unsupported prompt type {type(prompt).__name__}: give a string, "
                          "a list of token ids, or a dict with 'prompt' / 'prompt_token_ids'")
 
+    @staticmethod
+    def cache_salt_of(prompt: PromptType) -> str | None:
+        salt = prompt.get("cache_salt") if isinstance(prompt, dict) else None
+        if salt is not None and (not isinstance(salt, str) or not salt):
+            raise ValueError("Parameter 'cache_salt' must be a non-empty string if provided.")
+        return salt
+
     def validate_prompt(self, token_ids: list[int]) -> None:
         if not token_ids:
             raise ValueError("The decoder prompt cannot be empty")
@@ -67,11 +76,27 @@ class InputProcessor:
                     sequences.append(ids)
         return sequences
 
+    def validate_params(self, params: SamplingParams) -> None:
+        """What depends on the model: logprob counts (max_logprobs, as in
+        vLLM) and logit_bias token ids."""
+        limit = self.model_config.max_logprobs
+        if params.logprobs is not None and params.logprobs > limit:
+            raise ValueError(f"Requested sample logprobs of {params.logprobs}, which is greater "
+                             f"than max allowed: {limit}")
+        if params.prompt_logprobs is not None and params.prompt_logprobs > limit:
+            raise ValueError(f"Requested prompt logprobs of {params.prompt_logprobs}, which is "
+                             f"greater than max allowed: {limit}")
+        vocab = self.model_config.vocab_size
+        if params.logit_bias and any(t >= vocab for t in params.logit_bias):
+            raise ValueError(f"logit_bias has token ids out of vocabulary (0..{vocab - 1})")
+
     def process(self, request_id: str, prompt: PromptType, params: SamplingParams,
                 arrival_time: float) -> ProcessedRequest:
         if not isinstance(params, SamplingParams):
             raise ValueError("params must be a SamplingParams")
+        self.validate_params(params)
         text, token_ids = self.tokens_of(prompt)
+        cache_salt = self.cache_salt_of(prompt)
         if params.truncate_prompt_tokens is not None:
             token_ids = token_ids[-params.truncate_prompt_tokens:]
         self.validate_prompt(token_ids)
@@ -89,5 +114,5 @@ class InputProcessor:
                 child.seed = params.seed + index  # distinct but reproducible samples
             child_id = f"{index}_{request_id}" if params.n > 1 else request_id
             children.append(Request(child_id, token_ids, child, self.tokenizer.eos_token_id,
-                                    arrival_time))
+                                    arrival_time, cache_salt))
         return ProcessedRequest(request_id, text, token_ids, children)

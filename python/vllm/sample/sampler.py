@@ -138,7 +138,7 @@ def _plain_greedy(state: SamplingState) -> bool:
     return (not p.temperature > 0 and p.logprobs is None and not p.logits_processors
             and len(state.output_token_ids) >= p.min_tokens
             and p.repetition_penalty == 1.0 and not p.frequency_penalty
-            and not p.presence_penalty and not p.bad_words_token_ids)
+            and not p.presence_penalty and not p.bad_words_token_ids and not p.logit_bias)
 
 
 class Sampler:
@@ -168,6 +168,10 @@ class Sampler:
                 logits[i] = row
         for i, state in enumerate(states):
             p = state.params
+            if p.logit_bias:
+                ids = list(p.logit_bias)
+                logits[i, ids] += torch.tensor([p.logit_bias[t] for t in ids],
+                                               dtype=logits.dtype)
             if len(state.output_token_ids) < p.min_tokens:
                 banned = set(p.all_stop_token_ids)
                 if state.eos_token_id is not None and not p.ignore_eos:

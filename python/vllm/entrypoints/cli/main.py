@@ -92,6 +92,20 @@ def _chat(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except Exception as exc:
+        # A bad model file or setting: one line, not a traceback. The engine
+        # core's own failures arrive as EngineDeadError with its last line.
+        from vllm.engine.core_client import EngineDeadError
+        from vllm.transformers_utils.model_file_check import ModelFileError
+        if not isinstance(exc, (ModelFileError, EngineDeadError)):
+            raise
+        print(f"vllm {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
     if args.command == "collect-env":
         from vllm.collect_env import main as collect_env_main
         collect_env_main()

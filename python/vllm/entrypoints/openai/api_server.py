@@ -45,54 +45,98 @@ def _validation_message(exc) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-class BodyLimit:
-    """ASGI middleware refusing bodies over max_bytes with 413: at once when
-    Content-Length says so, else as soon as a chunked body grows past it."""
+class BodyGuard:
+    """ASGI middleware that reads a request body before the app parses it:
+    over max_bytes it is refused with 413 (at once when Content-Length says
+    so, else as soon as a chunked body grows past it); nested deeper than
+    MAX_JSON_DEPTH it is refused with 400, before any JSON parser (whose
+    recursion a deep body would exhaust) sees it."""
 
-    def __init__(self, app, max_bytes: int) -> None:
+    def __init__(self, app, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s  # for the whole body: slow senders are cut off
 
-    async def _refuse(self, send, size: str) -> None:
-        response = _error(413, f"request body of {size} bytes is larger than the limit of "
-                               f"{self.max_bytes} bytes")
-        await send({"type": "http.response.start", "status": 413,
+    @staticmethod
+    async def _answer(send, status: int, message: str) -> None:
+        response = _error(status, message)
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(response.body)).encode())]})
         await send({"type": "http.response.body", "body": response.body})
 
+    def _too_large(self, size: str) -> str:
+        return f"request body of {size} bytes is larger than the limit of {self.max_bytes} bytes"
+
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
+        from vllm.entrypoints.openai.limits import MAX_JSON_DEPTH, json_depth
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._refuse(send, length.decode())
-        received = 0
-        too_large = refused = False
+            return await self._answer(send, 413, self._too_large(length.decode()))
+        chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        while True:
+            try:
+                message = await asyncio.wait_for(
+                    receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except asyncio.TimeoutError:
+                return await self._answer(send, 408, f"the request body did not arrive within "
+                                                     f"{self.timeout_s:g} s")
+            if message["type"] == "http.disconnect":
+                return  # gone before the body arrived: nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await self._answer(send, 413, self._too_large(f"more than {self.max_bytes}"))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        depth = json_depth(body)
+        if depth > MAX_JSON_DEPTH:
+            return await self._answer(send, 400, f"request body is nested {depth} levels deep; "
+                                                 f"the limit is {MAX_JSON_DEPTH}")
+        replayed = False
 
-        async def counting_receive():
-            # Past the limit, stop reading and end the body early; the
-            # (failed) response the app then makes is replaced by a 413.
-            nonlocal received, too_large
-            if too_large:
-                return {"type": "http.request", "body": b"", "more_body": False}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    too_large = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-            return message
+        async def replay():
+            # The body once, then the real channel (which reports a disconnect).
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-        async def replacing_send(message):
-            nonlocal refused
-            if not too_large:
-                return await send(message)
-            if not refused:
-                refused = True
-                await self._refuse(send, f"more than {self.max_bytes}")
+        await self.app(scope, replay, send)
 
-        await self.app(scope, counting_receive, replacing_send)
+
+class AuthGuard:
+    """ASGI middleware: routes under /v1 need one of the API keys."""
+
+    def __init__(self, app, keys) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope, receive, send):
+        from vllm.entrypoints.openai.auth import requires_key
+        if scope["type"] == "http" and self.keys and requires_key(scope["path"]):
+            headers = dict(scope["headers"])
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            if not self.keys.accepts(authorization):
+                response = _error(401, "Unauthorized: a valid API key is required "
+                                       "(Authorization: Bearer <key>)")
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+async def _until_disconnected(request) -> None:
+    """Returns when the client has gone (the body is already read, so the
+    next message on the channel is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def build_app(engine, args: argparse.Namespace):
@@ -102,6 +146,7 @@ def build_app(engine, args: argparse.Namespace):
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from vllm.engine.core_client import EngineDeadError
+    from vllm.entrypoints.openai.auth import ApiKeys, split_keys
     from vllm.entrypoints.openai.metrics import ServerMetrics
     from vllm.entrypoints.openai.protocol import (ChatCompletionRequest, CompletionRequest,
                                                   DetokenizeRequest, TokenizeRequest)
@@ -112,23 +157,18 @@ def build_app(engine, args: argparse.Namespace):
     if chat_template and os.path.isfile(chat_template):
         with open(chat_template) as f:
             chat_template = f.read()
-    serving = OpenAIServing(engine, served, chat_template)
+    serving = OpenAIServing(engine, served, chat_template,
+                            trust_request_chat_template=args.trust_request_chat_template)
     metrics = ServerMetrics(engine, served[0])
-    api_key = args.api_key or envs.VLLM_API_KEY
+    api_keys = ApiKeys(split_keys(args.api_key) or split_keys(envs.VLLM_API_KEY))
     max_body = args.max_request_body_bytes
 
     app = FastAPI(title="vLLM-compatible OpenAI server")
     app.state.engine = engine
 
-    app.add_middleware(BodyLimit, max_bytes=max_body)
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        if api_key and request.url.path.startswith("/v1"):
-            if request.headers.get("authorization") != f"Bearer {api_key}":
-                return _error(401, "Unauthorized: a valid API key is required "
-                                   "(Authorization: Bearer <key>)")
-        return await call_next(request)
+    # Outermost last: keys are checked before any body is read.
+    app.add_middleware(BodyGuard, max_bytes=max_body, timeout_s=args.timeout_request_body)
+    app.add_middleware(AuthGuard, keys=api_keys)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(_, exc):
@@ -140,12 +180,27 @@ def build_app(engine, args: argparse.Namespace):
 
     log_requests = not args.disable_log_requests
 
-    async def run(handler, request_model):
+    async def run(handler, request_model, raw: Request):
+        """The handler's answer; if the client goes away first, the handler
+        is cancelled, which aborts its engine requests (streaming or not)."""
         if log_requests:
             logger.info("request: %s", request_model.model_dump(exclude={"messages", "prompt"},
                                                                 exclude_none=True))
+        work = asyncio.ensure_future(handler(request_model))
+        gone = asyncio.ensure_future(_until_disconnected(raw))
         try:
-            result = await handler(request_model)
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not work.done():  # the client left (or this handler was cancelled)
+                work.cancel()
+                with contextlib.suppress(BaseException):
+                    await work
+                logger.info("client disconnected: request aborted")
+        if work.cancelled():
+            return Response(status_code=499)
+        try:
+            result = work.result()
         except LookupError as exc:
             return _unknown_model(exc)
         except (BadRequest, ValueError) as exc:
@@ -178,20 +233,20 @@ def build_app(engine, args: argparse.Namespace):
              "max_model_len": engine.model_config.max_model_len} for name in served]}
 
     @app.post("/v1/completions")
-    async def completions(request: CompletionRequest):
-        return await run(serving.completions, request)
+    async def completions(request: CompletionRequest, raw: Request):
+        return await run(serving.completions, request, raw)
 
     @app.post("/v1/chat/completions")
-    async def chat(request: ChatCompletionRequest):
-        return await run(serving.chat, request)
+    async def chat(request: ChatCompletionRequest, raw: Request):
+        return await run(serving.chat, request, raw)
 
     @app.post("/tokenize")
-    async def tokenize(request: TokenizeRequest):
-        return await run(serving.tokenize, request)
+    async def tokenize(request: TokenizeRequest, raw: Request):
+        return await run(serving.tokenize, request, raw)
 
     @app.post("/detokenize")
-    async def detokenize(request: DetokenizeRequest):
-        return await run(serving.detokenize, request)
+    async def detokenize(request: DetokenizeRequest, raw: Request):
+        return await run(serving.detokenize, request, raw)
 
     @app.get("/metrics")
     async def prometheus_metrics():
@@ -234,8 +289,12 @@ async def serve(args: argparse.Namespace) -> int:
     from vllm.usage.usage_lib import UsageContext
     engine = AsyncLLM(engine_args_from(args), usage_context=UsageContext.OPENAI_API_SERVER)
     app = build_app(engine, args)
+    from vllm.entrypoints.openai.http_protocol import protocol_with_header_timeout
     config = uvicorn.Config(app, host=args.host, port=args.port,
-                            log_level=args.uvicorn_log_level, timeout_graceful_shutdown=3)
+                            log_level=args.uvicorn_log_level, timeout_graceful_shutdown=3,
+                            http=protocol_with_header_timeout(args.timeout_header),
+                            timeout_keep_alive=args.timeout_keep_alive,
+                            limit_concurrency=args.limit_concurrency)
     server = uvicorn.Server(config)
     # Our own SIGINT/SIGTERM handling: uvicorn's re-raises the signal once it
     # has stopped, killing the process before the engine core is shut down.

@@ -14,9 +14,10 @@ def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> N
     parser.add_argument("--model", default=None, help="same as the positional MODEL")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--api-key", default=None,
-                        help="require 'Authorization: Bearer KEY' on /v1 routes "
-                             "(default: VLLM_API_KEY)")
+    parser.add_argument("--api-key", action="append", default=None,
+                        help="require 'Authorization: Bearer KEY' on /v1 routes; repeat the "
+                             "flag or give a comma list for several valid keys (default: "
+                             "VLLM_API_KEY, also a comma list)")
     parser.add_argument("--served-model-name", nargs="+", default=None)
     parser.add_argument("--tokenizer", default=None)
     parser.add_argument("--revision", default=None)
@@ -46,6 +47,19 @@ def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> N
     parser.add_argument("--disable-log-stats", action="store_true")
     parser.add_argument("--max-request-body-bytes", type=int, default=16 << 20,
                         help="larger request bodies are refused with 413")
+    parser.add_argument("--trust-request-chat-template", action="store_true",
+                        help="accept a chat_template in requests (refused by default: a "
+                             "request's own template runs in the server)")
+    parser.add_argument("--max-logprobs", type=int, default=20,
+                        help="most logprobs / top_logprobs a request may ask for")
+    parser.add_argument("--timeout-keep-alive", type=float, default=5,
+                        help="seconds an idle keep-alive connection stays open")
+    parser.add_argument("--timeout-header", type=float, default=10,
+                        help="seconds a client has to send a request's headers")
+    parser.add_argument("--timeout-request-body", type=float, default=60,
+                        help="seconds a client has to send a request's body")
+    parser.add_argument("--limit-concurrency", type=int, default=512,
+                        help="most open connections and requests; more get 503")
     parser.add_argument("--uvicorn-log-level", default="warning",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--trust-remote-code", action="store_true")
@@ -68,6 +82,6 @@ def engine_args_from(args: argparse.Namespace) -> EngineArgs:
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         enable_prefix_caching=args.enable_prefix_caching,
         enable_chunked_prefill=args.enable_chunked_prefill, load_format=args.load_format,
-        quantization=args.quantization,
+        quantization=args.quantization, max_logprobs=args.max_logprobs,
         seed=args.seed, generation_config=args.generation_config,
         served_model_name=args.served_model_name[0] if args.served_model_name else None)

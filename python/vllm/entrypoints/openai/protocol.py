@@ -41,6 +41,20 @@ class _SamplingFields(OpenAIBaseModel):
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     truncate_prompt_tokens: Optional[int] = Field(default=None, ge=1)
+    bad_words: Optional[list[str]] = None
+    # OpenAI's: token id (as a string key) -> bias added to its logit
+    logit_bias: Optional[dict[str, float]] = None
+    # Part of the prefix-cache key of this request's blocks: requests with
+    # different salts never share cached K/V (vLLM's name and meaning).
+    cache_salt: Optional[str] = None
+
+    def logit_bias_ids(self) -> Optional[dict[int, float]]:
+        if not self.logit_bias:
+            return None
+        try:
+            return {int(token): float(bias) for token, bias in self.logit_bias.items()}
+        except ValueError:
+            raise ValueError("logit_bias keys must be token ids (integers as strings)") from None
 
     def _sampling_params(self, max_tokens: Optional[int], logprobs: Optional[int],
                          prompt_logprobs: Optional[int] = None,
@@ -65,6 +79,7 @@ class _SamplingFields(OpenAIBaseModel):
             skip_special_tokens=self.skip_special_tokens,
             include_stop_str_in_output=self.include_stop_str_in_output,
             truncate_prompt_tokens=self.truncate_prompt_tokens,
+            bad_words=self.bad_words, logit_bias=self.logit_bias_ids(),
             output_kind=RequestOutputKind.DELTA if self.stream else RequestOutputKind.FINAL_ONLY)
 
 
@@ -94,11 +109,13 @@ class ChatCompletionRequest(_SamplingFields):
     max_tokens: Optional[int] = None
     max_completion_tokens: Optional[int] = None
     logprobs: Optional[bool] = False
-    top_logprobs: Optional[int] = Field(default=None, ge=0, le=20)
+    top_logprobs: Optional[int] = Field(default=None, ge=0)
     add_generation_prompt: bool = True
     continue_final_message: bool = False
     echo: bool = False
+    # Refused unless the server runs with --trust-request-chat-template.
     chat_template: Optional[str] = None
+    chat_template_kwargs: Optional[dict[str, Any]] = None
 
     def to_sampling_params(self, default_max_tokens: int,
                            defaults: Optional[dict] = None) -> SamplingParams:
@@ -151,4 +168,5 @@ def error_body(message: str, status: int, err_type: str = "BadRequestError",
 
 ERROR_TYPES: dict[int, str] = {400: "BadRequestError", 401: "AuthenticationError",
                                404: "NotFoundError", 413: "RequestTooLarge",
+                               499: "ClientClosedRequest",
                                500: "InternalServerError", 503: "ServiceUnavailable"}

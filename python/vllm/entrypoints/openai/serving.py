@@ -9,6 +9,8 @@ import time
 import uuid
 from typing import AsyncIterator
 
+from vllm.entrypoints.openai.limits import (RequestLimits, check_chat_template_kwargs,
+                                            check_sampling_fields)
 from vllm.entrypoints.openai.protocol import ChatCompletionRequest, CompletionRequest
 from vllm.outputs import CompletionOutput, RequestOutput
 from vllm.transformers_utils.chat import render_chat_prompt
@@ -65,14 +67,25 @@ def _chat_logprobs(output_logprobs, token_ids, top_n: int) -> dict:
     return {"content": content}
 
 
+def _longest_token_chars(tokenizer) -> int:
+    """Characters in the longest vocabulary entry: no token of this
+    tokenizer stands for more text."""
+    return max((len(token) for token in tokenizer.get_vocab()), default=1) or 1
+
+
 class OpenAIServing:
-    def __init__(self, engine, served_model_names: list[str], chat_template: str | None) -> None:
+    def __init__(self, engine, served_model_names: list[str], chat_template: str | None,
+                 trust_request_chat_template: bool = False) -> None:
         self.engine = engine
         self.served_model_names = served_model_names
         self.chat_template = chat_template
+        self.trust_request_chat_template = trust_request_chat_template
         self.tokenizer = engine.get_tokenizer()
         self.max_model_len = engine.model_config.max_model_len
         self.default_sampling = engine.model_config.default_sampling
+        self.limits = RequestLimits(max_n=engine.vllm_config.scheduler_config.max_num_seqs,
+                                    max_model_len=self.max_model_len,
+                                    max_token_chars=_longest_token_chars(self.tokenizer))
 
     def check_model(self, model: str | None) -> None:
         if model is not None and model not in self.served_model_names:
@@ -81,12 +94,10 @@ class OpenAIServing:
     def _max_tokens_left(self, prompt_len: int) -> int:
         return max(1, self.max_model_len - prompt_len)
 
-    def _check_budget(self, prompt_len: int, max_tokens: int | None) -> None:
-        if prompt_len >= self.max_model_len:
-            raise BadRequest(f"This model's maximum context length is {self.max_model_len} "
-                             f"tokens. However, your prompt has {prompt_len} tokens.")
+    def _check_budget(self, prompt_len: int, max_tokens: int | None, where: str) -> None:
         if max_tokens is not None and max_tokens < 1:
             raise BadRequest(f"max_tokens must be at least 1, got {max_tokens}.")
+        self.limits.check_context(prompt_len, max_tokens, where)
 
     def _start(self, prompt: dict, params, request_id: str):
         """Validate now (a bad request must fail before any response is
@@ -105,13 +116,24 @@ class OpenAIServing:
             items = list(prompt)
         if not items:
             raise BadRequest("prompt must not be empty")
+        self.limits.check_n(request.n, len(items))
         out = []
         for item in items:
             if isinstance(item, str):
+                if request.truncate_prompt_tokens is None:  # else long texts are fine
+                    self.limits.check_text_length(len(item))
                 out.append({"prompt": item, "prompt_token_ids": self.tokenizer(item).input_ids})
             else:
                 out.append({"prompt": None, "prompt_token_ids": list(item)})
+            if request.cache_salt is not None:
+                out[-1]["cache_salt"] = request.cache_salt
         return out
+
+    @staticmethod
+    def _kept_tokens(prompt_len: int, request) -> int:
+        """Prompt tokens the engine keeps after truncate_prompt_tokens."""
+        cut = request.truncate_prompt_tokens
+        return prompt_len if cut is None else min(prompt_len, cut)
 
     async def completions(self, request: CompletionRequest):
         self.check_model(request.model)
@@ -119,9 +141,12 @@ class OpenAIServing:
             raise BadRequest("best_of other than n is not supported")
         if request.suffix:
             raise BadRequest("suffix is not supported")
+        self.limits.check_n(request.n)
+        check_sampling_fields(request)
         prompts = self._completion_prompts(request)
         for p in prompts:
-            self._check_budget(len(p["prompt_token_ids"]), request.max_tokens)
+            self._check_budget(self._kept_tokens(len(p["prompt_token_ids"]), request),
+                               request.max_tokens, "prompt")
         params = [request.to_sampling_params(self._max_tokens_left(len(p["prompt_token_ids"])),
                                              self.default_sampling)
                   for p in prompts]
@@ -202,6 +227,7 @@ class OpenAIServing:
                 messages=request.messages,
                 add_generation_prompt=request.add_generation_prompt))["prompt_token_ids"]
         elif request.prompt is not None:
+            self.limits.check_text_length(len(request.prompt))
             tokens = self.tokenizer(request.prompt,
                                     add_special_tokens=request.add_special_tokens).input_ids
         else:
@@ -218,14 +244,29 @@ class OpenAIServing:
 
     # ------------------------------------------------------------ chat
     def _chat_prompt(self, request: ChatCompletionRequest) -> dict:
+        if request.chat_template is not None and not self.trust_request_chat_template:
+            # vLLM's CVE-2025-61620: a request's own Jinja template can
+            # exhaust the server; only the operator may allow them.
+            raise BadRequest("Chat template is passed with request, but "
+                             "--trust-request-chat-template is not set. Refused request with "
+                             "untrusted chat template.")
+        kwargs = check_chat_template_kwargs(request.chat_template_kwargs)
         messages = request.plain_messages()  # ValueError for non-text parts: a 400
+        chars = sum(len(m["content"]) for m in messages)
+        if request.truncate_prompt_tokens is None:
+            self.limits.check_text_length(chars, "messages")
         try:
-            return render_chat_prompt(self.tokenizer, messages,
-                                      request.chat_template or self.chat_template,
-                                      request.add_generation_prompt,
-                                      request.continue_final_message)
+            # transformers renders in Jinja's ImmutableSandboxedEnvironment:
+            # a template reaches no Python internals and mutates nothing.
+            prompt = render_chat_prompt(self.tokenizer, messages,
+                                        request.chat_template or self.chat_template,
+                                        request.add_generation_prompt,
+                                        request.continue_final_message, **kwargs)
         except Exception as exc:  # template errors are the request's fault
             raise BadRequest(f"could not apply the chat template: {exc}") from None
+        if request.cache_salt is not None:
+            prompt["cache_salt"] = request.cache_salt
+        return prompt
 
     async def chat(self, request: ChatCompletionRequest):
         self.check_model(request.model)
@@ -233,9 +274,12 @@ class OpenAIServing:
             raise BadRequest("messages must not be empty")
         if request.echo:
             raise BadRequest("echo is not supported for chat completions")
+        self.limits.check_n(request.n)
+        check_sampling_fields(request)
         prompt = self._chat_prompt(request)
         prompt_len = len(prompt["prompt_token_ids"])
-        self._check_budget(prompt_len, request.max_completion_tokens or request.max_tokens)
+        self._check_budget(self._kept_tokens(prompt_len, request),
+                           request.max_completion_tokens or request.max_tokens, "messages")
         params = request.to_sampling_params(self._max_tokens_left(prompt_len),
                                             self.default_sampling)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"

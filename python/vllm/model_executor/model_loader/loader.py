@@ -15,6 +15,7 @@ import torch
 
 from vllm.config import LOAD_FORMATS, ModelConfig
 from vllm.model_executor.models import ModelRegistry
+from vllm.transformers_utils.model_file_check import ModelFileError, check_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,17 @@ def _safetensors_files(folder: str) -> list[str]:
 def _iterate_safetensors(files: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
     from safetensors import safe_open
     for path in files:
-        with safe_open(path, framework="pt") as f:
-            for name in f.keys():
-                yield name, f.get_tensor(name)
+        check_safetensors(path)
+        try:
+            with safe_open(path, framework="pt") as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+        except ModelFileError:
+            raise
+        except Exception as exc:  # the library's own checks: one line naming the file
+            if type(exc).__name__ != "SafetensorError":
+                raise
+            raise ModelFileError(f"{path}: {exc}") from None
 
 
 def _iterate_pt(folder: str) -> Iterator[tuple[str, torch.Tensor]]:
@@ -41,7 +50,15 @@ def _iterate_pt(folder: str) -> Iterator[tuple[str, torch.Tensor]]:
     if not files:
         raise ValueError(f"{folder} has no safetensors or pytorch_model*.bin weights")
     for path in files:
-        yield from torch.load(path, map_location="cpu", weights_only=True).items()
+        # weights_only: tensors and plain containers only; a pickle that
+        # names any other callable is refused, not run
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelFileError(f"{path}: not a loadable weights-only checkpoint "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+                                 ) from None
+        yield from state.items()
 
 
 def _weights(config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
@@ -75,6 +92,14 @@ def _fill_dummy(model: torch.nn.Module, seed: int) -> None:
         values = torch.empty(param.shape, dtype=torch.float32).uniform_(-1e-3, 1e-3,
                                                                        generator=generator)
         param.data.copy_(values)
+
+
+def weight_files(path: str, is_gguf: bool) -> list[str]:
+    """The files a checkpoint's weights are read from."""
+    if is_gguf:
+        return [path]
+    return (_safetensors_files(path)
+            or sorted(glob.glob(os.path.join(path, "pytorch_model*.bin"))))
 
 
 def get_model(config: ModelConfig, attn_backend) -> torch.nn.Module:
