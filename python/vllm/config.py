@@ -173,8 +173,49 @@ class SchedulerConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """Data parallelism: data_parallel_size engine replicas, each a full copy
+    of the model with its own KV cache and engine-core process; rank says
+    which one this is (and which share of the CPUs its threads take).
+    external: the replicas were started one per process by a launcher
+    (VLLM_DP_SIZE / VLLM_DP_RANK), not by this front end."""
+    data_parallel_size: int = 1
+    data_parallel_rank: int = 0
+    external: bool = False
+
+    def __post_init__(self) -> None:
+        if self.data_parallel_size < 1:
+            raise ValueError(f"data_parallel_size must be at least 1, got "
+                             f"{self.data_parallel_size}")
+        if not 0 <= self.data_parallel_rank < self.data_parallel_size:
+            raise ValueError(f"data-parallel rank {self.data_parallel_rank} is outside "
+                             f"0..{self.data_parallel_size - 1} (VLLM_DP_RANK, VLLM_DP_SIZE)")
+
+    @classmethod
+    def resolve(cls, data_parallel_size: int) -> "ParallelConfig":
+        """vLLM's rule: an explicit size above 1 runs that many replicas here;
+        otherwise VLLM_DP_SIZE / VLLM_DP_RANK say this process is one rank of
+        replicas an external launcher started. Replicas of these models
+        exchange nothing (no expert parallelism), so VLLM_DP_MASTER_IP/PORT
+        have nothing to coordinate."""
+        from vllm import envs
+        if data_parallel_size != 1:
+            return cls(data_parallel_size, 0)
+        return cls(envs.VLLM_DP_SIZE, envs.VLLM_DP_RANK, external=envs.VLLM_DP_SIZE > 1)
+
+    @property
+    def replicas_here(self) -> int:
+        """Engine replicas this front end runs."""
+        return 1 if self.external else self.data_parallel_size
+
+    def for_rank(self, rank: int) -> "ParallelConfig":
+        return ParallelConfig(self.data_parallel_size, rank, self.external)
+
+
+@dataclass
 class VllmConfig:
     model_config: ModelConfig
     cache_config: CacheConfig
     scheduler_config: SchedulerConfig
     attention_backend: str | None = None
+    parallel_config: ParallelConfig = field(default_factory=ParallelConfig)

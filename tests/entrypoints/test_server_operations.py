@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 
@@ -243,3 +244,35 @@ def test_sigterm_shuts_the_engine_down_and_exits_zero(tmp_path):
         f"/proc/{engine_pid}/stat").read().split()[2] == "Z"
     assert "is gone" not in s.read_log()  # shut down by the server, not by the orphan check
     s.stop()
+
+
+def test_data_parallel_server_balances_and_dies_whole(tmp_path):
+    s = RemoteServer(["--data-parallel-size", "2", "--max-model-len", "512"],
+                     env={"VLLM_RPC_BASE_PATH": str(tmp_path)})
+    try:
+        engines = [int(pid) for pid in re.findall(r"engine core process (\d+) ready",
+                                                   s.read_log())]
+        assert len(engines) == 2 and len(_socket_dirs(tmp_path)) == 2
+        assert re.search(r"rank 0 bound to CPUs", s.read_log())
+        assert re.search(r"rank 1 bound to CPUs", s.read_log())
+
+        async def many():
+            client = s.async_client()
+            return await asyncio.gather(*[client.completions.create(
+                model=MODEL, prompt=f"Count to {i}:", max_tokens=8, temperature=0)
+                for i in range(8)])
+
+        outs = asyncio.run(many())
+        assert all(o.usage.completion_tokens == 8 for o in outs)
+        assert s.metric("vllm:num_requests_running") == 0
+        # one replica dies: every request fails and the server exits non-zero
+        os.kill(engines[1], signal.SIGKILL)
+        assert s.proc.wait(30) == 1
+        assert "data-parallel rank 1 exited" in s.read_log()
+        time.sleep(1)
+        for pid in engines:
+            assert not os.path.exists(f"/proc/{pid}") or open(
+                f"/proc/{pid}/stat").read().split()[2] == "Z"
+        assert _socket_dirs(tmp_path) == []
+    finally:
+        s.stop()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from vllm.config import (CacheConfig, ModelConfig, SchedulerConfig, VllmConfig,
-                         derive_max_model_len, resolve_dtype)
+from vllm.config import (CacheConfig, ModelConfig, ParallelConfig, SchedulerConfig,
+                         VllmConfig, derive_max_model_len, resolve_dtype)
 from vllm.usage.usage_lib import UsageContext
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ class EngineArgs:
     device: str = "cpu"
     trust_remote_code: bool = False  # accepted for compatibility; no remote code runs
     max_logprobs: int = 20
+    # engine replicas behind one front end (AsyncLLM / vllm serve)
+    data_parallel_size: int = 1
     # "auto": the model's recommended sampling defaults
     # (generation_config.json, GGUF metadata, or for the embedded model its
     # model card's); "vllm": none; a folder: its generation_config.json
@@ -111,4 +113,6 @@ class EngineArgs:
                                            max_model_len=max_model_len,
                                            enable_chunked_prefill=self.enable_chunked_prefill)
         tokenizer = get_tokenizer(resolved, self.tokenizer, self.revision)
-        return VllmConfig(model_config, cache_config, scheduler_config), tokenizer
+        parallel_config = ParallelConfig.resolve(self.data_parallel_size)
+        return VllmConfig(model_config, cache_config, scheduler_config,
+                          parallel_config=parallel_config), tokenizer

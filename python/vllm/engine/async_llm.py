@@ -6,13 +6,20 @@ default). A background task receives the core's outputs, turns them into
 RequestOutputs in chunks of VLLM_V1_OUTPUT_PROC_CHUNK_SIZE (yielding to the
 event loop between chunks), and hands each to its request's queue. It also
 watches the core: if it dies, or a step takes longer than
-VLLM_ENGINE_ITERATION_TIMEOUT_S, every request fails with EngineDeadError."""
+VLLM_ENGINE_ITERATION_TIMEOUT_S, every request fails with EngineDeadError.
+
+With data_parallel_size > 1 there are that many engine cores (replicas,
+each with its model, KV cache and share of the CPUs). A request, with all
+its n samples, goes to the replica with the fewest requests in flight; each
+replica has its own output task; stats are summed over replicas; one dead
+replica fails the whole engine (the server then exits)."""
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
 import time
+import dataclasses
 from collections import Counter, deque
 from typing import AsyncIterator
 
@@ -22,6 +29,7 @@ from vllm.engine.core_client import EngineCoreClient, EngineDeadError
 from vllm.engine.messages import (AbortRequests, AddRequest, EngineCoreOutputs, EngineDead,
                                   GetStats, ResetPrefixCache, StartProfile, StopProfile,
                                   UtilityResult)
+from vllm.core.sched_output import SchedulerStats
 from vllm.engine.output_processor import OutputProcessor
 from vllm.engine.processor import InputProcessor, ProcessedRequest, PromptType
 from vllm.outputs import RequestOutput
@@ -56,16 +64,21 @@ class AsyncLLM:
         self.model_config = self.vllm_config.model_config
         self.processor = InputProcessor(self.model_config, self.tokenizer)
         self.output_processor = OutputProcessor(self.tokenizer)
-        self.client = EngineCoreClient(self.vllm_config, self.tokenizer.eos_token_id,
-                                       multiprocess=multiprocess)
+        self.clients = [EngineCoreClient(config, self.tokenizer.eos_token_id,
+                                         multiprocess=multiprocess)
+                        for config in _replica_configs(self.vllm_config)]
         self.queues: dict[str, asyncio.Queue] = {}
         self.children: dict[str, list[str]] = {}
+        self.replica_of: dict[str, int] = {}  # request id -> its replica
+        self.in_flight = [0] * len(self.clients)  # core requests per replica
+        self._next_replica = 0  # round robin among the least loaded
         self.pending_calls: dict[int, asyncio.Future] = {}
         self.call_ids = itertools.count()
         self.stats = FrontendStats()
         self.errored: str | None = None
-        self.busy_since: float | None = None  # when the core last had work and no output
-        self._output_task: asyncio.Task | None = None
+        # per replica: when it last had work and no output
+        self.busy_since: list[float | None] = [None] * len(self.clients)
+        self._output_task: list[asyncio.Task] | None = None  # one per replica
         report_usage(usage_context, self.model_config.architecture,
                      usage_settings(self.vllm_config))
 
@@ -80,9 +93,24 @@ class AsyncLLM:
     def is_running(self) -> bool:
         return self.errored is None
 
+    @property
+    def client(self) -> EngineCoreClient:
+        """The first replica's client (the only one without data parallelism)."""
+        return self.clients[0]
+
     def _ensure_output_task(self) -> None:
         if self._output_task is None:
-            self._output_task = asyncio.get_running_loop().create_task(self._output_loop())
+            loop = asyncio.get_running_loop()
+            self._output_task = [loop.create_task(self._output_loop(r))
+                                 for r in range(len(self.clients))]
+
+    def _pick_replica(self) -> int:
+        """The least loaded replica; ties go round robin."""
+        count = len(self.clients)
+        start = self._next_replica
+        best = min(range(count), key=lambda r: (self.in_flight[r], (r - start) % count))
+        self._next_replica = (best + 1) % count
+        return best
 
     # ------------------------------------------------------------ requests
     async def generate(self, prompt: PromptType, sampling_params: SamplingParams,
@@ -110,12 +138,16 @@ class AsyncLLM:
             request_id, self.children[request_id], processed.prompt,
             processed.prompt_token_ids, [r.sampling_params for r in processed.children], arrival)
         self.stats.prompt_tokens += len(processed.prompt_token_ids)
+        replica = self._pick_replica()
+        client = self.clients[replica]
+        self.replica_of[request_id] = replica
+        self.in_flight[replica] += len(processed.children)
         finished = False
         try:
             for request in processed.children:
-                await self.client.send(AddRequest(request))
-            if self.busy_since is None:
-                self.busy_since = time.monotonic()
+                await client.send(AddRequest(request))
+            if self.busy_since[replica] is None:
+                self.busy_since[replica] = time.monotonic()
             while True:
                 item = await queue.get()
                 if isinstance(item, Exception):
@@ -126,11 +158,13 @@ class AsyncLLM:
                     return
         finally:
             self.queues.pop(request_id, None)
+            self.replica_of.pop(request_id, None)
             children = self.children.pop(request_id, [])
+            self.in_flight[replica] -= len(processed.children)
             if not finished:
                 self.output_processor.abort(request_id)
                 if self.errored is None:
-                    await self.client.send(AbortRequests(children))
+                    await client.send(AbortRequests(children))
                     self.stats.finished["abort"] += 1
 
     async def abort(self, request_id: str) -> None:
@@ -138,16 +172,15 @@ class AsyncLLM:
         children = self.children.get(request_id, [])
         self.output_processor.abort(request_id)
         if children:
-            await self.client.send(AbortRequests(children))
+            await self.clients[self.replica_of.get(request_id, 0)].send(AbortRequests(children))
         if queue is not None:
             queue.put_nowait(asyncio.CancelledError(f"request {request_id} aborted"))
 
-    async def _call(self, message_cls):
-        self._ensure_output_task()
+    async def _call_one(self, client: EngineCoreClient, message_cls):
         call_id = next(self.call_ids)
         future = asyncio.get_running_loop().create_future()
         self.pending_calls[call_id] = future
-        await self.client.send(message_cls(call_id))
+        await client.send(message_cls(call_id))
         try:
             value = await asyncio.wait_for(future, envs.VLLM_RPC_TIMEOUT / 1000)
         finally:
@@ -156,17 +189,29 @@ class AsyncLLM:
             raise value
         return value
 
-    async def get_stats(self):
-        return await self._call(GetStats)
+    async def _call(self, message_cls) -> list:
+        """The call on every replica; their answers in replica order."""
+        self._ensure_output_task()
+        return list(await asyncio.gather(*[self._call_one(c, message_cls)
+                                           for c in self.clients]))
+
+    async def get_stats(self) -> SchedulerStats:
+        """Summed over replicas (KV usage: the mean, as each has an equal cache)."""
+        stats = await self._call(GetStats)
+        total = SchedulerStats(*[sum(getattr(s, f.name) for s in stats)
+                                 for f in dataclasses.fields(SchedulerStats)])
+        total.kv_cache_usage /= len(stats)
+        return total
 
     async def reset_prefix_cache(self) -> bool:
-        return await self._call(ResetPrefixCache)
+        return all(await self._call(ResetPrefixCache))
 
     async def start_profile(self) -> None:
         await self._call(StartProfile)
 
     async def stop_profile(self) -> str:
-        return await self._call(StopProfile)
+        """Each replica writes its own trace; the first one's path."""
+        return (await self._call(StopProfile))[0]
 
     # ------------------------------------------------------------ outputs
     def _fail_all(self, reason: str) -> None:
@@ -179,23 +224,26 @@ class AsyncLLM:
             if not future.done():
                 future.set_exception(EngineDeadError(reason))
 
-    async def _output_loop(self) -> None:
+    async def _output_loop(self, replica: int) -> None:
+        client = self.clients[replica]
+        name = "the engine core process" if len(self.clients) == 1 else \
+            f"engine core process of data-parallel rank {replica}"
         chunk = max(1, envs.VLLM_V1_OUTPUT_PROC_CHUNK_SIZE)
         timeout_s = envs.VLLM_ENGINE_ITERATION_TIMEOUT_S
         while self.errored is None:
-            message = await self.client.recv(200)
+            message = await client.recv(200)
             now = time.monotonic()
-            if (self.queues and self.busy_since is not None
-                    and now - self.busy_since > timeout_s):
+            busy_since = self.busy_since[replica]
+            if self.in_flight[replica] and busy_since is not None and now - busy_since > timeout_s:
                 self._fail_all(f"an engine step took longer than "
                                f"VLLM_ENGINE_ITERATION_TIMEOUT_S={timeout_s} s")
                 break
             if message is None:
-                if not self.client.is_alive():
-                    self._fail_all("the engine core process exited "
-                                   f"(exit code {getattr(self.client.worker, 'exitcode', None)})")
+                if not client.is_alive():
+                    self._fail_all(f"{name} exited "
+                                   f"(exit code {getattr(client.worker, 'exitcode', None)})")
                 continue
-            self.busy_since = now if self.queues else None
+            self.busy_since[replica] = now if self.in_flight[replica] else None
             if isinstance(message, UtilityResult):
                 future = self.pending_calls.get(message.call_id)
                 if future is not None and not future.done():
@@ -206,16 +254,16 @@ class AsyncLLM:
             elif isinstance(message, EngineCoreOutputs):
                 outputs = message.outputs
                 for start in range(0, len(outputs), chunk):
-                    self._dispatch(outputs[start:start + chunk])
+                    self._dispatch(outputs[start:start + chunk], client)
                     if start + chunk < len(outputs):
                         await asyncio.sleep(0)
 
-    def _dispatch(self, outputs) -> None:
+    def _dispatch(self, outputs, client: EngineCoreClient) -> None:
         results, to_stop = self.output_processor.process(outputs)
         self.stats.generation_tokens += sum(len(o.new_token_ids) for o in outputs)
         if to_stop:
             asyncio.get_running_loop().create_task(
-                self.client.send(AbortRequests(to_stop, stopped=True)))
+                client.send(AbortRequests(to_stop, stopped=True)))
         for result in results:
             if result.finished:
                 self._record_finished(result)
@@ -236,6 +284,18 @@ class AsyncLLM:
             self.stats.tpot.append((m.last_token_time - m.first_token_time) / (tokens - 1))
 
     def shutdown(self) -> None:
-        if self._output_task is not None:
-            self._output_task.cancel()
-        self.client.close()
+        for task in self._output_task or []:
+            task.cancel()
+        for client in self.clients:
+            client.close()
+
+
+def _replica_configs(config) -> list:
+    """One VllmConfig per engine replica this front end runs: its own rank
+    (its CPU share) and its own cache config (each sizes its own cache)."""
+    parallel = config.parallel_config
+    if parallel.replicas_here == 1:
+        return [config]
+    return [dataclasses.replace(config, parallel_config=parallel.for_rank(rank),
+                                cache_config=dataclasses.replace(config.cache_config))
+            for rank in range(parallel.replicas_here)]

@@ -25,6 +25,11 @@ class LLMEngine:
         load_general_plugins()  # before the model is resolved: plugins may add architectures
         self.vllm_config, self.tokenizer = args.create_engine_config(usage_context)
         self.model_config = self.vllm_config.model_config
+        if self.vllm_config.parallel_config.replicas_here > 1:
+            raise ValueError(
+                "data_parallel_size > 1 runs engine replicas behind AsyncLLM / `vllm serve "
+                "--data-parallel-size N`; offline, start one LLM per rank with VLLM_DP_SIZE "
+                "and VLLM_DP_RANK set (each takes its share of the CPUs)")
         self.processor = InputProcessor(self.model_config, self.tokenizer)
         self.engine_core = EngineCore(self.vllm_config, self.tokenizer.eos_token_id)
         self.output_processor = OutputProcessor(self.tokenizer)

@@ -39,17 +39,34 @@ def parse_cpu_list(spec: str) -> list[int]:
     return cpus
 
 
-def bind_threads(spec: str, rank: int = 0) -> list[int] | None:
-    """Apply VLLM_CPU_OMP_THREADS_BIND: 'all' leaves placement to the OS;
-    a list ('0-1', ranks separated by '|') pins this process to those CPUs
-    and runs one OpenMP thread on each, each thread bound to its own CPU."""
-    if spec.strip() in ("", "all"):
+def _share_of_cpus(rank: int, ranks: int) -> list[int] | None:
+    """Rank's equal, contiguous share of the CPUs this process may use (so
+    replicas do not run twice as many threads as there are cores)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    share = len(allowed) // ranks
+    if share == 0:
+        logger.warning("%d ranks share %d CPUs: threads left to the OS", ranks, len(allowed))
         return None
-    per_rank = spec.split("|")
-    if rank >= len(per_rank):
-        raise ValueError(f"VLLM_CPU_OMP_THREADS_BIND={spec!r} names {len(per_rank)} rank(s); "
-                         f"rank {rank} has none")
-    cpus = parse_cpu_list(per_rank[rank])
+    return allowed[rank * share:(rank + 1) * share]
+
+
+def bind_threads(spec: str, rank: int = 0, ranks: int = 1) -> list[int] | None:
+    """Apply VLLM_CPU_OMP_THREADS_BIND: 'all' leaves placement to the OS
+    (with several ranks, each takes its equal share of the CPUs); a list
+    ('0-1', ranks separated by '|') pins this process to those CPUs and runs
+    one OpenMP thread on each, each thread bound to its own CPU."""
+    if spec.strip() in ("", "all"):
+        if ranks == 1:
+            return None
+        cpus = _share_of_cpus(rank, ranks)
+        if cpus is None:
+            return None
+    else:
+        per_rank = spec.split("|")
+        if rank >= len(per_rank):
+            raise ValueError(f"VLLM_CPU_OMP_THREADS_BIND={spec!r} names {len(per_rank)} "
+                             f"rank(s); rank {rank} has none")
+        cpus = parse_cpu_list(per_rank[rank])
     allowed = os.sched_getaffinity(0)
     unknown = sorted(set(cpus) - allowed)
     if unknown:
@@ -59,7 +76,7 @@ def bind_threads(spec: str, rank: int = 0) -> list[int] | None:
     torch.set_num_threads(len(cpus))
     from vllm import _custom_ops as ops
     ops.init_cpu_threads_env(cpus)
-    logger.info("OpenMP threads bound to CPUs %s", cpus)
+    logger.info("OpenMP threads of rank %d bound to CPUs %s", rank, cpus)
     return cpus
 
 
@@ -90,7 +107,9 @@ class CPUWorker:
     def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
         self.config = config
         malloc_settings.keep_freed_memory()
-        self.bound_cpus = bind_threads(envs.VLLM_CPU_OMP_THREADS_BIND)
+        parallel = config.parallel_config
+        self.bound_cpus = bind_threads(envs.VLLM_CPU_OMP_THREADS_BIND,
+                                       parallel.data_parallel_rank, parallel.data_parallel_size)
         mc, cc = config.model_config, config.cache_config
         self.attn_backend = get_attn_backend(config.attention_backend)
         self.model = get_model(mc, self.attn_backend)

@@ -63,6 +63,10 @@ def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> N
     parser.add_argument("--uvicorn-log-level", default="warning",
                         choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--data-parallel-size", "-dp", type=int, default=1,
+                        help="engine replicas behind this server, each with its own model "
+                             "copy, KV cache (VLLM_CPU_KVCACHE_SPACE each) and share of the "
+                             "CPUs; requests go to the least loaded")
     # GPU-only flags a vLLM command line may carry; accepted and ignored on CPU.
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
                         help=argparse.SUPPRESS)
@@ -83,5 +87,6 @@ def engine_args_from(args: argparse.Namespace) -> EngineArgs:
         enable_prefix_caching=args.enable_prefix_caching,
         enable_chunked_prefill=args.enable_chunked_prefill, load_format=args.load_format,
         quantization=args.quantization, max_logprobs=args.max_logprobs,
+        data_parallel_size=args.data_parallel_size,
         seed=args.seed, generation_config=args.generation_config,
         served_model_name=args.served_model_name[0] if args.served_model_name else None)
