@@ -16,20 +16,20 @@ replica fails the whole engine (the server then exits)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
-import dataclasses
 from collections import Counter, deque
 from typing import AsyncIterator
 
 from vllm import envs
+from vllm.core.sched_output import SchedulerStats
 from vllm.engine.arg_utils import EngineArgs
 from vllm.engine.core_client import EngineCoreClient, EngineDeadError
 from vllm.engine.messages import (AbortRequests, AddRequest, EngineCoreOutputs, EngineDead,
                                   GetStats, ResetPrefixCache, StartProfile, StopProfile,
                                   UtilityResult)
-from vllm.core.sched_output import SchedulerStats
 from vllm.engine.output_processor import OutputProcessor
 from vllm.engine.processor import InputProcessor, ProcessedRequest, PromptType
 from vllm.outputs import RequestOutput

@@ -62,9 +62,12 @@ class RequestLimits:
     max_model_len: int
     max_token_chars: int  # longest vocabulary entry, in characters
 
-    def check_n(self, n: int, prompts: int = 1) -> None:
+    def check_n(self, n: int) -> None:
         if n > self.max_n:
             raise LimitExceeded(f"n must be at most {self.max_n} (max_num_seqs), got {n}.")
+
+    @staticmethod
+    def check_prompt_count(prompts: int) -> None:
         if prompts > MAX_PROMPTS_PER_REQUEST:
             raise LimitExceeded(f"a request may carry at most {MAX_PROMPTS_PER_REQUEST} "
                                 f"prompts, got {prompts}.")

@@ -116,7 +116,7 @@ class OpenAIServing:
             items = list(prompt)
         if not items:
             raise BadRequest("prompt must not be empty")
-        self.limits.check_n(request.n, len(items))
+        self.limits.check_prompt_count(len(items))
         out = []
         for item in items:
             if isinstance(item, str):
