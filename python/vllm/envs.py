@@ -244,7 +244,8 @@ _var("VLLM_PORT", _port, None, "a port number 0-65535",
      "First internal communication port (never the API server's); further "
      "ports increment from it.")
 _var("VLLM_RPC_BASE_PATH", _str, lambda: tempfile.gettempdir(), PATH,
-     "Directory for the IPC sockets between API server and engine process.")
+     "Where each server makes its private (0700) directory for the IPC sockets between API "
+     "server and engine process.")
 _var("VLLM_USE_MODELSCOPE", _in_words("true"), False, _TRUE_FALSE_WORDS,
      "Resolve model ids from ModelScope instead of Hugging Face ('true', not "
      "a number).")
@@ -401,10 +402,15 @@ _var("VLLM_CUDA_MEM_ALIGN_KV_CACHE", _bool_from_int, True, BOOL01,
 _var("VLLM_CUDART_SO_PATH", _str, None, PATH, "Path of libcudart.")
 _var("VLLM_CONTIGUOUS_PA", _in_words("1", "true"), True, "1/true = on",
      "Contiguous paged-attention cache fetch (Gaudi).")
-_var("VLLM_DP_RANK", _as_int, 0, INT, "Data-parallel rank.")
-_var("VLLM_DP_SIZE", _as_int, 1, INT, "Data-parallel world size.")
-_var("VLLM_DP_MASTER_IP", _str, "", ANY, "Data-parallel master IP.")
-_var("VLLM_DP_MASTER_PORT", _as_int, 0, INT, "Data-parallel master port.")
+_var("VLLM_DP_RANK", _as_int, 0, INT,
+     "Data-parallel rank of this process when an external launcher starts one replica per "
+     "process (data_parallel_size 1): its threads take this rank's share of the CPUs.")
+_var("VLLM_DP_SIZE", _as_int, 1, INT,
+     "Data-parallel world size under an external launcher (data_parallel_size 1).")
+_var("VLLM_DP_MASTER_IP", _str, "", ANY,
+     "Data-parallel master IP; replicas here exchange no data, so nothing uses it.")
+_var("VLLM_DP_MASTER_PORT", _as_int, 0, INT,
+     "Data-parallel master port; replicas here exchange no data, so nothing uses it.")
 _var("VLLM_CI_USE_S3", _equals("1"), False, "1 = on",
      "Load models from S3 in CI (RunAI streamer).")
 
