@@ -12,18 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import re
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 
 import httpx
+
+from local_server import LocalServer  # bench/e2e is on sys.path when run as a script
 
 ANSWER_WITHIN_S = 60
 BAD_BODIES = [
@@ -36,11 +32,6 @@ BAD_BODIES = [
     {"prompt": "hi", "logit_bias": {"1": 1000}},
 ]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mb(pid: int) -> float:
@@ -132,11 +123,6 @@ class Soak:
                     self.lost.append(f"{kind}: {outcome}")
 
 
-def _metric(url: str, name: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    match = re.search(rf"^{re.escape(name)}\{{[^}}]*\}} ([0-9.e+-]+)$", text, re.M)
-    return float(match.group(1)) if match else float("nan")
-
 
 async def _sample_rss(pids: dict[str, int], deadline: float, every_s: float,
                       samples: list) -> None:
@@ -159,28 +145,12 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     args = parser.parse_args()
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    exe = os.path.join(os.path.dirname(sys.executable), "vllm")
-    server = subprocess.Popen(
-        [exe, "serve", "--port", str(port), "--max-model-len", str(args.max_model_len),
-         "--max-num-seqs", "64", "--disable-log-requests", "--limit-concurrency", "1024"],
-        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2"))
+    server = LocalServer(["--max-model-len", str(args.max_model_len), "--max-num-seqs", "64",
+                          "--disable-log-requests", "--limit-concurrency", "1024"],
+                         kv_cache_gib=2)
+    url = server.url
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("vllm serve did not start:\n" + open(log.name).read())
-            time.sleep(0.5)
-        engine_pid = int(re.search(r"engine core process (\d+) ready",
-                                   open(log.name).read()).group(1))
-        pids = {"api": server.pid, "engine": engine_pid}
+        pids = {"api": server.proc.pid, "engine": server.engine_pids()[0]}
         filler = httpx.post(f"{url}/tokenize", json={"prompt": " the quick brown fox",
                                                      "add_special_tokens": False}).json()["tokens"]
         soak = Soak(url, args.max_model_len, filler)
@@ -194,19 +164,15 @@ def main() -> int:
         started = time.time()
         asyncio.run(run())
         settle = time.monotonic() + 30
-        while (_metric(url, "vllm:num_requests_running") or
-               _metric(url, "vllm:kv_cache_usage_perc")) and time.monotonic() < settle:
+        while (server.metric("vllm:num_requests_running") or
+               server.metric("vllm:kv_cache_usage_perc")) and time.monotonic() < settle:
             time.sleep(0.2)
-        after = {"running": _metric(url, "vllm:num_requests_running"),
-                 "waiting": _metric(url, "vllm:num_requests_waiting"),
-                 "kv_cache_usage": _metric(url, "vllm:kv_cache_usage_perc"),
+        after = {"running": server.metric("vllm:num_requests_running"),
+                 "waiting": server.metric("vllm:num_requests_waiting"),
+                 "kv_cache_usage": server.metric("vllm:kv_cache_usage_perc"),
                  "health": httpx.get(f"{url}/health").status_code}
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        server.stop()
 
     warm = [s for s in samples if s[0] >= args.warmup_minutes * 60]
     report = {"date": time.strftime("%Y-%m-%d %H:%M", time.gmtime(started)),

@@ -59,7 +59,7 @@ def test_schemathesis_finds_no_server_error(server, tmp_path):
 
 
 # ------------------------------------------------------------ hypothesis bodies
-def _json_values(depth: int = 2):
+def _json_values():
     leaves = (st.none() | st.booleans() | st.integers(-10**12, 10**12)
               | st.floats(allow_nan=False) | st.text(max_size=20))
     return st.recursive(leaves, lambda inner: st.lists(inner, max_size=4)

@@ -23,7 +23,7 @@ from vllm._fork_safety import fork_is_safe, native_thread_count
 from vllm.engine.core_proc import run_engine_core
 from vllm.engine.ipc_dir import make_socket_dir, remove_socket_dir
 from vllm.engine.messages import EngineDead, EngineReady, Shutdown
-from vllm.engine.wire import WireError, decode, encode
+from vllm.engine.wire import MAX_FRAME_BYTES, DropLog, WireError, decode, encode
 
 logger = logging.getLogger(__name__)
 
@@ -42,26 +42,6 @@ def _start_method() -> str:
 
 class EngineDeadError(RuntimeError):
     """The engine core stopped (crashed, was killed, or hung past its step timeout)."""
-
-
-# Largest frame either side accepts: a step's outputs with prompt logprobs of
-# a long prompt stay far below; a stranger's giant frame is cut off by ZeroMQ.
-MAX_FRAME_BYTES = 256 << 20
-
-
-class DropLog:
-    """Logs frames dropped as malformed: the first few, then one in a
-    thousand, so a flood cannot flood the log too."""
-
-    def __init__(self, where: str) -> None:
-        self.where = where
-        self.count = 0
-
-    def __call__(self, error: WireError) -> None:
-        self.count += 1
-        if self.count <= 10 or self.count % 1000 == 0:
-            logger.warning("dropped a malformed message on the %s (%d so far): %s",
-                           self.where, self.count, str(error)[:200])
 
 
 class EngineCoreClient:

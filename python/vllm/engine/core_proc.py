@@ -51,9 +51,8 @@ def run_engine_core(vllm_config, eos_token_id, input_path: str, output_path: str
     import zmq
 
     from vllm.engine.core import EngineCore
-    from vllm.engine.core_client import MAX_FRAME_BYTES, DropLog
     from vllm.engine.ipc_dir import remove_socket_dir
-    from vllm.engine.wire import WireError, decode, encode
+    from vllm.engine.wire import MAX_FRAME_BYTES, DropLog, WireError, decode, encode
     from vllm.logger import init_logging
     from vllm.plugins import load_general_plugins
     init_logging()

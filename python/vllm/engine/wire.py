@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
+import logging
 import types
 import typing
 from typing import Any, Union
@@ -22,11 +23,32 @@ from vllm.core.request import Request
 from vllm.engine.messages import MESSAGE_TYPES
 from vllm.sampling_params import SamplingParams
 
+logger = logging.getLogger(__name__)
 _KINDS = {cls.__name__: cls for cls in MESSAGE_TYPES}
 
 
 class WireError(ValueError):
     """A frame that is not a well-formed engine message."""
+
+
+# Largest frame either side accepts: a step's outputs with prompt logprobs of
+# a long prompt stay far below; a stranger's giant frame is cut off by ZeroMQ.
+MAX_FRAME_BYTES = 256 << 20
+
+
+class DropLog:
+    """Logs frames dropped as malformed: the first few, then one in a
+    thousand, so a flood cannot flood the log too."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.count = 0
+
+    def __call__(self, error: WireError) -> None:
+        self.count += 1
+        if self.count <= 10 or self.count % 1000 == 0:
+            logger.warning("dropped a malformed message on the %s (%d so far): %s",
+                           self.where, self.count, str(error)[:200])
 
 
 # ------------------------------------------------------------------ encoding

@@ -15,6 +15,7 @@ import signal
 import sys
 
 from vllm import envs
+from vllm.entrypoints.openai.limits import MAX_JSON_DEPTH, json_depth
 
 logger = logging.getLogger("vllm.entrypoints.openai.api_server")
 
@@ -71,7 +72,6 @@ class BodyGuard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
-        from vllm.entrypoints.openai.limits import MAX_JSON_DEPTH, json_depth
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await self._answer(send, 413, self._too_large(length.decode()))
