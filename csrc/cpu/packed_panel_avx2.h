@@ -58,10 +58,13 @@ struct PanelKernel {
   // acc[r][v] += x[r] . columns [8v, 8v + 8) of a sub-panel, `w` pointing
   // at its first column in k pair 0 (k pairs kPackedLinearPanel words apart);
   // prefetches `per_step` lines of `prefetch` a k pair while there are any
-  // (into L2, prefetcht1, when the panel takes several passes: a whole next
-  // panel pulled into L1 would evict the lines the current panel's next
-  // passes read; into L1 for one-pass single rows), then runs branch-free, two
-  // k pairs an iteration. Inlined into run (always_inline): as a call, the
+  // (into L2, prefetcht1: the next panel is 55 KiB ahead, more than L1
+  // holds; a one-row stream prefetched into L1 that far ahead ran at
+  // 0.72-0.84 of the read bandwidth, into L2 at 0.85-0.96), then runs
+  // branch-free, one k pair an iteration: unrolled by two, GCC interleaved
+  // the pairs and spilled accumulators to the stack in the 6-row block
+  // (1 thread: 77-81 GFLOP/s; one pair an iteration, no spills: 103-110,
+  // ~95% of the FMA peak). Inlined into run (always_inline): as a call, the
   // accumulators would live in memory behind the reference (measured: 68
   // instead of 127 GFLOP/s).
   template <int R, int V>
@@ -79,16 +82,13 @@ struct PanelKernel {
       for (; kp < kpairs && kp * per_step < prefetch_lines; ++kp) {
         for (int i = 0; i < per_step; ++i) {
           const int64_t line = kp * per_step + i;
-          if (line < prefetch_lines) __builtin_prefetch(prefetch + line * 64, 0, R == 1 ? 3 : 2);
+          if (line < prefetch_lines) __builtin_prefetch(prefetch + line * 64, 0, 2);
         }
         kpair_step<R, V>(xr, kp, wp + kp * kStride, acc);
       }
     }
-    for (; kp + 1 < kpairs; kp += 2) {
-      kpair_step<R, V>(xr, kp, wp + kp * kStride, acc);
-      kpair_step<R, V>(xr, kp + 1, wp + (kp + 1) * kStride, acc);
-    }
-    if (kp < kpairs) kpair_step<R, V>(xr, kp, wp + kp * kStride, acc);
+#pragma GCC unroll 1
+    for (; kp < kpairs; ++kp) kpair_step<R, V>(xr, kp, wp + kp * kStride, acc);
   }
 
   // Writes columns [c0, c0 + 8V) of rows [0, R) (those below `cols`):

@@ -49,7 +49,7 @@ def _generate_all(dp: int) -> tuple[list[list[int]], set[int]]:
         engine = AsyncLLM(EngineArgs(dtype="float32", quantization="none", max_model_len=256,
                                      data_parallel_size=dp), multiprocess=True)
         try:
-            params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+            params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 
             async def one(i):
                 last = None

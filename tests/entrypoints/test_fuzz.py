@@ -50,7 +50,7 @@ def test_schemathesis_finds_no_server_error(server, tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "schemathesis")
     out = subprocess.run(
         [exe, "run", f"{server.url}/openapi.json", "--checks", "not_a_server_error",
-         "--max-examples", "25", "--request-timeout", str(ANSWER_WITHIN_S),
+         "--max-examples", "20", "--request-timeout", str(ANSWER_WITHIN_S),
          "--seed", "1", "--workers", "1",
          "--report-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=400, cwd=tmp_path)
@@ -173,7 +173,7 @@ def _fuzz(server, route: str):
 
     # Derandomized: the same bodies on every run, so CI is reproducible;
     # VLLM_FUZZ_RANDOM=1 explores new ones (and VLLM_FUZZ_EXAMPLES more).
-    @settings(max_examples=int(os.environ.get("VLLM_FUZZ_EXAMPLES", "120")), deadline=None,
+    @settings(max_examples=int(os.environ.get("VLLM_FUZZ_EXAMPLES", "100")), deadline=None,
               database=None, suppress_health_check=list(HealthCheck),
               derandomize=os.environ.get("VLLM_FUZZ_RANDOM") != "1")
     @given(body=completion_bodies() if route == "/v1/completions" else chat_bodies())

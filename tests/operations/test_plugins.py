@@ -59,13 +59,11 @@ def test_plugin_registers_an_architecture_and_vllm_plugins_selects(tmp_path):
     assert "ran ['tinyplugin']" in named.stdout
 
 
-@pytest.mark.parametrize("method, runs", [("spawn", 2), ("fork", 1)])
-def test_engine_uses_the_plugin_architecture_in_its_own_process(tmp_path, method, runs):
-    # spawn: the plugin runs again in the engine process; fork (vLLM's
-    # default): the engine process inherits what it registered.
-    site = _make_plugin_site(tmp_path, PLUGIN)
-    model = tmp_path / "model"
-    model.mkdir()
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 1-layer random Llama saved by transformers under the plugin's
+    architecture name (made once: both start methods load it)."""
+    model = tmp_path_factory.mktemp("plugin-model")
     make_model = textwrap.dedent(f"""
         import transformers, torch
         from vllm.transformers_utils.gguf_file import load_gguf_tokenizer
@@ -80,8 +78,18 @@ def test_engine_uses_the_plugin_architecture_in_its_own_process(tmp_path, method
         p = pathlib.Path({str(model)!r}) / "config.json"
         c = json.loads(p.read_text()); c["architectures"] = ["MyTinyLM"]; p.write_text(json.dumps(c))
     """)
-    made = _run(site, make_model)
+    made = _run(model, make_model)
     assert made.returncode == 0, made.stderr[-3000:]
+    return model
+
+
+@pytest.mark.parametrize("method, runs", [("spawn", 2), ("fork", 1)])
+def test_engine_uses_the_plugin_architecture_in_its_own_process(tmp_path, tiny_model, method,
+                                                                 runs):
+    # spawn: the plugin runs again in the engine process; fork (vLLM's
+    # default): the engine process inherits what it registered.
+    site = _make_plugin_site(tmp_path, PLUGIN)
+    model = tiny_model
     # A fresh process (no torch kernels run yet), so fork is safe to use.
     code = textwrap.dedent(f"""
         import asyncio
