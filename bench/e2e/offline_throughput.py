@@ -82,17 +82,6 @@ def main() -> None:
             json.dump(result, f, indent=2)
 
 
-def read_bandwidth(torch) -> float:
-    """GB/s of a 1 GiB fp32 sum, best of 3 (a streaming read)."""
-    x = torch.ones(256 * 1024 * 1024)
-    best = float("inf")
-    for _ in range(3):
-        t0 = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t0)
-    return x.numel() * 4 / best / 1e9
-
-
 def against_limits(llm, args, result: dict) -> dict:
     """The runs' achieved GFLOP/s and GB/s against the machine's limits,
     measured in this process with the active kernel variant's vector width.
@@ -109,6 +98,7 @@ def against_limits(llm, args, result: dict) -> dict:
     from model_costs import decode_bytes, offline_flops
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path.insert(0, os.path.join(os.path.dirname(here), "kernels"))
+    from bandwidth import read_gbps
     from fma_peak import fma_peak_gflops
 
     cfg = llm.llm_engine.model_config.hf_config
@@ -127,11 +117,11 @@ def against_limits(llm, args, result: dict) -> dict:
         prompt = {"prompt_token_ids": list(range(100, 116))}
         runs = []
         for _ in range(3):
-            before = read_bandwidth(torch)
+            before = read_gbps(repeat=3)
             t0 = time.perf_counter()
             llm.generate(prompt, one, use_tqdm=False)
             achieved = gb * args.batch1_tokens / (time.perf_counter() - t0)
-            read = (before + read_bandwidth(torch)) / 2
+            read = (before + read_gbps(repeat=3)) / 2
             runs.append((round(achieved, 1), round(read, 1), round(achieved / read, 3)))
         out["batch1_runs_GBps_read_fraction"] = runs
         out["batch1_fraction_of_read"] = statistics.median(r[2] for r in runs)

@@ -22,6 +22,12 @@ def best_of(fn, repeat=5):
     return best
 
 
+def read_gbps(repeat: int = 5) -> float:
+    """GB/s of a 1 GiB fp32 sum (a streaming read), best of `repeat`."""
+    x = torch.ones(256 * 1024 * 1024, dtype=torch.float32)
+    return x.numel() * 4 / best_of(lambda: x.sum(), repeat) / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
