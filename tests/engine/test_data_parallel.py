@@ -71,6 +71,8 @@ def _generate_all(dp: int) -> tuple[list[list[int]], set[int]]:
     return asyncio.run(run())
 
 
+# slow: three engine processes with fp32 weights (~30 s); CI's slow step runs it.
+@pytest.mark.slow
 def test_two_replicas_share_the_requests_and_match_one():
     two, used = _generate_all(2)
     one, _ = _generate_all(1)

@@ -246,6 +246,8 @@ def test_sigterm_shuts_the_engine_down_and_exits_zero(tmp_path):
     s.stop()
 
 
+# slow: a two-replica server started and killed (~15 s); CI's slow step runs it.
+@pytest.mark.slow
 def test_data_parallel_server_balances_and_dies_whole(tmp_path):
     s = RemoteServer(["--data-parallel-size", "2", "--max-model-len", "512"],
                      env={"VLLM_RPC_BASE_PATH": str(tmp_path)})
