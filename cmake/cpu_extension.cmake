@@ -19,7 +19,8 @@ set(VLLM_CPU_KERNEL_SOURCES
   csrc/cpu/argmax.cpp
   csrc/cpu/packed_linear.cpp
   csrc/cpu/packed_moe.cpp
-  csrc/cpu/quant_linear.cpp)
+  csrc/cpu/quant_linear.cpp
+  csrc/cpu/mla_attention.cpp)
 
 set(_avx512_flags -mavx512f -mavx512bw -mavx512vl -mavx512dq -mfma -mf16c)
 check_cxx_compiler_flag("-mavx512bf16 -mavx512vnni" VLLM_CXX_HAS_AVX512_BF16)
@@ -53,7 +54,7 @@ vllm_add_extension(_C
           csrc/cpu/attention_bindings_cpu.cpp csrc/cpu/isa_dispatch.cpp
           csrc/cpu/thread_binding.cpp csrc/cpu/linear_bindings_cpu.cpp
           csrc/cpu/decode_layers.cpp csrc/cpu/moe_bindings_cpu.cpp
-          csrc/cpu/quant_bindings_cpu.cpp
+          csrc/cpu/quant_bindings_cpu.cpp csrc/cpu/mla_bindings_cpu.cpp
           csrc/moe/torch_bindings_moe.cpp csrc/cpu/moe_routing_cpu.cpp
   OBJECTS ${_objects})
 target_compile_definitions(_C PRIVATE VLLM_HAS_CPU_KERNELS ${_dispatch_defs})

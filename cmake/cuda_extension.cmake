@@ -62,12 +62,12 @@ vllm_cuda_objects(vllm_cuda_core_kernels ARCHS ${_all_archs}
   SOURCES csrc/layernorm/layernorm_kernels.cu csrc/activation/activation_kernels.cu
           csrc/pos_encoding/rotary_kernels.cu csrc/cache/cache_kernels.cu
           csrc/attention/paged_attention_kernels.cu csrc/moe/moe_routing_kernels.cu
-          csrc/quantization/awq_kernels.cu)
+          csrc/quantization/awq_kernels.cu csrc/attention/mla_kernels.cu)
 
 vllm_add_extension(_C
   SOURCES csrc/core/module_init.cpp csrc/torch_bindings.cpp csrc/cuda/torch_bindings_cuda.cpp
           csrc/cuda/attention_bindings_cuda.cpp csrc/cuda/moe_bindings_cuda.cpp
-          csrc/cuda/quant_bindings_cuda.cpp
+          csrc/cuda/quant_bindings_cuda.cpp csrc/cuda/mla_bindings_cuda.cpp
           csrc/moe/torch_bindings_moe.cpp
   OBJECTS ${VLLM_CUDA_OBJECT_LIBS})
 vllm_write_build_info(MODULES _C CUDA_ARCHS ${VLLM_CUDA_ARCHS})

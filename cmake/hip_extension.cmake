@@ -33,6 +33,7 @@ vllm_add_extension(_C
           "${_hip_dir}/csrc/hip/attention_bindings_hip.cpp"
           "${_hip_dir}/csrc/hip/moe_bindings_hip.cpp"
           "${_hip_dir}/csrc/hip/quant_bindings_hip.cpp"
+          "${_hip_dir}/csrc/hip/mla_bindings_hip.cpp"
           "${_hip_dir}/csrc/moe/torch_bindings_moe.cpp"
   OBJECTS vllm_hip_kernels)
 target_compile_definitions(_C PRIVATE USE_ROCM)

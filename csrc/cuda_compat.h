@@ -48,12 +48,23 @@ __device__ __forceinline__ vllm_bf16_t from_float<vllm_bf16_t>(float x) {
 #endif
 }
 
+// Max / sum over a warp (a 64-wide wavefront on ROCm); every lane gets it.
+__device__ __forceinline__ float warp_max(float v) {
+  for (int mask = kVllmWarpSize / 2; mask > 0; mask >>= 1) v = fmaxf(v, VLLM_SHFL_XOR(v, mask));
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int mask = kVllmWarpSize / 2; mask > 0; mask >>= 1) v += VLLM_SHFL_XOR(v, mask);
+  return v;
+}
+
 // Sum over the block; every thread gets the result. blockDim.x must be a
 // multiple of the warp size.
 __device__ __forceinline__ float block_sum(float value) {
   __shared__ float warp_sums[1024 / kVllmWarpSize];
   __shared__ float total;
-  for (int mask = kVllmWarpSize / 2; mask > 0; mask >>= 1) value += VLLM_SHFL_XOR(value, mask);
+  value = warp_sum(value);
   const int lane = threadIdx.x % kVllmWarpSize, warp = threadIdx.x / kVllmWarpSize;
   if (lane == 0) warp_sums[warp] = value;
   __syncthreads();

@@ -67,4 +67,24 @@ TORCH_LIBRARY(_C, ops) {
       "Tensor value_cache, int num_kv_heads, float scale, Tensor block_tables, "
       "Tensor query_start_loc, Tensor seq_lens, Tensor? alibi_slopes, str kv_cache_dtype, "
       "Tensor k_scale, Tensor v_scale) -> ()");
+
+  // MLA (DeepSeek's multi-head latent attention). The latent cache, per
+  // layer [num_blocks, block_size, kv_lora_rank + rope_dim]: each token's
+  // normalised latent kv_c [tokens, kv_lora_rank] then its rotated shared
+  // key part k_pe [tokens, rope_dim] go to its slot (negative = skip).
+  ops.def(
+      "concat_and_cache_mla(Tensor kv_c, Tensor k_pe, Tensor! kv_cache, Tensor slot_mapping, "
+      "str kv_cache_dtype, Tensor scale) -> ()");
+  // Absorbed MLA decode: query [num_seqs, num_heads, latent_dim] (W_UK
+  // folded in), one query per sequence at its last position; out [num_seqs,
+  // num_heads, v_dim] = softmax(scale q C^T) C[:, :v_dim] (W_UV not applied).
+  ops.def(
+      "mla_decode_kvcache(Tensor! out, Tensor query, Tensor kv_cache, float scale, "
+      "Tensor block_tables, Tensor seq_lens) -> ()");
+  // The same for prefill / chunked prefill: tokens query_start_loc[i] ..
+  // query_start_loc[i+1] are the last positions of sequence i (causal among
+  // themselves, full over the cached prefix).
+  ops.def(
+      "mla_prefill_kvcache(Tensor! out, Tensor query, Tensor kv_cache, float scale, "
+      "Tensor block_tables, Tensor query_start_loc, Tensor seq_lens) -> ()");
 }

@@ -23,7 +23,7 @@ if VLLM_TARGET_DEVICE=cuda TORCH_CUDA_ARCH_LIST="9.0a" MAX_JOBS=16 \
   since "CUDA kernel tests"
   python3 -m pytest -q -m cuda -p no:cacheprovider tests/kernels/test_ops_cuda.py \
     tests/kernels/test_layernorm_cuda.py tests/kernels/test_attention_cuda.py \
-    tests/kernels/test_moe_cuda.py tests/kernels/test_awq_cuda.py \
+    tests/kernels/test_moe_cuda.py tests/kernels/test_awq_cuda.py tests/kernels/test_mla_cuda.py \
     >"$OUT/pytest_cuda.log" 2>&1
   tail -n 40 "$OUT/pytest_cuda.log"
 else

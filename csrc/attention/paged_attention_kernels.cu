@@ -29,16 +29,6 @@ constexpr int kMaxHeadSize = 256;
 constexpr int kMaxTile = 8;                // query heads sharing one thread block
 constexpr float kNegInf = -__builtin_huge_valf();
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int mask = kVllmWarpSize / 2; mask > 0; mask >>= 1) v = fmaxf(v, VLLM_SHFL_XOR(v, mask));
-  return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int mask = kVllmWarpSize / 2; mask > 0; mask >>= 1) v += VLLM_SHFL_XOR(v, mask);
-  return v;
-}
-
 __device__ __forceinline__ float block_max(float v, float* scratch) {
   v = warp_max(v);
   const int lane = threadIdx.x % kVllmWarpSize, warp = threadIdx.x / kVllmWarpSize;

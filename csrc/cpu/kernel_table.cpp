@@ -12,6 +12,7 @@ void rotary_embedding(const RotaryArgs& args);
 void paged_attention(const PagedAttentionArgs& args);
 void small_m_linear(const LinearArgs& args);
 void argmax_rows(const ArgmaxArgs& args);
+void mla_attention(const MlaAttentionArgs& args);
 // packed_linear.cpp: vdpbf16ps on AVX512-BF16, fp32 FMAs on AVX2
 #if (defined(VLLM_ISA_AVX512) && defined(__AVX512BF16__)) || defined(VLLM_ISA_AVX2)
 void packed_linear(const LinearArgs& args);
@@ -43,7 +44,7 @@ const KernelTable& kernel_table() {
                                  &act_and_mul, &activation, &rotary_embedding,
                                  &paged_attention, &small_m_linear, &argmax_rows,
                                  VLLM_PACKED_LINEAR, VLLM_PACKED_LINEAR_GATED,
-                                 VLLM_PACKED_MOE, VLLM_QUANT_LINEAR};
+                                 VLLM_PACKED_MOE, VLLM_QUANT_LINEAR, &mla_attention};
   return table;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "../core/attention_args.h"
+#include "../core/mla_args.h"
 #include "../core/dtype.h"
 
 namespace vllm::cpu {
@@ -164,6 +165,10 @@ struct ArgmaxArgs {
   DType dtype;
 };
 
+using vllm::MlaAttentionArgs;  // csrc/core/mla_args.h
+using vllm::kMlaDimMultiple;
+using vllm::kMlaMaxLatentDim;
+
 // Limits of the CPU attention kernel (checked by the bindings).
 constexpr int64_t kAttentionMaxHeadSize = 256;
 constexpr int64_t kAttentionMaxGroup = 64;
@@ -193,6 +198,8 @@ struct KernelTable {
   // QuantLinearArgs (quant_linear.cpp): AVX512-VNNI, AVX2 and scalar
   // variants (null in AVX-512 builds whose compiler lacks VNNI).
   void (*quant_linear)(const QuantLinearArgs&);
+  // MlaAttentionArgs (mla_attention.cpp): every variant.
+  void (*mla_attention)(const MlaAttentionArgs&);
 };
 
 // One per compiled variant; defined in kernel_table.cpp built per ISA.

@@ -95,7 +95,30 @@ def swap_blocks(src: torch.Tensor, dst: torch.Tensor,
     torch.ops._C.swap_blocks(src, dst, block_mapping)
 
 
+def concat_and_cache_mla(kv_c: torch.Tensor, k_pe: torch.Tensor, kv_cache: torch.Tensor,
+                         slot_mapping: torch.Tensor, kv_cache_dtype: str,
+                         scale: torch.Tensor) -> None:
+    """MLA: each token's latent kv_c then its rotated k_pe into its slot of
+    the latent cache [num_blocks, block_size, kv_lora_rank + rope_dim]."""
+    torch.ops._C.concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype, scale)
+
+
 # ---------------------------------------------------------------- attention
+def mla_decode_kvcache(out: torch.Tensor, query: torch.Tensor, kv_cache: torch.Tensor,
+                       scale: float, block_tables: torch.Tensor,
+                       seq_lens: torch.Tensor) -> None:
+    """Absorbed MLA decode: one query per sequence over its cached latents."""
+    torch.ops._C.mla_decode_kvcache(out, query, kv_cache, scale, block_tables, seq_lens)
+
+
+def mla_prefill_kvcache(out: torch.Tensor, query: torch.Tensor, kv_cache: torch.Tensor,
+                        scale: float, block_tables: torch.Tensor,
+                        query_start_loc: torch.Tensor, seq_lens: torch.Tensor) -> None:
+    """Absorbed MLA over any step's queries (prefill chunks included)."""
+    torch.ops._C.mla_prefill_kvcache(out, query, kv_cache, scale, block_tables,
+                                     query_start_loc, seq_lens)
+
+
 PARTITION_SIZE = 512  # context tokens per paged_attention_v2 partition
 
 
@@ -386,7 +409,8 @@ if _C is not None:
     def _no_output_fake(*args) -> None:
         return None
 
-    for _name in ("paged_attention_v1", "paged_attention_v2", "paged_attention_prefill"):
+    for _name in ("paged_attention_v1", "paged_attention_v2", "paged_attention_prefill",
+                  "concat_and_cache_mla", "mla_decode_kvcache", "mla_prefill_kvcache"):
         torch.library.register_fake(f"_C::{_name}")(_no_output_fake)
 
     if hasattr(torch.ops._C, "small_m_linear"):

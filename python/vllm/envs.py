@@ -386,11 +386,16 @@ _var("VLLM_SERVER_DEV_MODE", _bool_from_int, False, BOOL01,
 _var("VLLM_V1_OUTPUT_PROC_CHUNK_SIZE", _as_int, 128, INT,
      "Requests handled per asyncio task when processing outputs.")
 _var("VLLM_MLA_DISABLE", _bool_from_int, False, BOOL01,
-     "Disable the MLA attention optimizations.")
+     "1: MLA models (DeepSeek-V2/V3) keep a per-head KV cache and run the "
+     "ordinary attention kernels instead of MLA's latent cache (same outputs; "
+     "for comparison and debugging).")
 _var("VLLM_MLA_PERFORM_MATRIX_ABSORPTION", _bool_from_int, True, BOOL01,
-     "Absorb W_UK/W_UV into neighbouring matrices for MLA decode.")
+     "MLA: fold W_UK into the query and apply W_UV after attention, so "
+     "attention runs over the cached latents (default); 0 up-projects the "
+     "latents to per-head keys and values every step instead (PyTorch; slow).")
 _var("VLLM_MLA_DISABLE_REQUANTIZATION", _bool_from_int, False, BOOL01,
-     "Keep absorbed MLA matrices in the activation dtype.")
+     "No effect here: this engine has no fp8 weights, so absorbed MLA "
+     "matrices are never requantized; they stay in the model dtype.")
 _var("VLLM_ENABLE_MOE_ALIGN_BLOCK_SIZE_TRITON", _bool_from_int, False, BOOL01,
      "Use the Triton moe_align_block_size.")
 _var("VLLM_RAY_PER_WORKER_GPUS", _as_float, 1.0, FLOAT,

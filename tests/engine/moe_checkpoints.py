@@ -36,24 +36,36 @@ CLASSES = {"mixtral": ("MixtralConfig", "MixtralForCausalLM"),
 def save_random_moe(arch: str, folder, tokenizer, seed: int = 0, **overrides):
     """Writes the checkpoint and tokenizer to `folder`; returns the fp32
     transformers model."""
-    import transformers
     config_name, model_name = CLASSES[arch]
-    config = getattr(transformers, config_name)(vocab_size=len(tokenizer),
-                                                **{**COMMON, **ARCHS[arch], **overrides})
+    return write_random_checkpoint(config_name, model_name, {**COMMON, **ARCHS[arch], **overrides},
+                                   folder, tokenizer, seed, _scale_moe_weights)
+
+
+def _scale_moe_weights(model) -> None:
+    for name, param in model.named_parameters():
+        if "norm" in name:
+            param.uniform_(0.7, 1.3)
+        elif name.endswith("bias"):
+            param.normal_(std=0.3)
+        elif ".gate." in name or name.endswith("gate.weight"):
+            param.normal_(std=0.3)  # routers: decided, not near-uniform
+        elif "experts" in name or "shared_expert" in name or "mlp" in name:
+            param.normal_(std=0.12)
+
+
+def write_random_checkpoint(config_name: str, model_name: str, config_kwargs: dict, folder,
+                            tokenizer, seed: int, rescale):
+    """transformers' `model_name` of config `config_name` (no special token
+    ids), random-initialised from `seed`, `rescale(model)` applied, written
+    with `tokenizer` to `folder`; returns the fp32 model."""
+    import transformers
+    config = getattr(transformers, config_name)(vocab_size=len(tokenizer), **config_kwargs)
     config.pad_token_id = None
     config.bos_token_id = config.eos_token_id = None
     torch.manual_seed(seed)
     model = getattr(transformers, model_name)(config).to(torch.float32).eval()
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.uniform_(0.7, 1.3)
-            elif name.endswith("bias"):
-                param.normal_(std=0.3)
-            elif ".gate." in name or name.endswith("gate.weight"):
-                param.normal_(std=0.3)  # routers: decided, not near-uniform
-            elif "experts" in name or "shared_expert" in name or "mlp" in name:
-                param.normal_(std=0.12)
+        rescale(model)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return model

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.engine.hf_reference import prompt_logprob_gap
 from tests.engine.moe_checkpoints import save_random_moe
 from tests.kernels.isa import packed_isa  # noqa: F401
 from vllm import LLM, SamplingParams
@@ -52,17 +53,10 @@ def test_bf16_packed_experts_track_fp32_transformers(packed_isa, checkpoint, tok
     llm = LLM(str(folder), dtype="bfloat16")
     experts = llm.llm_engine.engine_core.worker.model.model.layers[1].mlp.experts
     assert experts.w13_packed is not None  # the packed path, not a fallback
-    prompt = _prompts(len(tokenizer), 1)[0]["prompt_token_ids"]
-    out = llm.generate({"prompt_token_ids": prompt},
-                       SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=0),
-                       use_tqdm=False)[0]
-    with torch.no_grad():
-        expected = hf_model(torch.tensor([prompt])).logits[0].log_softmax(-1)
-    got = torch.tensor([out.prompt_logprobs[i][prompt[i]].logprob for i in range(1, len(prompt))])
-    want = expected[torch.arange(len(prompt) - 1), torch.tensor(prompt[1:])]
+    gap = prompt_logprob_gap(llm, hf_model, _prompts(len(tokenizer), 1)[0]["prompt_token_ids"])
     # bf16 weights and activations against fp32: ~0.005 here; experts
     # weighted 0.8x instead of 1x move it to ~0.05
-    assert (got - want).abs().max() < 0.025, (got - want).abs().max()
+    assert gap < 0.025, gap
 
 
 def test_prefix_cache_and_batching_keep_outputs(checkpoint, tokenizer, fp32_alone):

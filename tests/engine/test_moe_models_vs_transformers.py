@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.engine.hf_reference import assert_greedy_agrees, assert_prompt_logprobs_match
 from tests.engine.moe_checkpoints import ARCHS, save_random_moe
 from vllm import LLM, SamplingParams
 
@@ -40,16 +41,7 @@ def test_prompt_logprobs_match(moe_checkpoint, budget, smollm_tokenizer):
     out = llm.generate({"prompt_token_ids": prompt},
                        SamplingParams(temperature=0, max_tokens=1, prompt_logprobs=2),
                        use_tqdm=False)[0]
-    with torch.no_grad():
-        expected = hf_model(torch.tensor([prompt])).logits[0].float().log_softmax(-1)
-    for pos in range(1, len(prompt)):
-        got = out.prompt_logprobs[pos]
-        assert got[prompt[pos]].logprob == pytest.approx(
-            float(expected[pos - 1, prompt[pos]]), abs=1e-4), (arch, pos)
-        top = expected[pos - 1].topk(2)
-        for token, value in zip(top.indices.tolist(), top.values.tolist()):
-            assert got[token].logprob == pytest.approx(float(value), abs=1e-4), (arch, pos)
-    assert out.outputs[0].token_ids == [int(expected[-1].argmax())]
+    assert_prompt_logprobs_match(out, hf_model, prompt, arch)
 
 
 def test_greedy_generation_matches(moe_checkpoint, smollm_tokenizer):
@@ -60,13 +52,4 @@ def test_greedy_generation_matches(moe_checkpoint, smollm_tokenizer):
                         SamplingParams(temperature=0, max_tokens=12, ignore_eos=True),
                         use_tqdm=False)
     for prompt, out in zip(prompts, outs):
-        ours = out.outputs[0].token_ids
-        ids = torch.tensor([prompt])
-        with torch.no_grad():
-            for step, token in enumerate(ours):
-                logits = hf_model(ids).logits[0, -1]
-                top2 = logits.topk(2).values
-                theirs = int(logits.argmax())
-                if token != theirs:
-                    assert float(top2[0] - top2[1]) < 1e-3, (arch, step, token, theirs)
-                ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+        assert_greedy_agrees(hf_model, prompt, out.outputs[0].token_ids, arch)

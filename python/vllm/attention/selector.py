@@ -7,11 +7,12 @@ from vllm import envs
 from vllm.attention.backends.paged import PagedAttentionBackend
 from vllm.attention.backends.torch_sdpa import TorchSDPABackend
 from vllm.attention.backends.triton_attn import TritonAttentionBackend
+from vllm.attention.backends.triton_mla import TritonMLABackend
 
 _CPU_BACKENDS = {b.name: b for b in (PagedAttentionBackend, TorchSDPABackend,
-                                     TritonAttentionBackend)}
+                                     TritonAttentionBackend, TritonMLABackend)}
 # Known to vLLM users but not runnable by this CPU engine (GPU-only kernels).
-_GPU_ONLY = ("FLASH_ATTN", "FLASHINFER", "XFORMERS", "ROCM_FLASH", "TRITON_MLA", "FLASHMLA")
+_GPU_ONLY = ("FLASH_ATTN", "FLASHINFER", "XFORMERS", "ROCM_FLASH", "FLASHMLA")
 
 
 def get_attn_backend(name: str | None = None, device: str = "cpu"):

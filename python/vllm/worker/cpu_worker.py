@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from vllm import envs, hugepages, malloc_settings
-from vllm.attention.kv_cache_layout import kv_cache_shapes
 from vllm.attention.selector import get_attn_backend
 from vllm.config import VllmConfig
 from vllm.core.sched_output import ModelRunnerOutput, SchedulerOutput
@@ -118,11 +117,15 @@ class CPUWorker:
                                   envs.VLLM_LOGITS_PROCESSOR_THREADS)
 
     def block_bytes(self) -> int:
+        """Bytes one block of block_size tokens takes over every layer's
+        cache: per-head keys and values, or MLA's one latent per token."""
         mc, cc = self.config.model_config, self.config.cache_config
         element = torch.empty((), dtype=mc.dtype).element_size()
-        return 2 * mc.num_layers * cc.block_size * mc.num_kv_heads * mc.head_size * element
+        per_token = sum(layer.cache_elements_per_token()
+                        for layer in self.model.attention_layers())
+        return per_token * cc.block_size * element
 
-    def _allocate_kv_cache(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _allocate_kv_cache(self) -> list[tuple[torch.Tensor, ...]]:
         mc, cc = self.config.model_config, self.config.cache_config
         if cc.num_blocks_override is not None:
             num_blocks = cc.num_blocks_override
@@ -135,15 +138,18 @@ class CPUWorker:
                 f"cannot hold one sequence of max_model_len={mc.max_model_len} "
                 f"({min_blocks} blocks): raise VLLM_CPU_KVCACHE_SPACE or lower max_model_len")
         cc.num_blocks = num_blocks
-        shapes = kv_cache_shapes(num_blocks, cc.block_size, mc.num_kv_heads, mc.head_size)
         caches = []
         for layer in self.model.attention_layers():
-            pair = (_lazy_zeros(shapes.key, mc.dtype), _lazy_zeros(shapes.value, mc.dtype))
-            layer.kv_cache = pair
-            caches.append(pair)
-        logger.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens) on %s pages",
-                    num_blocks, cc.block_size, num_blocks * self.block_bytes() / (1 << 30),
-                    num_blocks * cc.block_size,
+            tensors = tuple(_lazy_zeros(shape, mc.dtype)
+                            for shape in layer.cache_shapes(num_blocks, cc.block_size))
+            layer.kv_cache = tensors
+            caches.append(tensors)
+        layers = self.model.attention_layers()
+        kind = "MLA latents" if layers and hasattr(layers[0], "latent_dim") else "keys and values"
+        logger.info("KV cache: %d blocks of %d tokens (%.2f GiB, %d tokens; %s, %d bytes per "
+                    "token) on %s pages", num_blocks, cc.block_size,
+                    num_blocks * self.block_bytes() / (1 << 30), num_blocks * cc.block_size,
+                    kind, self.block_bytes() // cc.block_size,
                     "huge" if hugepages.kv_cache_on_huge_pages() else
                     "4 KiB (the host reclaims free memory: huge ones fault in slowly)")
         return caches

@@ -40,11 +40,17 @@ class TorchSDPABackend:
                                                              key_cache.shape[2])[:seq_len]
             v = value_cache[table].permute(0, 2, 1, 3).reshape(-1, num_kv_heads,
                                                                value_cache.shape[3])[:seq_len]
-            k = k.repeat_interleave(group, 1).transpose(0, 1)
-            v = v.repeat_interleave(group, 1).transpose(0, 1)
-            # query row j sits at position seq_len - q_len + j
-            mask = (torch.arange(seq_len)[None, :]
-                    <= torch.arange(seq_len - q_len, seq_len)[:, None])
-            out[starts[i]:starts[i + 1]] = F.scaled_dot_product_attention(
-                q.transpose(0, 1), k, v, attn_mask=mask, scale=scale).transpose(0, 1)
+            out[starts[i]:starts[i + 1]] = causal_attention(
+                q, k.repeat_interleave(group, 1), v.repeat_interleave(group, 1), scale)
         return out
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     scale: float) -> torch.Tensor:
+    """q [q_len, heads, d] of a sequence's last q_len positions over its
+    k [seq_len, heads, d] and v [seq_len, heads, dv]: [q_len, heads, dv]."""
+    q_len, seq_len = q.shape[0], k.shape[0]
+    # query row j sits at position seq_len - q_len + j
+    mask = torch.arange(seq_len)[None, :] <= torch.arange(seq_len - q_len, seq_len)[:, None]
+    return F.scaled_dot_product_attention(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1),
+                                          attn_mask=mask, scale=scale).transpose(0, 1)

@@ -19,14 +19,14 @@ class TritonAttentionBackend(PagedAttentionBackend):
     name = "TRITON_ATTN"
 
     @staticmethod
-    def check_usable(device: str) -> None:
+    def check_usable(device: str, name: str = "TRITON_ATTN") -> None:
         try:
             import triton  # noqa: F401
         except ImportError:
-            raise ValueError("attention backend 'TRITON_ATTN' needs the triton package "
+            raise ValueError(f"attention backend {name!r} needs the triton package "
                              "(pip install triton)") from None
         if device == "cpu" and not envs.TRITON_INTERPRET:
-            raise ValueError("attention backend 'TRITON_ATTN' runs on CPU only under Triton's "
+            raise ValueError(f"attention backend {name!r} runs on CPU only under Triton's "
                              "interpreter: set TRITON_INTERPRET=1 (slow; for checking)")
 
     @staticmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vllm.attention.kv_cache_layout import kv_cache_shapes
 from vllm.forward_context import get_attn_metadata
 
 
@@ -12,6 +13,10 @@ class Attention(nn.Module):
     def __init__(self, num_heads: int, head_size: int, scale: float, num_kv_heads: int,
                  backend) -> None:
         super().__init__()
+        if getattr(backend, "mla_only", False):
+            raise ValueError(f"attention backend {backend.name!r} runs MLA layers only "
+                             "(DeepSeek-V2/V3 without VLLM_MLA_DISABLE=1); this model's "
+                             "attention is not MLA")
         self.num_heads = num_heads
         self.head_size = head_size
         self.scale = scale
@@ -19,6 +24,14 @@ class Attention(nn.Module):
         self.backend = backend
         # Bound by the worker once the cache is allocated: (key_cache, value_cache).
         self.kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def cache_shapes(self, num_blocks: int, block_size: int) -> list[tuple[int, ...]]:
+        """The shapes of this layer's cache tensors (key, value)."""
+        shapes = kv_cache_shapes(num_blocks, block_size, self.num_kv_heads, self.head_size)
+        return [shapes.key, shapes.value]
+
+    def cache_elements_per_token(self) -> int:
+        return 2 * self.num_kv_heads * self.head_size
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 output_rows_only: bool = False) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """Rotary position embedding over our rotary_embedding kernel (in place)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -29,7 +31,61 @@ def _inverse_frequencies(rotary_dim: int, base: float, scaling: dict | None) -> 
         scaled = torch.where(wavelen > old_len / low, inv / factor, inv)
         band = (wavelen <= old_len / low) & (wavelen >= old_len / high)
         return torch.where(band, (1 - smooth) * inv / factor + smooth * inv, scaled)
-    raise ValueError(f"rope scaling {kind!r} is not supported (linear, llama3)")
+    if kind == "yarn":
+        return _yarn_inverse_frequencies(inv, rotary_dim, base, scaling)
+    raise ValueError(f"rope scaling {kind!r} is not supported (linear, llama3, yarn)")
+
+
+def _yarn_inverse_frequencies(inv: torch.Tensor, rotary_dim: int, base: float,
+                              scaling: dict) -> torch.Tensor:
+    """YaRN (arXiv 2309.00071): high frequencies kept (extrapolated), low ones
+    divided by `factor` (interpolated), a linear ramp between the dimensions
+    that turn beta_fast and beta_slow times over the original context."""
+    factor = float(scaling["factor"])
+    old_len = float(scaling["original_max_position_embeddings"])
+    beta_fast = float(scaling.get("beta_fast") or 32)
+    beta_slow = float(scaling.get("beta_slow") or 1)
+
+    def dim_of(rotations: float) -> float:
+        return (rotary_dim * math.log(old_len / (rotations * 2 * math.pi))) / (2 * math.log(base))
+
+    low, high = dim_of(beta_fast), dim_of(beta_slow)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, rotary_dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(rotary_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    keep = 1 - ramp  # the extrapolated share
+    return (inv / factor) * (1 - keep) + inv * keep
+
+
+def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def rope_attention_factor(scaling: dict | None) -> float:
+    """The factor YaRN multiplies cos and sin by (1 for other kinds)."""
+    if not scaling or scaling.get("rope_type", scaling.get("type")) != "yarn":
+        return 1.0
+    if scaling.get("attention_factor") is not None:
+        return float(scaling["attention_factor"])
+    factor = float(scaling["factor"])
+    mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
+    if mscale and mscale_all_dim:
+        return _yarn_mscale(factor, float(mscale)) / _yarn_mscale(factor, float(mscale_all_dim))
+    return _yarn_mscale(factor)
+
+
+def yarn_softmax_scale(scaling: dict | None, scale: float) -> float:
+    """DeepSeek's correction of the softmax scale under YaRN: times
+    mscale(factor, mscale_all_dim)^2."""
+    if scaling and scaling.get("rope_type", scaling.get("type", "default")) != "default":
+        mscale_all_dim = scaling.get("mscale_all_dim", 0)
+        if mscale_all_dim:
+            m = _yarn_mscale(float(scaling["factor"]), float(mscale_all_dim))
+            scale = scale * m * m
+    return scale
 
 
 def rope_settings(config) -> tuple[float, dict | None]:
@@ -50,7 +106,11 @@ class RotaryEmbedding(nn.Module):
         self.is_neox_style = is_neox_style
         inv = _inverse_frequencies(rotary_dim, base, scaling)
         angles = torch.outer(torch.arange(max_position, dtype=torch.int64).float(), inv)
-        cache = torch.cat([angles.cos(), angles.sin()], dim=-1).to(dtype)
+        cos, sin = angles.cos(), angles.sin()
+        factor = rope_attention_factor(scaling)
+        if factor != 1.0:  # as transformers: cos and sin scaled in fp32
+            cos, sin = cos * factor, sin * factor
+        cache = torch.cat([cos, sin], dim=-1).to(dtype)
         self.register_buffer("cos_sin_cache", cache, persistent=False)
 
     def forward(self, positions: torch.Tensor, query: torch.Tensor,

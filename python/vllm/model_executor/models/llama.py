@@ -155,6 +155,8 @@ class LlamaForCausalLM(nn.Module):
     decoder_layer_cls = LlamaDecoderLayer
     # forward() honours AttentionMetadata.output_rows (returns those rows only)
     supports_output_rows = True
+    # checkpoint projections fused into one of our layers
+    stacked_params = _STACKED
 
     def __init__(self, config, dtype: torch.dtype, attn_backend) -> None:
         super().__init__()
@@ -244,8 +246,8 @@ class LlamaForCausalLM(nn.Module):
                 tensor = tensor.dequantize(self.model.embed_tokens.weight.dtype)
             module_path, _, leaf = name.rpartition(".")
             parent, _, proj = module_path.rpartition(".")
-            if proj in _STACKED:
-                fused, shard = _STACKED[proj]
+            if proj in self.stacked_params:
+                fused, shard = self.stacked_params[proj]
                 layer = modules[f"{parent}.{fused}"]
                 layer.load(leaf, tensor, shard)
                 seen = shards_seen.setdefault(f"{parent}.{fused}.{leaf}", set())

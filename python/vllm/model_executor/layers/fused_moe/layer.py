@@ -246,6 +246,8 @@ class FusedMoE(nn.Module):
 
     # ------------------------------------------------------------ compute
     def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
+        if hidden_states.shape[0] == 0:  # a step whose last layer serves no output row
+            return torch.empty_like(hidden_states)
         weights, ids = select_experts(hidden_states, router_logits, self.top_k, self.renormalize,
                                       self.use_grouped_topk, self.num_expert_group,
                                       self.topk_group, self.custom_routing_function,
