@@ -1,5 +1,6 @@
-"""MLA decode attention on CPU against the machine's limits and against the
-per-head cache the same model would need without MLA, in one process.
+"""MLA attention on CPU against the machine's limits and against the
+per-head cache the same model would need without MLA, in one process; and
+prefill, absorbed (what the engine runs) against up-projected.
 
     python bench/kernels/mla_decode.py [--threads N] [--isa avx512|avx2]
 
@@ -16,6 +17,14 @@ and reports the latent bytes read per second against the read bandwidth
 FLOPs (2 x heads x (576 + 512) per cached position) against the fp32 FMA
 peak (bench/kernels/fma_peak.py). At 16 heads MLA decode does ~34 FLOPs per
 cached bf16 byte: on a CPU it is bound by the FMAs, not by memory.
+
+Prefill of one P-token prompt, one layer's attention from the projections
+on (bf16): absorbed = W_UK folded into the queries (bmm), mla_prefill_kvcache
+over the latents, W_UV after (bmm); up-projected = kv_b_proj on every latent
+(keys and values per head, as VLLM_MLA_PERFORM_MATRIX_ABSORPTION=0 runs),
+then causal attention (torch SDPA). Absorbed attention does (576 + 512) /
+(192 + 128) = 3.4x the multiply-adds per (query, position) pair but skips
+the up-projection, so which is cheaper depends on P.
 """
 from __future__ import annotations
 
@@ -78,6 +87,37 @@ def time_per_head(seqs: int, ctx: int, dtype: torch.dtype, block_size: int = 32)
         out, query, kc, vc, HEADS, 0.07, tables, lens, block_size, ctx, None, "auto", ONE, ONE))
 
 
+def time_prefill(prompt: int, dtype: torch.dtype = torch.bfloat16) -> tuple[float, float]:
+    """(absorbed, up-projected) seconds for one prompt's attention."""
+    from vllm.attention.backends.torch_sdpa import causal_attention
+    block_size = 32
+    tables, blocks = tables_for(1, prompt, block_size)
+    cache = torch.randn(blocks, block_size, LATENT).to(dtype)
+    q_nope = torch.randn(prompt, HEADS, NOPE).to(dtype)
+    q_pe = torch.randn(prompt, HEADS, ROPE).to(dtype)
+    w_kv_b = (torch.randn(HEADS * (NOPE + 128), LORA) / LORA ** 0.5).to(dtype)
+    per_head = w_kv_b.view(HEADS, NOPE + 128, LORA)
+    w_uk, w_uv_t = per_head[:, :NOPE].contiguous(), per_head[:, NOPE:].transpose(1, 2).contiguous()
+    lens = torch.tensor([prompt], dtype=torch.int32)
+    starts = torch.tensor([0, prompt], dtype=torch.int32)
+    out_latent = torch.empty(prompt, HEADS, LORA, dtype=dtype)
+
+    def absorbed():
+        q_latent = torch.bmm(q_nope.transpose(0, 1), w_uk)
+        query = torch.cat([q_latent.transpose(0, 1), q_pe], dim=-1)
+        ops.mla_prefill_kvcache(out_latent, query, cache, 0.07, tables, starts, lens)
+        return torch.bmm(out_latent.transpose(0, 1), w_uv_t)
+
+    def up_projected():
+        latents = cache[tables[0].long()].reshape(-1, LATENT)[:prompt]
+        kv = torch.nn.functional.linear(latents[:, :LORA], w_kv_b).view(prompt, HEADS, -1)
+        keys = torch.cat([kv[..., :NOPE], latents[:, None, LORA:].expand(prompt, HEADS, ROPE)],
+                         dim=-1)
+        return causal_attention(torch.cat([q_nope, q_pe], -1), keys, kv[..., NOPE:], 0.07)
+
+    return median_seconds(absorbed, 5), median_seconds(up_projected, 5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -107,6 +147,13 @@ def main() -> None:
         print(f"| {str(dtype).split('.')[-1]} | {seqs} x {ctx} | {seconds * 1e3:.2f} ms | "
               f"{gbps:.1f} ({gbps / bandwidth:.0%}) | {gflops:.0f} ({gflops / peak:.0%}) | "
               f"{per_head * 1e3:.2f} ms | {per_head / seconds:.2f}x |")
+    print()
+    print("| prompt (bf16) | absorbed | up-projected | up-projected / absorbed |")
+    print("|---|---|---|---|")
+    for prompt in (158, 512, 2048):
+        absorbed, up_projected = time_prefill(prompt)
+        print(f"| {prompt} | {absorbed * 1e3:.2f} ms | {up_projected * 1e3:.2f} ms | "
+              f"{up_projected / absorbed:.2f}x |")
 
 
 if __name__ == "__main__":

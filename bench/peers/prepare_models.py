@@ -123,8 +123,8 @@ def make_mla_folder(tokenizer_dir: str, folder: str) -> None:
                               q_lora_rank=None, qk_nope_head_dim=128, qk_rope_head_dim=64,
                               v_head_dim=128, n_routed_experts=64, n_shared_experts=2,
                               num_experts_per_tok=6, moe_intermediate_size=1408,
-                              first_k_dense_replace=1, topk_method="greedy",
-                              norm_topk_prob=False, max_position_embeddings=4096,
+                              first_k_dense_replace=1, topk_method="greedy", n_group=1,
+                              topk_group=1, norm_topk_prob=False, max_position_embeddings=4096,
                               bos_token_id=tokenizer.bos_token_id,
                               eos_token_id=tokenizer.eos_token_id, pad_token_id=None,
                               tie_word_embeddings=False)

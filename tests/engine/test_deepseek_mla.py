@@ -48,8 +48,8 @@ def _llm(folder, monkeypatch, mode: str, **kwargs) -> LLM:
     return LLM(str(folder), dtype=kwargs.pop("dtype", "float32"), **kwargs)
 
 
-@pytest.mark.parametrize("mode", list(MODES))
-@pytest.mark.parametrize("budget", [None, 5])
+# chunks of 5 (chunked prefill over the latent cache) in the default mode
+@pytest.mark.parametrize("mode,budget", [(mode, None) for mode in MODES] + [("mla", 5)])
 def test_prompt_logprobs_match(checkpoint, mode, budget, tokenizer, monkeypatch):
     arch, folder, hf_model = checkpoint
     llm = _llm(folder, monkeypatch, mode, max_num_batched_tokens=budget,
@@ -183,6 +183,7 @@ def test_backends_that_cannot_run_the_layers_fail_at_load(tokenizer, tmp_path, m
         LLM(str(tmp_path), dtype="float32", load_format="dummy")
 
 
+@pytest.mark.slow  # a server process; CI's slow step runs it
 def test_served_completion_equals_offline(tokenizer, tmp_path):
     from tests.entrypoints.server import RemoteServer
     save_random_deepseek("v3", tmp_path, tokenizer, seed=7)
