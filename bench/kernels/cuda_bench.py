@@ -1,6 +1,6 @@
 """GPU kernel timings: our CUDA kernels against the torch-native composition
-each replaces (the Triton decode kernel beside the CUDA paged attention), in
-one run, with the device's measured copy bandwidth for scale.
+each replaces (the Triton decode kernels beside the CUDA paged and MLA
+attention), in one run, with the device's measured copy bandwidth for scale.
 
     VLLM_TARGET_DEVICE=cuda pip install --no-build-isolation .
     python bench/kernels/cuda_bench.py [--out results.md]
@@ -160,6 +160,25 @@ def bench_decode(rows, dtype, num_seqs, context, heads, kv_heads, head_size, blo
     rows.append((name + " [v2 vs Triton]", dtype, v2, tri, nbytes))
 
 
+def bench_mla_decode(rows, dtype, num_seqs, context, heads=16, lora=512, rope=64,
+                     block_size=64):
+    """MLA decode over the latent cache: our CUDA kernel vs the Triton one
+    (DeepSeek's 512 + 64 latent; bytes = the latents read once)."""
+    from vllm.triton_ops.mla_decode_attention import mla_decode_attention
+    blocks_per_seq = math.ceil(context / block_size)
+    num_blocks = num_seqs * blocks_per_seq
+    cache = torch.randn(num_blocks, block_size, lora + rope, dtype=dtype, device="cuda")
+    tables = torch.randperm(num_blocks, device="cuda", dtype=torch.int32).view(num_seqs, -1)
+    lens = torch.full((num_seqs,), context, dtype=torch.int32, device="cuda")
+    q = torch.randn(num_seqs, heads, lora + rope, dtype=dtype, device="cuda")
+    out = torch.empty(num_seqs, heads, lora, dtype=dtype, device="cuda")
+    nbytes = num_seqs * context * (lora + rope) * cache.element_size()
+    ours = gpu_time_us(lambda: ops.mla_decode_kvcache(out, q, cache, 0.07, tables, lens))
+    tri = gpu_time_us(lambda: mla_decode_attention(out, q, cache, tables, lens, 0.07))
+    rows.append((f"MLA decode {num_seqs} seq x {context} tok, {heads} heads [CUDA vs Triton]",
+                 dtype, ours, tri, nbytes))
+
+
 def main() -> None:
     global ONE
     parser = argparse.ArgumentParser()
@@ -180,6 +199,9 @@ def main() -> None:
         bench_decode(rows, dtype, 256, 1024, 32, 8, 128)
         bench_decode(rows, dtype, 4, 16384, 32, 8, 128)
         bench_decode(rows, dtype, 1, 32768, 32, 8, 128)
+        bench_mla_decode(rows, dtype, 32, 2048)
+        bench_mla_decode(rows, dtype, 128, 1024, heads=128)
+        bench_mla_decode(rows, dtype, 1, 32768)
     lines = [f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; "
              f"copy bandwidth {copy_gbs:.0f} GB/s (read + write)", "",
              "| kernel | dtype | ours µs | reference µs | reference / ours | ours GB/s | "

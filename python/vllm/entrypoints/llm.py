@@ -22,9 +22,15 @@ class LLM:
                  dtype: str = "auto", seed: int = 0, max_model_len: int | None = None,
                  **kwargs: Any) -> None:
         # GPU-only knobs a vLLM script may pass; meaningless on CPU.
-        for ignored in ("gpu_memory_utilization", "tensor_parallel_size", "enforce_eager",
-                        "swap_space", "disable_log_stats"):
+        for ignored in ("gpu_memory_utilization", "enforce_eager", "swap_space",
+                        "disable_log_stats"):
             kwargs.pop(ignored, None)
+        # model parallelism is not here yet: refused, never silently dropped
+        for name in ("tensor_parallel_size", "pipeline_parallel_size"):
+            size = kwargs.pop(name, 1)
+            if size != 1:
+                raise ValueError(f"{name}={size} is not supported yet (one rank per replica); "
+                                 "data_parallel_size runs several replicas")
         args = EngineArgs(model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
                           max_model_len=max_model_len, **kwargs)
         self.llm_engine = LLMEngine.from_engine_args(args, UsageContext.LLM_CLASS)

@@ -1,0 +1,27 @@
+"""The tensor-parallel collectives by vLLM's function names (each on the
+current tensor-parallel group; identity with one rank)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from vllm.distributed.parallel_state import get_tp_group
+
+
+def tensor_model_parallel_all_reduce(input_: torch.Tensor) -> torch.Tensor:
+    return get_tp_group().all_reduce(input_)
+
+
+def tensor_model_parallel_all_gather(input_: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return get_tp_group().all_gather(input_, dim)
+
+
+def tensor_model_parallel_gather(input_: torch.Tensor, dst: int = 0,
+                                 dim: int = -1) -> torch.Tensor | None:
+    return get_tp_group().gather(input_, dst, dim)
+
+
+def broadcast_tensor_dict(tensor_dict: dict[str, Any] | None = None,
+                          src: int = 0) -> dict[str, Any]:
+    return get_tp_group().broadcast_tensor_dict(tensor_dict, src)
