@@ -193,9 +193,8 @@ def test_default_step_token_budget_by_usage_context(context, chunked, expected):
     assert config.scheduler_config.max_num_batched_tokens == explicit
 
 
-@pytest.mark.parametrize("name", ["tensor_parallel_size", "pipeline_parallel_size"])
-def test_model_parallel_sizes_are_refused_not_dropped(name):
-    """Tensor and pipeline parallelism are not here yet: a script asking for
-    them must not silently get one process."""
-    with pytest.raises(ValueError, match=rf"{name}=2 is not supported yet"):
-        LLM(**{name: 2})
+def test_pipeline_parallel_size_is_refused_not_dropped():
+    """Pipeline parallelism is not here yet: a script asking for it must not
+    silently get one process. (tensor_parallel_size: tests/distributed.)"""
+    with pytest.raises(ValueError, match=r"pipeline_parallel_size=2 is not supported yet"):
+        LLM(pipeline_parallel_size=2)

@@ -3,8 +3,9 @@ memory, as vLLM's CPU backend does instead of a gloo round trip: each rank
 writes its tensor into its own slot of a shared buffer, raises its flag, waits
 for every rank's flag, and sums the slots itself.
 
-The buffer (one POSIX shared-memory segment, created by the group's first
-rank, its name sent to the others over gloo) holds a header of one int64
+The buffer (a file in /dev/shm created by the group's first rank, its name
+sent to the others over gloo, mapped by every rank and unlinked once all
+have it) holds a header of one int64
 flag per rank, then two banks of per-rank slots. Round g writes bank g % 2
 and sets the rank's flag to g. A rank that reaches round g + 2 (writing bank
 g % 2 again) has seen every flag at g + 1, so every rank has finished
@@ -14,15 +15,17 @@ order for the readers. Tensors larger than a slot go through gloo.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import time
-from multiprocessing import resource_tracker, shared_memory
+import uuid
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 DEFAULT_SLOT_BYTES = 4 << 20  # a 64-token x 16k-wide bf16 activation
+SHM_DIR = "/dev/shm"
 
 
 class SharedMemoryAllReduce:
@@ -35,22 +38,30 @@ class SharedMemoryAllReduce:
         size = header + 2 * world_size * slot_bytes
         names = [None]
         if rank_in_group == 0:
-            self._shm = shared_memory.SharedMemory(create=True, size=size)
-            names = [self._shm.name]
+            names = [f"vllm-all-reduce-{os.getpid()}-{uuid.uuid4().hex[:12]}"]
         dist.broadcast_object_list(names, src=dist.get_global_rank(group, 0), group=group)
+        path = os.path.join(SHM_DIR, names[0])
+        # a plain file in /dev/shm, mapped: no multiprocessing resource
+        # tracker involved (it would unlink or warn about the segment in
+        # whichever process exits first)
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if rank_in_group == 0 else 0)
+        if rank_in_group == 0:
+            fd = os.open(path, flags, 0o600)
+            os.ftruncate(fd, size)
+        dist.barrier(group=group)  # created before anyone opens it
         if rank_in_group != 0:
-            self._shm = shared_memory.SharedMemory(name=names[0])
-            # Python 3.11 registers attached segments with the resource
-            # tracker too, which would unlink (and warn about) the creator's
-            # segment when this process exits
-            resource_tracker.unregister(self._shm._name, "shared_memory")
-        # every rank has attached: the first may unlink the name (the memory
-        # lives until the last rank closes it; nothing is left in /dev/shm
-        # even if a rank dies)
+            fd = os.open(path, flags)
+        try:
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        # every rank has it mapped: the name can go (the memory lives until
+        # the last rank unmaps it; nothing stays in /dev/shm even if a rank
+        # dies)
         dist.barrier(group=group)
         if rank_in_group == 0:
-            self._shm.unlink()
-        buf = np.frombuffer(self._shm.buf, dtype=np.uint8)
+            os.unlink(path)
+        buf = np.frombuffer(self._map, dtype=np.uint8)
         self._flags = buf[:8 * world_size].view(np.int64)
         self._data = torch.from_numpy(buf[header:])
         self._flags[rank_in_group] = 0
@@ -59,9 +70,9 @@ class SharedMemoryAllReduce:
         return tensor.numel() * tensor.element_size() <= self.slot_bytes
 
     def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The sum over ranks, in a new tensor of `tensor`'s shape and dtype
-        (summed in the tensor's dtype, in rank order: every rank gets the
-        same bits)."""
+        """The sum over ranks, in a new tensor of `tensor`'s shape and dtype,
+        in rank order (every rank gets the same bits); 16-bit tensors of more
+        than two ranks are summed in fp32 and rounded once."""
         self.round += 1
         bank = self.round % 2
         nbytes = tensor.numel() * tensor.element_size()
@@ -76,16 +87,17 @@ class SharedMemoryAllReduce:
             spins += 1
             if spins > 1000:
                 time.sleep(0)  # give the core up while a peer is descheduled
-        out = slots[0].view(tensor.dtype).view(tensor.shape).clone()
-        for r in range(1, self.world_size):
-            out += slots[r].view(tensor.dtype).view(tensor.shape)
-        return out
+        parts = [slots[r].view(tensor.dtype).view(tensor.shape) for r in range(self.world_size)]
+        if self.world_size == 2 or tensor.dtype == torch.float32:
+            return parts[0] + parts[1] if self.world_size == 2 else sum(parts[1:], parts[0].clone())
+        # 16-bit: summed in fp32, rounded once
+        return sum((p.float() for p in parts[1:]), parts[0].float()).to(tensor.dtype)
 
     def close(self) -> None:
-        if getattr(self, "_shm", None) is not None:
+        if getattr(self, "_map", None) is not None:
             self._flags = self._data = None
-            self._shm.close()
-            self._shm = None
+            self._map.close()
+            self._map = None
 
     def __del__(self) -> None:
         try:
@@ -95,4 +107,4 @@ class SharedMemoryAllReduce:
 
 
 def shm_available() -> bool:
-    return os.path.isdir("/dev/shm")
+    return os.path.isdir(SHM_DIR)

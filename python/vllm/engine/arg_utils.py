@@ -47,6 +47,8 @@ class EngineArgs:
     max_logprobs: int = 20
     # engine replicas behind one front end (AsyncLLM / vllm serve)
     data_parallel_size: int = 1
+    # worker processes per replica, each with a slice of every weight
+    tensor_parallel_size: int = 1
     # "auto": the model's recommended sampling defaults
     # (generation_config.json, GGUF metadata, or for the embedded model its
     # model card's); "vllm": none; a folder: its generation_config.json
@@ -113,6 +115,7 @@ class EngineArgs:
                                            max_model_len=max_model_len,
                                            enable_chunked_prefill=self.enable_chunked_prefill)
         tokenizer = get_tokenizer(resolved, self.tokenizer, self.revision)
-        parallel_config = ParallelConfig.resolve(self.data_parallel_size)
+        parallel_config = ParallelConfig.resolve(self.data_parallel_size,
+                                                 self.tensor_parallel_size)
         return VllmConfig(model_config, cache_config, scheduler_config,
                           parallel_config=parallel_config), tokenizer

@@ -39,7 +39,11 @@ class EngineCore:
     def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
         start = time.perf_counter()
         self.config = config
-        self.worker = CPUWorker(config, eos_token_id)
+        if config.parallel_config.tensor_parallel_size > 1:
+            from vllm.executor.tp_workers import TensorParallelWorkers
+            self.worker = TensorParallelWorkers(config, eos_token_id)
+        else:
+            self.worker = CPUWorker(config, eos_token_id)
         cc = config.cache_config
         interval = envs.VLLM_LOG_BATCHSIZE_INTERVAL
         self.batch_log = BatchSizeLog(interval) if interval > 0 else None

@@ -107,14 +107,22 @@ class CPUWorker:
         self.config = config
         malloc_settings.keep_freed_memory()
         parallel = config.parallel_config
-        self.bound_cpus = bind_threads(envs.VLLM_CPU_OMP_THREADS_BIND,
-                                       parallel.data_parallel_rank, parallel.data_parallel_size)
+        # every rank of every replica takes its own share of the CPUs
+        from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
+        tp = parallel.tensor_parallel_size
+        self.bound_cpus = bind_threads(
+            envs.VLLM_CPU_OMP_THREADS_BIND,
+            parallel.data_parallel_rank * tp + get_tensor_model_parallel_rank(),
+            parallel.data_parallel_size * tp)
         mc, cc = config.model_config, config.cache_config
         self.attn_backend = get_attn_backend(config.attention_backend)
         self.model = get_model(mc, self.attn_backend)
         self.kv_caches = self._allocate_kv_cache()
         self.runner = ModelRunner(self.model, cc.block_size, eos_token_id,
                                   envs.VLLM_LOGITS_PROCESSOR_THREADS)
+        if tp > 1:  # rank 0's sampled tokens are every rank's
+            from vllm.distributed.parallel_state import get_tp_group
+            self.runner.tp_group = get_tp_group()
 
     def block_bytes(self) -> int:
         """Bytes one block of block_size tokens takes over every layer's

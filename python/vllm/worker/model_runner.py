@@ -33,6 +33,9 @@ class ModelRunner:
         self.eos_token_id = eos_token_id
         self.sampler = Sampler(logits_processor_threads)
         self.requests: dict[str, _RequestState] = {}
+        # tensor parallelism: the group whose first rank's samples every rank
+        # takes (unseeded sampling would otherwise draw differently per rank)
+        self.tp_group = None
 
     def _update_states(self, sched: SchedulerOutput) -> None:
         for req_id in sched.finished_req_ids | sched.preempted_req_ids:
@@ -116,6 +119,8 @@ class ModelRunner:
                 return ModelRunnerOutput({}, {}, prompt_logprobs)
             logits = self.model.compute_logits(hidden if pruned else hidden[sample_rows])
         tokens, logprobs = self.sampler(logits, sample_states)
+        if self.tp_group is not None:
+            tokens = self.tp_group.broadcast_object(tokens, src=0)
         for req_id, token in zip(sample_ids, tokens):
             state = self.requests[req_id]
             state.token_ids.append(token)

@@ -67,18 +67,16 @@ def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> N
                         help="engine replicas behind this server, each with its own model "
                              "copy, KV cache (VLLM_CPU_KVCACHE_SPACE each) and share of the "
                              "CPUs; requests go to the least loaded")
+    parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
+                        help="worker processes per engine replica, each holding a slice of "
+                             "every weight (dense Llama-family models)")
     # GPU-only flags a vLLM command line may carry; accepted and ignored on CPU.
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
                         help=argparse.SUPPRESS)
     parser.add_argument("--enforce-eager", action="store_true", help=argparse.SUPPRESS)
 
 
 def engine_args_from(args: argparse.Namespace) -> EngineArgs:
-    if args.tensor_parallel_size != 1:
-        raise SystemExit("vllm serve: --tensor-parallel-size other than 1 is not supported "
-                         "on CPU")
     model = getattr(args, "model_tag", None) or args.model
     return EngineArgs(
         model=model, tokenizer=args.tokenizer, revision=args.revision, dtype=args.dtype,
@@ -88,5 +86,6 @@ def engine_args_from(args: argparse.Namespace) -> EngineArgs:
         enable_chunked_prefill=args.enable_chunked_prefill, load_format=args.load_format,
         quantization=args.quantization, max_logprobs=args.max_logprobs,
         data_parallel_size=args.data_parallel_size,
+        tensor_parallel_size=args.tensor_parallel_size,
         seed=args.seed, generation_config=args.generation_config,
         served_model_name=args.served_model_name[0] if args.served_model_name else None)

@@ -20,6 +20,9 @@ from vllm.model_executor.layers.linear import (Linear, apply_linear, is_pair_pac
                                                place_quantized_in_call_order,
                                                place_weights_in_call_order)
 from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings
+from vllm.model_executor.layers.tensor_parallel import (ColumnParallelLinear, RowParallelLinear,
+                                                        VocabParallelEmbedding, divide,
+                                                        tp_rank_and_size)
 from vllm.model_executor.models.fused_decode import FusedDecode
 
 
@@ -33,9 +36,15 @@ class LlamaAttention(nn.Module):
         self.q_size = self.num_heads * self.head_size
         self.kv_size = self.num_kv_heads * self.head_size
         attention_bias = bool(getattr(config, "attention_bias", False))
-        self.qkv_proj = Linear(hidden, {"q": self.q_size, "k": self.kv_size, "v": self.kv_size},
-                               bias=qkv_bias or attention_bias, dtype=dtype)
-        self.o_proj = Linear(self.q_size, hidden, bias=attention_bias, dtype=dtype)
+        tp_rank, tp_size = tp_rank_and_size()
+        if tp_size == 1:
+            self.qkv_proj = Linear(hidden, {"q": self.q_size, "k": self.kv_size,
+                                            "v": self.kv_size},
+                                   bias=qkv_bias or attention_bias, dtype=dtype)
+            self.o_proj = Linear(self.q_size, hidden, bias=attention_bias, dtype=dtype)
+        else:
+            self._split_heads(hidden, tp_rank, tp_size, qkv_bias or attention_bias,
+                              attention_bias, dtype)
         rotary_dim = int(self.head_size * getattr(config, "partial_rotary_factor", 1.0))
         base, scaling = rope_settings(config)
         self.rotary_emb = RotaryEmbedding(self.head_size, rotary_dim,
@@ -43,6 +52,26 @@ class LlamaAttention(nn.Module):
                                           scaling)
         self.attn = Attention(self.num_heads, self.head_size, self.head_size ** -0.5,
                               self.num_kv_heads, backend)
+
+    def _split_heads(self, hidden: int, rank: int, size: int, qkv_bias: bool, o_bias: bool,
+                     dtype: torch.dtype) -> None:
+        """Tensor parallelism: this rank's query heads and their KV heads
+        (each KV head on size / num_kv_heads ranks when there are fewer KV
+        heads than ranks)."""
+        heads = divide(self.num_heads, size, "the number of attention heads")
+        if self.num_kv_heads >= size:
+            kv_heads = divide(self.num_kv_heads, size, "the number of KV heads")
+            kv_first = rank * kv_heads
+        else:
+            divide(size, self.num_kv_heads, "tensor_parallel_size over the KV heads")
+            kv_heads, kv_first = 1, rank * self.num_kv_heads // size
+        d = self.head_size
+        self.qkv_proj = ColumnParallelLinear(
+            hidden, {"q": (rank * heads * d, heads * d), "k": (kv_first * d, kv_heads * d),
+                     "v": (kv_first * d, kv_heads * d)}, bias=qkv_bias, dtype=dtype)
+        self.o_proj = RowParallelLinear(self.q_size, hidden, bias=o_bias, dtype=dtype)
+        self.num_heads, self.num_kv_heads = heads, kv_heads
+        self.q_size, self.kv_size = heads * d, kv_heads * d
 
     def forward(self, positions: torch.Tensor, hidden: torch.Tensor,
                 output_rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -65,12 +94,19 @@ class LlamaMLP(nn.Module):
     def __init__(self, config, dtype: torch.dtype, intermediate_size: int | None = None) -> None:
         super().__init__()
         inter = intermediate_size or config.intermediate_size
-        self.gate_up_proj = Linear(config.hidden_size, {"gate": inter, "up": inter},
-                                   bias=getattr(config, "mlp_bias", False), dtype=dtype,
-                                   gate_up=True)
+        bias = getattr(config, "mlp_bias", False)
+        rank, size = tp_rank_and_size()
+        if size == 1:
+            self.gate_up_proj = Linear(config.hidden_size, {"gate": inter, "up": inter},
+                                       bias=bias, dtype=dtype, gate_up=True)
+            self.down_proj = Linear(inter, config.hidden_size, bias=bias, dtype=dtype)
+        else:
+            local = divide(inter, size, "the MLP's intermediate size")
+            self.gate_up_proj = ColumnParallelLinear(
+                config.hidden_size, {"gate": (rank * local, local), "up": (rank * local, local)},
+                bias=bias, dtype=dtype, gate_up=True)
+            self.down_proj = RowParallelLinear(inter, config.hidden_size, bias=bias, dtype=dtype)
         self.act = ActAndMul(getattr(config, "hidden_act", "silu"))
-        self.down_proj = Linear(inter, config.hidden_size,
-                                bias=getattr(config, "mlp_bias", False), dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(gate_up_activation(x, self.gate_up_proj, self.act))
@@ -116,13 +152,22 @@ class LlamaModel(nn.Module):
     def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool = False,
                  layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
-        self.embed_tokens.weight.requires_grad_(False)
+        self.tp_size = tp_rank_and_size()[1]
+        if self.tp_size == 1:
+            self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
+            self.embed_tokens.weight.requires_grad_(False)
+        else:
+            self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size,
+                                                       dtype)
         self.layers = nn.ModuleList(layer_cls(config, dtype, backend, qkv_bias, i)
                                     for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-        self.fused_decode = (FusedDecode(self.layers)
-                             if all(layer.is_plain_llama() for layer in self.layers) else None)
+        plain = all(layer.is_plain_llama() for layer in self.layers)
+        if self.tp_size > 1 and not plain:
+            raise ValueError("tensor parallelism runs dense Llama-family models (Llama, "
+                             "Mistral, Qwen2, SmolLM2) so far; this model's layers are not")
+        # the C++ layer loop has no all-reduce: one rank only
+        self.fused_decode = FusedDecode(self.layers) if plain and self.tp_size == 1 else None
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Final hidden states of every row, or of md.output_rows only when
@@ -166,6 +211,8 @@ class LlamaForCausalLM(nn.Module):
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         if self.tie_word_embeddings:
             self.lm_head = self.model.embed_tokens
+        elif self.model.tp_size > 1:
+            self.lm_head = VocabParallelEmbedding(config.vocab_size, config.hidden_size, dtype)
         else:
             self.lm_head = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
             self.lm_head.weight.requires_grad_(False)
@@ -180,7 +227,10 @@ class LlamaForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits of the given hidden states (only the rows to sample), in the
         model's dtype, as transformers computes them; the sampler upcasts."""
-        return apply_linear(hidden, self.lm_head.weight, None, self.packed_lm_head)
+        logits = apply_linear(hidden, self.lm_head.weight, None, self.packed_lm_head)
+        if isinstance(self.lm_head, VocabParallelEmbedding):  # this rank's vocabulary range
+            logits = self.lm_head.gather_logits(logits)
+        return logits
 
     def process_weights_after_loading(self) -> None:
         # in call order; quantized ones are packed already (Linear.load)
@@ -226,9 +276,13 @@ class LlamaForCausalLM(nn.Module):
         params = dict(self.named_parameters())
         loaded: set[str] = set()
         shards_seen: dict[str, set[str]] = {}
+        tp = self.model.tp_size > 1
         for name, tensor in weights:
             if "rotary_emb.inv_freq" in name:
                 continue
+            if tp and isinstance(tensor, QuantizedWeight):
+                raise ValueError(f"tensor parallelism takes dense weights only; {name} is "
+                                 "quantized (load it with quantization='none' or one rank)")
             moe_path = load_expert_checkpoint_tensor(name, tensor, modules)
             if moe_path is not None:
                 if modules[moe_path].all_loaded():
@@ -256,6 +310,9 @@ class LlamaForCausalLM(nn.Module):
                     loaded.add(f"{parent}.{fused}.{leaf}")
             elif module_path in modules and isinstance(modules[module_path], Linear):
                 modules[module_path].load(leaf, tensor)
+                loaded.add(name)
+            elif isinstance(modules.get(module_path), VocabParallelEmbedding):
+                modules[module_path].load(tensor)
                 loaded.add(name)
             elif name in params:
                 param = params[name]

@@ -1,0 +1,104 @@
+"""Tensor parallelism on this machine: TP=2 (one core per rank) against one
+rank on all cores, same model, same workload, each in a fresh process, in
+alternation (rounds), with the time rank 0 spends in communication.
+
+    python bench/e2e/tensor_parallel.py [--rounds 2]
+
+Model: a TinyLlama-1.1B-shaped Llama (hidden 2048, 32 query / 4 KV heads of
+64, MLP 5632) cut to 4 layers, random bf16 weights written by transformers
+into bench/.models/tinyllama-4l-bf16 (SmolLM2's 9 heads do not split in
+two). Workload: 64 prompts x 158 tokens -> 128 tokens greedy (EOS ignored),
+and batch-1 decode of 128 tokens after a 16-token prompt. Communication:
+rank 0's wall time inside the group's all_reduce / all_gather /
+broadcast_object calls (timers around GroupCoordinator's methods), per
+decode step of the batch-1 run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL = os.path.join(HERE, "..", ".models", "tinyllama-4l-bf16")
+
+_RUN = r"""
+import json, sys, time
+import torch
+from vllm.distributed import parallel_state
+spent = {"s": 0.0, "calls": 0}
+for name in ("all_reduce", "all_gather", "broadcast_object"):
+    original = getattr(parallel_state.GroupCoordinator, name)
+    def timed(self, *a, _original=original, **k):
+        t = time.perf_counter()
+        try:
+            return _original(self, *a, **k)
+        finally:
+            spent["s"] += time.perf_counter() - t
+            spent["calls"] += 1
+    setattr(parallel_state.GroupCoordinator, name, timed)
+from vllm import LLM, SamplingParams
+model, tp = sys.argv[1], int(sys.argv[2])
+llm = LLM(model, dtype="bfloat16", tensor_parallel_size=tp, max_model_len=512)
+g = torch.Generator().manual_seed(0)
+prompts = [{"prompt_token_ids": torch.randint(100, 30000, (158,), generator=g).tolist()}
+           for _ in range(64)]
+llm.generate(prompts[:2], SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
+llm.reset_prefix_cache()
+t = time.perf_counter()
+outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=128, ignore_eos=True),
+                    use_tqdm=False)
+throughput = sum(len(o.outputs[0].token_ids) for o in outs) / (time.perf_counter() - t)
+spent.update(s=0.0, calls=0)
+t = time.perf_counter()
+llm.generate({"prompt_token_ids": prompts[0]["prompt_token_ids"][:16]},
+             SamplingParams(temperature=0, max_tokens=128, ignore_eos=True), use_tqdm=False)
+batch1 = 128 / (time.perf_counter() - t)
+print("RESULT", json.dumps({"tp": tp, "out_tok_s": round(throughput, 1),
+                            "batch1_tok_s": round(batch1, 1),
+                            "comm_ms_per_decode_step": round(spent["s"] * 1e3 / 128, 3),
+                            "comm_calls_per_step": round(spent["calls"] / 128, 1)}))
+"""
+
+
+def make_model() -> None:
+    if os.path.isfile(os.path.join(MODEL, "config.json")):
+        return
+    sys.path.insert(0, os.path.join(HERE, "..", "peers"))
+    from prepare_models import save_random_bf16
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from vllm.transformers_utils.gguf_file import load_gguf_tokenizer
+    from vllm.transformers_utils.model_resolver import default_model_path
+    tokenizer = load_gguf_tokenizer(default_model_path())
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=2048, intermediate_size=5632,
+                         num_hidden_layers=4, num_attention_heads=32, num_key_value_heads=4,
+                         max_position_embeddings=2048, tie_word_embeddings=False)
+    save_random_bf16(LlamaForCausalLM, config, tokenizer, MODEL)
+
+
+def run(tp: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    env.update(OMP_NUM_THREADS="2", VLLM_CPU_KVCACHE_SPACE="2")
+    out = subprocess.run([sys.executable, "-c", _RUN, MODEL, str(tp)], capture_output=True,
+                         text=True, env=env, timeout=1800)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-3000:])
+    return json.loads(next(line[len("RESULT "):] for line in out.stdout.splitlines()
+                           if line.startswith("RESULT ")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    make_model()
+    for round_ in range(args.rounds):
+        for tp in (1, 2):
+            print(f"round {round_ + 1}", json.dumps(run(tp)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Executors: how one engine replica's model runs over several processes."""

@@ -1,0 +1,106 @@
+"""Tensor-parallel layers (Megatron's split, as vLLM's): each rank holds a
+slice of every weight and the layers exchange activations at two points per
+block.
+
+- ColumnParallelLinear: the output features split across ranks (each fused
+  shard on its own, e.g. q, k and v heads); no communication.
+- RowParallelLinear: the input features split; each rank's partial product
+  summed over ranks (all-reduce), then the bias.
+- VocabParallelEmbedding: the vocabulary split in equal ranges; a token
+  outside a rank's range looks up zeros there, and the all-reduce fills it
+  in. As the LM head, each rank's logits for its range, all-gathered.
+
+Checkpoint tensors come whole; each layer slices its part at load.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vllm.distributed.parallel_state import (get_tensor_model_parallel_rank,
+                                             get_tensor_model_parallel_world_size, get_tp_group)
+from vllm.model_executor.layers.linear import Linear, apply_linear
+
+
+def tp_rank_and_size() -> tuple[int, int]:
+    return get_tensor_model_parallel_rank(), get_tensor_model_parallel_world_size()
+
+
+def divide(total: int, parts: int, what: str) -> int:
+    if total % parts:
+        raise ValueError(f"tensor parallelism: {what} ({total}) is not divisible by "
+                         f"tensor_parallel_size {parts}")
+    return total // parts
+
+
+class ColumnParallelLinear(Linear):
+    """`shard_ranges`: for each fused shard, the rows of the checkpoint's
+    tensor this rank holds (start, length)."""
+
+    def __init__(self, in_features: int, shard_ranges: dict[str, tuple[int, int]],
+                 bias: bool = False, dtype: torch.dtype = torch.float32,
+                 gate_up: bool = False) -> None:
+        super().__init__(in_features, {s: n for s, (_, n) in shard_ranges.items()}, bias=bias,
+                         dtype=dtype, gate_up=gate_up)
+        self.shard_ranges = shard_ranges
+
+    def load(self, name: str, loaded: torch.Tensor, shard: str = "") -> None:
+        if not isinstance(loaded, torch.Tensor):
+            raise ValueError("tensor parallelism takes dense weights only (no quantized "
+                             "checkpoints yet)")
+        start, length = self.shard_ranges[shard]
+        super().load(name, loaded.narrow(0, start, length), shard)
+
+
+class RowParallelLinear(Linear):
+    """The input features split in equal ranges; y = all_reduce(x_r W_r^T) + b."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False,
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.tp_rank, self.tp_size = tp_rank_and_size()
+        local = divide(in_features, self.tp_size, "the input features of a row-parallel layer")
+        super().__init__(local, out_features, bias=bias, dtype=dtype)
+
+    def load(self, name: str, loaded: torch.Tensor, shard: str = "") -> None:
+        if not isinstance(loaded, torch.Tensor):
+            raise ValueError("tensor parallelism takes dense weights only (no quantized "
+                             "checkpoints yet)")
+        if name == "weight":
+            loaded = loaded.narrow(1, self.tp_rank * self.in_features, self.in_features)
+        super().load(name, loaded, shard)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        partial = apply_linear(x, self.weight, None, self.packed_weight)
+        out = get_tp_group().all_reduce(partial)
+        return out + self.bias if self.bias is not None else out
+
+
+class VocabParallelEmbedding(nn.Module):
+    """Rows [rank * per_rank, (rank + 1) * per_rank) of the (padded) vocabulary."""
+
+    def __init__(self, vocab_size: int, hidden: int, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.tp_rank, self.tp_size = tp_rank_and_size()
+        self.vocab_size = vocab_size
+        self.per_rank = -(-vocab_size // self.tp_size)
+        self.start = self.tp_rank * self.per_rank
+        self.weight = nn.Parameter(torch.zeros(self.per_rank, hidden, dtype=dtype),
+                                   requires_grad=False)
+
+    def load(self, loaded: torch.Tensor) -> None:
+        if tuple(loaded.shape) != (self.vocab_size, self.weight.shape[1]):
+            raise ValueError(f"checkpoint embedding has shape {tuple(loaded.shape)}, expected "
+                             f"{(self.vocab_size, self.weight.shape[1])}")
+        rows = loaded[self.start:self.start + self.per_rank]
+        self.weight.data[:rows.shape[0]].copy_(rows)  # the padding rows stay zero
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        local = input_ids - self.start
+        outside = (local < 0) | (local >= self.per_rank)
+        rows = self.weight[local.masked_fill(outside, 0)]
+        rows.masked_fill_(outside.unsqueeze(-1), 0)
+        return get_tp_group().all_reduce(rows)
+
+    def gather_logits(self, local_logits: torch.Tensor) -> torch.Tensor:
+        """Each rank's logits for its vocabulary range -> the whole row."""
+        return get_tp_group().all_gather(local_logits, dim=-1)[..., :self.vocab_size]
