@@ -70,10 +70,14 @@ def _run(folder, tp: int) -> dict:
                            if line.startswith("RESULT ")))
 
 
+# fresh engines in subprocesses take ~10 s a case: the variants beyond the
+# first run in CI's slow step
 @pytest.mark.parametrize("arch,kwargs", [
     ("llama", dict(num_key_value_heads=2)),  # KV heads split: one per rank
-    ("llama", dict(num_key_value_heads=1)),  # fewer KV heads than ranks: replicated
-    ("qwen2", dict(num_key_value_heads=2)),  # q/k/v biases (column-parallel), o without
+    pytest.param("llama", dict(num_key_value_heads=1),  # fewer KV heads than ranks
+                 marks=pytest.mark.slow),
+    pytest.param("qwen2", dict(num_key_value_heads=2),  # q/k/v biases, o without
+                 marks=pytest.mark.slow),
 ], ids=["kv-split", "kv-replicated", "qwen2-biases"])
 def test_two_ranks_match_one(tmp_path, tokenizer, arch, kwargs):
     names = {"llama": ("LlamaConfig", "LlamaForCausalLM"),
@@ -88,6 +92,7 @@ def test_two_ranks_match_one(tmp_path, tokenizer, arch, kwargs):
         assert max(abs(x - y) for x, y in zip(a, b) if x is not None) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edit,message", [
     (dict(num_attention_heads=3, hidden_size=96),
      r"the number of attention heads \(3\) is not divisible by tensor_parallel_size 2"),
@@ -105,6 +110,7 @@ def test_shapes_that_do_not_split_are_refused(tmp_path, tokenizer, edit, message
         out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_models_tensor_parallelism_cannot_run_are_refused(tmp_path, tokenizer):
     from tests.engine.moe_checkpoints import save_random_moe
     save_random_moe("qwen2_moe", tmp_path, tokenizer)

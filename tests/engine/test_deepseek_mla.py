@@ -140,6 +140,7 @@ def test_head_dims_the_kernels_cannot_take_fail_at_load(tokenizer, tmp_path, fie
         LLM(str(tmp_path), dtype="float32", load_format="dummy")
 
 
+@pytest.mark.slow  # a fresh process on Triton's interpreter; CI's slow step runs it
 def test_triton_mla_backend_matches_transformers(tokenizer, tmp_path):
     """VLLM_ATTENTION_BACKEND=TRITON_MLA: decode through the Triton MLA
     kernel (Triton's interpreter here), in a fresh process: the interpreter
