@@ -8,17 +8,12 @@ Nothing may be left in /dev/shm afterwards."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.entrypoints.server import free_port as _free_port
 
 
 def _input(rank: int, round_: int, shape, dtype) -> torch.Tensor:
