@@ -183,13 +183,17 @@ class ParallelConfig:
     data_parallel_rank: int = 0
     external: bool = False
     # ranks of each replica, each a worker process holding a slice of every
-    # weight (vllm.executor.tp_workers)
+    # weight of its stage's layers (vllm.executor.multiproc_executor)
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
 
     def __post_init__(self) -> None:
         if self.tensor_parallel_size < 1:
             raise ValueError(f"tensor_parallel_size must be at least 1, got "
                              f"{self.tensor_parallel_size}")
+        if self.pipeline_parallel_size < 1:
+            raise ValueError(f"pipeline_parallel_size must be at least 1, got "
+                             f"{self.pipeline_parallel_size}")
         if self.data_parallel_size < 1:
             raise ValueError(f"data_parallel_size must be at least 1, got "
                              f"{self.data_parallel_size}")
@@ -198,7 +202,8 @@ class ParallelConfig:
                              f"0..{self.data_parallel_size - 1} (VLLM_DP_RANK, VLLM_DP_SIZE)")
 
     @classmethod
-    def resolve(cls, data_parallel_size: int, tensor_parallel_size: int = 1) -> "ParallelConfig":
+    def resolve(cls, data_parallel_size: int, tensor_parallel_size: int = 1,
+                pipeline_parallel_size: int = 1) -> "ParallelConfig":
         """vLLM's rule: an explicit size above 1 runs that many replicas here;
         otherwise VLLM_DP_SIZE / VLLM_DP_RANK say this process is one rank of
         replicas an external launcher started. Replicas of these models
@@ -206,9 +211,16 @@ class ParallelConfig:
         have nothing to coordinate."""
         from vllm import envs
         if data_parallel_size != 1:
-            return cls(data_parallel_size, 0, tensor_parallel_size=tensor_parallel_size)
+            return cls(data_parallel_size, 0, tensor_parallel_size=tensor_parallel_size,
+                       pipeline_parallel_size=pipeline_parallel_size)
         return cls(envs.VLLM_DP_SIZE, envs.VLLM_DP_RANK, external=envs.VLLM_DP_SIZE > 1,
-                   tensor_parallel_size=tensor_parallel_size)
+                   tensor_parallel_size=tensor_parallel_size,
+                   pipeline_parallel_size=pipeline_parallel_size)
+
+    @property
+    def world_size(self) -> int:
+        """Worker ranks of one replica."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
 
     @property
     def replicas_here(self) -> int:
@@ -217,7 +229,7 @@ class ParallelConfig:
 
     def for_rank(self, rank: int) -> "ParallelConfig":
         return ParallelConfig(self.data_parallel_size, rank, self.external,
-                              self.tensor_parallel_size)
+                              self.tensor_parallel_size, self.pipeline_parallel_size)
 
 
 @dataclass

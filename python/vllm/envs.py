@@ -304,7 +304,9 @@ _var("VLLM_USE_FLASHINFER_SAMPLER", _bool_from_int, None, BOOL01,
 _var("VLLM_FLASHINFER_FORCE_TENSOR_CORES", _bool_from_int, False, BOOL01,
      "Force flashinfer to use tensor cores.")
 _var("VLLM_PP_LAYER_PARTITION", _str, None, "comma-separated layer counts",
-     "Pipeline-parallel layer partition.")
+     "Decoder layers per pipeline stage, e.g. '3,1' (one positive count per stage, "
+     "summing to the model's layers; checked before any worker starts). Unset: an even "
+     "split, the remainder to the stages before the last (vLLM's rule).")
 _var("VLLM_CPU_KVCACHE_SPACE", _cpu_kvcache_space, 0, "an integer >= 0",
      "CPU KV cache size in GiB; 0 means 4 GiB.")
 _var("VLLM_CPU_OMP_THREADS_BIND", _str, "all", "'all' or core ids like 0-31",

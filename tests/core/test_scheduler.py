@@ -107,3 +107,52 @@ def test_abort_returns_blocks_and_tells_the_runner():
     s.finish_requests("a", RequestStatus.FINISHED_ABORTED)
     assert s.kv.pool.num_free_blocks == 64
     assert "a" in s.schedule().finished_req_ids
+
+
+# ---------------------------------------------------------------- pipelined
+def sampled_for(scheduler, out, token=7):
+    """What the last stage would return for step `out`."""
+    return ModelRunnerOutput({rid: token for rid in out.num_scheduled_tokens
+                              if scheduler.requests[rid].num_computed_tokens
+                              == scheduler.requests[rid].num_tokens})
+
+
+def test_micro_batches_split_the_live_requests_between_steps_in_flight():
+    s = Scheduler(SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8,
+                                  max_model_len=256), 64, BS, True, micro_batches=2)
+    for i in range(4):
+        s.add_request(request(str(i), [1, 2, 3], max_tokens=3))
+    first = s.schedule()  # nothing in flight yet: half of the four
+    first_result = sampled_for(s, first)
+    second = s.schedule()  # the other half, while the first is in flight
+    assert list(first.num_scheduled_tokens) == ["0", "1"]
+    assert list(second.num_scheduled_tokens) == ["2", "3"]
+    second_result = sampled_for(s, second)
+    # both in flight, their tokens not back: nothing to schedule
+    assert s.schedule().total_num_scheduled_tokens == 0
+    s.update_from_output(first, first_result)
+    third = s.schedule()  # the first half's decodes, the second still in flight
+    assert third.num_scheduled_tokens == {"0": 1, "1": 1}
+    s.update_from_output(second, second_result)
+    assert s.schedule().num_scheduled_tokens == {"2": 1, "3": 1}
+
+
+def test_requests_in_flight_are_never_preempted():
+    s = Scheduler(SchedulerConfig(max_num_batched_tokens=64, max_num_seqs=8,
+                                  max_model_len=256), 2, BS, False, micro_batches=2)
+    s.add_request(request("a", [1, 2, 3, 4], max_tokens=8))  # a full block each
+    s.add_request(request("b", [5, 6, 7, 8], max_tokens=8))
+    first = s.schedule()  # a alone (its half of the two)
+    second = s.schedule()  # b, while a is in flight
+    assert (list(first.num_scheduled_tokens), list(second.num_scheduled_tokens)) == (["a"], ["b"])
+    assert s.kv.pool.num_free_blocks == 0
+    s.update_from_output(first, sampled_for(s, first))
+    # a's decode needs a block and none is free. The newest running request,
+    # b, is in flight (its step may still write its blocks): not b but a
+    # gives way
+    third = s.schedule()
+    assert third.preempted_req_ids == {"a"} and third.total_num_scheduled_tokens == 0
+    assert s.requests["b"].status == RequestStatus.RUNNING
+    s.update_from_output(second, sampled_for(s, second))
+    fourth = s.schedule()  # b's decode takes the block a gave up
+    assert fourth.num_scheduled_tokens == {"b": 1}

@@ -192,9 +192,3 @@ def test_default_step_token_budget_by_usage_context(context, chunked, expected):
     config, _ = args.create_engine_config(UsageContext[context])
     assert config.scheduler_config.max_num_batched_tokens == explicit
 
-
-def test_pipeline_parallel_size_is_refused_not_dropped():
-    """Pipeline parallelism is not here yet: a script asking for it must not
-    silently get one process. (tensor_parallel_size: tests/distributed.)"""
-    with pytest.raises(ValueError, match=r"pipeline_parallel_size=2 is not supported yet"):
-        LLM(pipeline_parallel_size=2)

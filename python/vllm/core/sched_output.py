@@ -33,6 +33,10 @@ class SchedulerOutput:
     total_num_scheduled_tokens: int
     finished_req_ids: set[str] = field(default_factory=set)  # drop their state
     preempted_req_ids: set[str] = field(default_factory=set)  # drop their state
+    # Pipeline parallelism: tokens the last stage sampled since the previous
+    # step went out, for the stages that did not sample them (the executor
+    # fills this in; the scheduler never does)
+    sampled_token_ids: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -6,10 +6,17 @@ still lacks (one for a decode, the rest of the prompt for a chunked prefill).
 When blocks run out the newest running request is preempted: its blocks are
 freed and it is recomputed later (its cached blocks usually survive as
 prefix-cache hits). Waiting requests are admitted with what budget, seats
-(max_num_seqs) and blocks remain, after a prefix-cache lookup."""
+(max_num_seqs) and blocks remain, after a prefix-cache lookup.
+
+With pipeline parallelism several steps are in flight at once (one per
+stage). A request's computed-token count advances when it is scheduled, so
+a decode whose token has not come back has nothing to schedule and sits
+the next step out; requests in flight are never preempted; and each step
+takes at most its share (1/micro_batches) of the live requests, so the
+stages get micro-batches of similar size."""
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 
 from vllm.config import SchedulerConfig
 from vllm.core.block_pool import BlockPool
@@ -21,8 +28,10 @@ from vllm.core.sched_output import (CachedRequestData, EngineCoreOutput, ModelRu
 
 class Scheduler:
     def __init__(self, config: SchedulerConfig, num_blocks: int, block_size: int,
-                 enable_prefix_caching: bool) -> None:
+                 enable_prefix_caching: bool, micro_batches: int = 1) -> None:
         self.config = config
+        self.micro_batches = micro_batches
+        self.in_flight: Counter[str] = Counter()  # scheduled steps without a result yet
         self.block_size = block_size
         self.kv = KVCacheManager(BlockPool(num_blocks, enable_prefix_caching), block_size)
         self.requests: dict[str, Request] = {}
@@ -79,8 +88,10 @@ class Scheduler:
         preempted: set[str] = set()
         max_len = self.config.max_model_len
 
+        seats = self._seats_this_step()
+        waits_for_blocks = False
         index = 0
-        while index < len(self.running) and budget > 0:
+        while index < len(self.running) and budget > 0 and len(num_scheduled) < seats:
             request = self.running[index]
             num_new = min(request.num_tokens - request.num_computed_tokens, budget,
                           max_len - request.num_computed_tokens)
@@ -89,7 +100,11 @@ class Scheduler:
                 continue
             blocks_before = len(self.kv.req_blocks.get(request.request_id, []))
             while not self.kv.allocate_slots(request, num_new):
-                victim = self.running.pop()
+                victim = self._victim(index)
+                if victim is None:  # only requests in flight to free: wait for them
+                    waits_for_blocks = True
+                    break
+                self.running.remove(victim)
                 self._preempt(victim)
                 preempted.add(victim.request_id)
                 if victim is request:
@@ -103,10 +118,11 @@ class Scheduler:
                                                      request.num_computed_tokens))
                 index += 1
                 continue
-            break  # the current request was itself preempted
+            break  # the current request was preempted, or waits for blocks
 
-        if not preempted:
-            while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+        if not preempted and not waits_for_blocks:
+            while (self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs
+                   and len(num_scheduled) < seats):
                 request = self.waiting[0]
                 hits, num_hit_tokens = self.kv.get_computed_blocks(request)
                 num_new = request.num_tokens - num_hit_tokens
@@ -130,10 +146,25 @@ class Scheduler:
 
         for req_id, count in num_scheduled.items():
             self.requests[req_id].num_computed_tokens += count
+            self.in_flight[req_id] += 1
         output = SchedulerOutput(new_reqs, cached_reqs, num_scheduled,
                                  sum(num_scheduled.values()), self._finished_ids, preempted)
         self._finished_ids = set()
         return output
+
+    def _seats_this_step(self) -> int:
+        if self.micro_batches == 1:
+            return self.config.max_num_seqs
+        live = len(self.running) + len(self.waiting)
+        return max(1, -(-live // self.micro_batches))
+
+    def _victim(self, index: int) -> Request | None:
+        """The newest running request from `index` on (those before it are
+        scheduled this step) with no step in flight."""
+        for victim in reversed(self.running[index:]):
+            if not self.in_flight[victim.request_id]:
+                return victim
+        return None
 
     # ------------------------------------------------------------ update
     def _check_stop(self, request: Request, token: int) -> bool:
@@ -158,6 +189,9 @@ class Scheduler:
                            result: ModelRunnerOutput) -> list[EngineCoreOutput]:
         outputs: list[EngineCoreOutput] = []
         for req_id in sched.num_scheduled_tokens:
+            self.in_flight[req_id] -= 1
+            if not self.in_flight[req_id]:
+                del self.in_flight[req_id]
             request = self.requests.get(req_id)
             if request is None or request.is_finished():  # aborted meanwhile
                 continue

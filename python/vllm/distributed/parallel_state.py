@@ -135,6 +135,27 @@ class GroupCoordinator:
             return t
         return _join_tensor_dict(metadata, receive)
 
+    def isend(self, tensor: torch.Tensor, dst: int | None = None) -> dist.Work:
+        """Non-blocking: to rank `dst` of the group (default: the next one).
+        The tensor must stay alive and unchanged until the work completes."""
+        dst_global = self.next_rank if dst is None else self.ranks[dst]
+        return dist.isend(tensor, dst=dst_global, group=self.device_group)
+
+    def recv(self, tensor: torch.Tensor, src: int | None = None) -> torch.Tensor:
+        """Into `tensor` (its shape and dtype agreed beforehand), from rank
+        `src` of the group (default: the previous one)."""
+        src_global = self.prev_rank if src is None else self.ranks[src]
+        dist.recv(tensor, src=src_global, group=self.device_group)
+        return tensor
+
+    def all_reduce_min(self, value: int) -> int:
+        """The smallest of the ranks' integers."""
+        if self.world_size == 1:
+            return value
+        box = torch.tensor([value], dtype=torch.int64)
+        dist.all_reduce(box, op=dist.ReduceOp.MIN, group=self.device_group)
+        return int(box)
+
     def barrier(self) -> None:
         dist.barrier(group=self.device_group)
 
@@ -260,3 +281,11 @@ def destroy_distributed_environment() -> None:
         _WORLD = None
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def get_pipeline_model_parallel_rank() -> int:
+    return _PP.rank_in_group if _PP is not None else 0
+
+
+def get_pipeline_model_parallel_world_size() -> int:
+    return _PP.world_size if _PP is not None else 1

@@ -12,6 +12,10 @@ g % 2 again) has seen every flag at g + 1, so every rank has finished
 reading round g: two banks suffice, no second barrier. Data are stored
 before the flag that publishes them; x86's store ordering (TSO) keeps that
 order for the readers. Tensors larger than a slot go through gloo.
+
+A rank waiting for the others checks, every few milliseconds of waiting,
+that the processes behind are alive: a peer that died fails the all-reduce
+at once (gloo would notice a closed connection; a flag never notices).
 """
 from __future__ import annotations
 
@@ -26,6 +30,18 @@ import torch.distributed as dist
 
 DEFAULT_SLOT_BYTES = 4 << 20  # a 64-token x 16k-wide bf16 activation
 SHM_DIR = "/dev/shm"
+_LIVENESS_CHECK_S = 0.05
+
+
+def _process_gone(pid: int) -> bool:
+    """Exited, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 class SharedMemoryAllReduce:
@@ -65,6 +81,9 @@ class SharedMemoryAllReduce:
         self._flags = buf[:8 * world_size].view(np.int64)
         self._data = torch.from_numpy(buf[header:])
         self._flags[rank_in_group] = 0
+        pids: list = [None] * world_size
+        dist.all_gather_object(pids, os.getpid(), group=group)
+        self._pids = pids
 
     def fits(self, tensor: torch.Tensor) -> bool:
         return tensor.numel() * tensor.element_size() <= self.slot_bytes
@@ -82,16 +101,29 @@ class SharedMemoryAllReduce:
         mine = slots[self.rank].view(tensor.dtype).view(tensor.shape)
         mine.copy_(tensor)
         self._flags[self.rank] = self.round
-        spins = 0
+        spins, next_check = 0, None
         while int(self._flags.min()) < self.round:
             spins += 1
             if spins > 1000:
                 time.sleep(0)  # give the core up while a peer is descheduled
+                now = time.monotonic()
+                if next_check is None:
+                    next_check = now + _LIVENESS_CHECK_S
+                elif now >= next_check:
+                    self._fail_if_a_peer_died()
+                    next_check = now + _LIVENESS_CHECK_S
         parts = [slots[r].view(tensor.dtype).view(tensor.shape) for r in range(self.world_size)]
         if self.world_size == 2 or tensor.dtype == torch.float32:
             return parts[0] + parts[1] if self.world_size == 2 else sum(parts[1:], parts[0].clone())
         # 16-bit: summed in fp32, rounded once
         return sum((p.float() for p in parts[1:]), parts[0].float()).to(tensor.dtype)
+
+    def _fail_if_a_peer_died(self) -> None:
+        behind = np.flatnonzero(self._flags < self.round)
+        gone = [int(r) for r in behind if _process_gone(self._pids[r])]
+        if gone:
+            raise RuntimeError(f"shared-memory all-reduce: rank(s) {gone} of the group "
+                               f"(pid {[self._pids[r] for r in gone]}) exited")
 
     def close(self) -> None:
         if getattr(self, "_map", None) is not None:

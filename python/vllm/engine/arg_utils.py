@@ -49,6 +49,9 @@ class EngineArgs:
     data_parallel_size: int = 1
     # worker processes per replica, each with a slice of every weight
     tensor_parallel_size: int = 1
+    # stages per replica, each a worker process (or tensor_parallel_size of
+    # them) holding a contiguous run of the layers (VLLM_PP_LAYER_PARTITION)
+    pipeline_parallel_size: int = 1
     # "auto": the model's recommended sampling defaults
     # (generation_config.json, GGUF metadata, or for the embedded model its
     # model card's); "vllm": none; a folder: its generation_config.json
@@ -116,6 +119,13 @@ class EngineArgs:
                                            enable_chunked_prefill=self.enable_chunked_prefill)
         tokenizer = get_tokenizer(resolved, self.tokenizer, self.revision)
         parallel_config = ParallelConfig.resolve(self.data_parallel_size,
-                                                 self.tensor_parallel_size)
+                                                 self.tensor_parallel_size,
+                                                 self.pipeline_parallel_size)
+        if parallel_config.pipeline_parallel_size > 1:
+            # a partition that does not fit fails here, not in every worker
+            from vllm.distributed.utils import pipeline_partition
+            counts = pipeline_partition(hf_config.num_hidden_layers,
+                                        parallel_config.pipeline_parallel_size)
+            logger.info("pipeline parallelism: layers per stage %s", counts)
         return VllmConfig(model_config, cache_config, scheduler_config,
                           parallel_config=parallel_config), tokenizer

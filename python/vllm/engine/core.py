@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 from vllm import envs
 from vllm.config import VllmConfig
@@ -39,18 +40,21 @@ class EngineCore:
     def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
         start = time.perf_counter()
         self.config = config
-        if config.parallel_config.tensor_parallel_size > 1:
-            from vllm.executor.tp_workers import TensorParallelWorkers
-            self.worker = TensorParallelWorkers(config, eos_token_id)
+        if config.parallel_config.world_size > 1:
+            from vllm.executor.multiproc_executor import MultiprocExecutor
+            self.worker = MultiprocExecutor(config, eos_token_id)
         else:
             self.worker = CPUWorker(config, eos_token_id)
+        # pipeline parallelism: steps in flight, oldest first (one per stage)
+        micro_batches = getattr(self.worker, "max_concurrent_batches", 1)
+        self.batch_queue = deque() if micro_batches > 1 else None
         cc = config.cache_config
         interval = envs.VLLM_LOG_BATCHSIZE_INTERVAL
         self.batch_log = BatchSizeLog(interval) if interval > 0 else None
         profile_dir = envs.VLLM_TORCH_PROFILER_DIR
         self.profiler = TorchProfiler(profile_dir) if profile_dir else None
         self.scheduler = Scheduler(config.scheduler_config, cc.num_blocks, cc.block_size,
-                                   cc.enable_prefix_caching)
+                                   cc.enable_prefix_caching, micro_batches)
         logger.info("engine core ready in %.2f s", time.perf_counter() - start)
 
     def add_request(self, request: Request) -> None:
@@ -61,9 +65,11 @@ class EngineCore:
         self.scheduler.finish_requests(request_ids, status)
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests()
+        return self.scheduler.has_unfinished_requests() or bool(self.batch_queue)
 
     def step(self) -> list[EngineCoreOutput]:
+        if self.batch_queue is not None:
+            return self._step_with_batch_queue()
         if not self.scheduler.has_unfinished_requests():
             return []
         sched = self.scheduler.schedule()
@@ -71,6 +77,29 @@ class EngineCore:
             self.batch_log.record(len(sched.num_scheduled_tokens))
         result = self.worker.execute_model(sched)
         return self.scheduler.update_from_output(sched, result)
+
+    def _step_with_batch_queue(self) -> list[EngineCoreOutput]:
+        """Pipeline parallelism: schedule and submit a new micro-batch while
+        the queue has room and there is work; otherwise (or when it is full)
+        wait for the oldest step in flight and apply its result. A step
+        that only submits returns no outputs."""
+        queue = self.batch_queue
+        if len(queue) < self.worker.max_concurrent_batches \
+                and self.scheduler.has_unfinished_requests():
+            sched = self.scheduler.schedule()
+            if sched.total_num_scheduled_tokens or not queue:
+                if self.batch_log is not None and sched.total_num_scheduled_tokens:
+                    self.batch_log.record(len(sched.num_scheduled_tokens))
+                queue.append((sched, self.worker.submit(sched)))
+                if len(queue) < self.worker.max_concurrent_batches \
+                        and sched.total_num_scheduled_tokens:
+                    return []
+            else:  # nothing schedulable now; its dropped ids go with the next step
+                self.worker.submit(sched)
+        if not queue:
+            return []
+        sched, future = queue.popleft()
+        return self.scheduler.update_from_output(sched, self.worker.wait(future))
 
     def stats(self) -> SchedulerStats:
         s = self.scheduler

@@ -25,11 +25,6 @@ class LLM:
         for ignored in ("gpu_memory_utilization", "enforce_eager", "swap_space",
                         "disable_log_stats"):
             kwargs.pop(ignored, None)
-        # pipeline parallelism is not here yet: refused, never silently dropped
-        if kwargs.get("pipeline_parallel_size", 1) != 1:
-            raise ValueError(f"pipeline_parallel_size={kwargs['pipeline_parallel_size']} is not "
-                             "supported yet; tensor_parallel_size and data_parallel_size are")
-        kwargs.pop("pipeline_parallel_size", None)
         args = EngineArgs(model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
                           max_model_len=max_model_len, **kwargs)
         self.llm_engine = LLMEngine.from_engine_args(args, UsageContext.LLM_CLASS)

@@ -14,6 +14,7 @@ from vllm.attention.selector import get_attn_backend
 from vllm.config import VllmConfig
 from vllm.core.sched_output import ModelRunnerOutput, SchedulerOutput
 from vllm.model_executor.model_loader import get_model
+from vllm.sequence import IntermediateTensors
 from vllm.worker.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
@@ -108,21 +109,59 @@ class CPUWorker:
         malloc_settings.keep_freed_memory()
         parallel = config.parallel_config
         # every rank of every replica takes its own share of the CPUs
-        from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
-        tp = parallel.tensor_parallel_size
-        self.bound_cpus = bind_threads(
-            envs.VLLM_CPU_OMP_THREADS_BIND,
-            parallel.data_parallel_rank * tp + get_tensor_model_parallel_rank(),
-            parallel.data_parallel_size * tp)
+        import torch.distributed as dist
+        world = parallel.world_size
+        world_rank = dist.get_rank() if world > 1 else 0
+        self.bound_cpus = bind_threads(envs.VLLM_CPU_OMP_THREADS_BIND,
+                                       parallel.data_parallel_rank * world + world_rank,
+                                       parallel.data_parallel_size * world)
         mc, cc = config.model_config, config.cache_config
         self.attn_backend = get_attn_backend(config.attention_backend)
         self.model = get_model(mc, self.attn_backend)
         self.kv_caches = self._allocate_kv_cache()
         self.runner = ModelRunner(self.model, cc.block_size, eos_token_id,
                                   envs.VLLM_LOGITS_PROCESSOR_THREADS)
-        if tp > 1:  # rank 0's sampled tokens are every rank's
+        if parallel.tensor_parallel_size > 1:  # rank 0's sampled tokens are every rank's
             from vllm.distributed.parallel_state import get_tp_group
             self.runner.tp_group = get_tp_group()
+        self.pp_group = None
+        if parallel.pipeline_parallel_size > 1:
+            from vllm.distributed.parallel_state import get_pp_group
+            self.pp_group = get_pp_group()
+        self._sends: list = []  # (work, tensor) of hand-overs still in flight
+
+    @property
+    def returns_step_results(self) -> bool:
+        """Whether this rank's execute_stage returns the step's result: the
+        first tensor rank of the last pipeline stage."""
+        from vllm.distributed.parallel_state import get_tensor_model_parallel_rank
+        return ((self.pp_group is None or self.pp_group.is_last_rank)
+                and get_tensor_model_parallel_rank() == 0)
+
+    def execute_stage(self, sched: SchedulerOutput) -> ModelRunnerOutput | None:
+        """This rank's part of a step: with pipeline parallelism, take the
+        previous stage's output (except on the first stage) and hand this
+        one's to the next (except on the last, which returns the result)."""
+        if self.pp_group is None:
+            return self.runner.execute(sched)
+        intermediate = None
+        if not self.pp_group.is_first_rank:
+            hidden = torch.empty((sched.total_num_scheduled_tokens,
+                                  self.config.model_config.hf_config.hidden_size),
+                                 dtype=self.config.model_config.dtype)
+            intermediate = IntermediateTensors({"hidden_states": self.pp_group.recv(hidden)})
+        out = self.runner.execute(sched, intermediate)
+        if self.pp_group.is_last_rank:
+            return out
+        self._sends = [(work, t) for work, t in self._sends if not work.is_completed()]
+        hidden = out["hidden_states"].contiguous()
+        self._sends.append((self.pp_group.isend(hidden), hidden))
+        return None
+
+    def finish_sends(self) -> None:
+        for work, _ in self._sends:
+            work.wait()
+        self._sends = []
 
     def block_bytes(self) -> int:
         """Bytes one block of block_size tokens takes over every layer's
@@ -139,6 +178,12 @@ class CPUWorker:
             num_blocks = cc.num_blocks_override
         else:
             num_blocks = cc.cache_space_bytes // self.block_bytes()
+        if self.config.parallel_config.world_size > 1:
+            # one block table for every rank: pipeline stages with fewer
+            # layers could hold more blocks, the scheduler can use only what
+            # every stage has
+            from vllm.distributed.parallel_state import get_world_group
+            num_blocks = get_world_group().all_reduce_min(num_blocks)
         min_blocks = -(-mc.max_model_len // cc.block_size)
         if num_blocks < min_blocks and cc.num_blocks_override is None:
             raise ValueError(

@@ -15,6 +15,7 @@ from vllm.attention.backends.metadata import AttentionMetadata
 from vllm.core.sched_output import ModelRunnerOutput, SampledLogprobs, SchedulerOutput
 from vllm.forward_context import set_forward_context
 from vllm.sample.sampler import Sampler, SamplingState, logprobs_for_tokens
+from vllm.sequence import IntermediateTensors
 
 
 @dataclass
@@ -36,8 +37,19 @@ class ModelRunner:
         # tensor parallelism: the group whose first rank's samples every rank
         # takes (unseeded sampling would otherwise draw differently per rank)
         self.tp_group = None
+        # pipeline parallelism: only the last stage computes logits and
+        # samples; the others learn the tokens from the next step's input
+        from vllm.distributed.parallel_state import (get_pipeline_model_parallel_rank,
+                                                     get_pipeline_model_parallel_world_size)
+        self.is_last_stage = (get_pipeline_model_parallel_rank()
+                              == get_pipeline_model_parallel_world_size() - 1)
 
     def _update_states(self, sched: SchedulerOutput) -> None:
+        if not self.is_last_stage:
+            for req_id, token in sched.sampled_token_ids.items():
+                state = self.requests.get(req_id)
+                if state is not None:
+                    self._append_token(state, token)
         for req_id in sched.finished_req_ids | sched.preempted_req_ids:
             self.requests.pop(req_id, None)
         for new in sched.scheduled_new_reqs:
@@ -50,8 +62,18 @@ class ModelRunner:
         for cached in sched.scheduled_cached_reqs:
             self.requests[cached.req_id].block_ids.extend(cached.new_block_ids)
 
+    @staticmethod
+    def _append_token(state: _RequestState, token: int) -> None:
+        state.token_ids.append(token)
+        state.sampling.output_token_ids.append(token)  # penalties, min_tokens, processors
+
     @torch.inference_mode()
-    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+    def execute(self, sched: SchedulerOutput,
+                intermediate_tensors: IntermediateTensors | None = None
+                ) -> ModelRunnerOutput | IntermediateTensors:
+        """The step's output; on a pipeline stage before the last, what the
+        next stage takes (`intermediate_tensors` on every stage but the
+        first: what the previous one handed on)."""
         self._update_states(sched)
         if sched.total_num_scheduled_tokens == 0:
             return ModelRunnerOutput({})
@@ -102,7 +124,13 @@ class ModelRunner:
             md.output_rows = torch.tensor(sample_rows, dtype=torch.int64)
             md.output_query_start_loc = torch.from_numpy(np.cumsum(per_seq, dtype=np.int32))
         with set_forward_context(md):
-            hidden = self.model(torch.from_numpy(input_ids), torch.from_numpy(positions))
+            if intermediate_tensors is None:
+                hidden = self.model(torch.from_numpy(input_ids), torch.from_numpy(positions))
+            else:
+                hidden = self.model(torch.from_numpy(input_ids), torch.from_numpy(positions),
+                                    intermediate_tensors)
+        if not self.is_last_stage:
+            return hidden
 
         sample_states = [states[i].sampling for i in sampled]
         sample_ids = [req_ids[i] for i in sampled]
@@ -122,9 +150,7 @@ class ModelRunner:
         if self.tp_group is not None:
             tokens = self.tp_group.broadcast_object(tokens, src=0)
         for req_id, token in zip(sample_ids, tokens):
-            state = self.requests[req_id]
-            state.token_ids.append(token)
-            state.sampling.output_token_ids.append(token)  # penalties, min_tokens, processors
+            self._append_token(self.requests[req_id], token)
         return ModelRunnerOutput(
             dict(zip(sample_ids, tokens)),
             {r: lp for r, lp in zip(sample_ids, logprobs) if lp is not None},

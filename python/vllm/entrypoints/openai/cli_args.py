@@ -70,6 +70,10 @@ def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> N
     parser.add_argument("--tensor-parallel-size", "-tp", type=int, default=1,
                         help="worker processes per engine replica, each holding a slice of "
                              "every weight (dense Llama-family models)")
+    parser.add_argument("--pipeline-parallel-size", "-pp", type=int, default=1,
+                        help="pipeline stages per engine replica, each holding a contiguous "
+                             "run of the layers (VLLM_PP_LAYER_PARTITION says how many); "
+                             "the stages work on different micro-batches at once")
     # GPU-only flags a vLLM command line may carry; accepted and ignored on CPU.
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
                         help=argparse.SUPPRESS)
@@ -87,5 +91,6 @@ def engine_args_from(args: argparse.Namespace) -> EngineArgs:
         quantization=args.quantization, max_logprobs=args.max_logprobs,
         data_parallel_size=args.data_parallel_size,
         tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
         seed=args.seed, generation_config=args.generation_config,
         served_model_name=args.served_model_name[0] if args.served_model_name else None)

@@ -8,6 +8,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from vllm.distributed.parallel_state import (get_pipeline_model_parallel_rank,
+                                             get_pipeline_model_parallel_world_size)
+from vllm.distributed.utils import get_pp_indices
 from vllm.forward_context import get_attn_metadata_or_none
 from vllm.model_executor.layers.activation import ActAndMul, gate_up_activation
 from vllm.model_executor.layers.attention import Attention
@@ -24,6 +27,12 @@ from vllm.model_executor.layers.tensor_parallel import (ColumnParallelLinear, Ro
                                                         VocabParallelEmbedding, divide,
                                                         tp_rank_and_size)
 from vllm.model_executor.models.fused_decode import FusedDecode
+from vllm.sequence import IntermediateTensors
+
+
+class PPMissingLayer(nn.Module):
+    """The place of a module another pipeline stage holds (vLLM's name):
+    layer indices and checkpoint names stay those of the whole model."""
 
 
 class LlamaAttention(nn.Module):
@@ -149,42 +158,72 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
+    """With pipeline parallelism this stage's layers only: the first stage
+    also embeds the tokens, the last one also holds the final norm (and, in
+    LlamaForCausalLM, the LM head)."""
+
     def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool = False,
                  layer_cls: type[LlamaDecoderLayer] = LlamaDecoderLayer) -> None:
         super().__init__()
         self.tp_size = tp_rank_and_size()[1]
-        if self.tp_size == 1:
+        pp_rank, pp_size = (get_pipeline_model_parallel_rank(),
+                            get_pipeline_model_parallel_world_size())
+        self.is_first_stage, self.is_last_stage = pp_rank == 0, pp_rank == pp_size - 1
+        n = config.num_hidden_layers
+        self.start_layer, self.end_layer = get_pp_indices(n, pp_rank, pp_size)
+        # a tied LM head is the embedding: the last stage holds it too
+        tied = bool(getattr(config, "tie_word_embeddings", False))
+        if not (self.is_first_stage or (self.is_last_stage and tied)):
+            self.embed_tokens = PPMissingLayer()
+        elif self.tp_size == 1:
             self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, dtype=dtype)
             self.embed_tokens.weight.requires_grad_(False)
         else:
             self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size,
                                                        dtype)
-        self.layers = nn.ModuleList(layer_cls(config, dtype, backend, qkv_bias, i)
-                                    for i in range(config.num_hidden_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
-        plain = all(layer.is_plain_llama() for layer in self.layers)
+        self.layers = nn.ModuleList(
+            layer_cls(config, dtype, backend, qkv_bias, i)
+            if self.start_layer <= i < self.end_layer else PPMissingLayer() for i in range(n))
+        self.norm = (RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
+                     if self.is_last_stage else PPMissingLayer())
+        plain = all(layer.is_plain_llama() for layer in self.local_layers)
         if self.tp_size > 1 and not plain:
             raise ValueError("tensor parallelism runs dense Llama-family models (Llama, "
                              "Mistral, Qwen2, SmolLM2) so far; this model's layers are not")
         # the C++ layer loop has no all-reduce: one rank only
-        self.fused_decode = FusedDecode(self.layers) if plain and self.tp_size == 1 else None
+        self.fused_decode = (FusedDecode(self.local_layers)
+                             if plain and self.tp_size == 1 else None)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    @property
+    def local_layers(self) -> list[LlamaDecoderLayer]:
+        return list(self.layers[self.start_layer:self.end_layer])
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                intermediate_tensors: IntermediateTensors | None = None
+                ) -> torch.Tensor | IntermediateTensors:
         """Final hidden states of every row, or of md.output_rows only when
-        the step's metadata names them."""
-        hidden = self.embed_tokens(input_ids)
+        the step's metadata names them; a stage before the last returns its
+        layers' output for the next stage instead."""
+        if self.is_first_stage:
+            hidden = self.embed_tokens(input_ids)
+        else:
+            hidden = intermediate_tensors["hidden_states"]
         md = get_attn_metadata_or_none()
         if self.fused_decode is not None and self.fused_decode.applicable(hidden, md):
             hidden, residual = self.fused_decode.run(hidden, positions, md)
         else:
             # The last layer's attention output and MLP serve only the rows
             # read (a prefill's last token): ~1/30 of a 30-layer prompt.
-            output_rows = md.output_rows if md is not None else None
+            output_rows = md.output_rows if md is not None and self.is_last_stage else None
             residual = None
-            last = len(self.layers) - 1
-            for i, layer in enumerate(self.layers):
+            layers = self.local_layers
+            for i, layer in enumerate(layers):
                 hidden, residual = layer(positions, hidden, residual,
-                                         output_rows if i == last else None)
+                                         output_rows if i == len(layers) - 1 else None)
+        if not self.is_last_stage:
+            # The next layer's first act is residual = hidden + residual: the
+            # sum is all it needs (half the bytes; it starts as layer 0 does).
+            return IntermediateTensors({"hidden_states": hidden + residual})
         hidden, _ = self.norm(hidden, residual)
         return hidden
 
@@ -209,7 +248,9 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(config, dtype, attn_backend, self.qkv_bias,
                                 self.decoder_layer_cls)
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
-        if self.tie_word_embeddings:
+        if not self.model.is_last_stage:
+            self.lm_head = PPMissingLayer()
+        elif self.tie_word_embeddings:
             self.lm_head = self.model.embed_tokens
         elif self.model.tp_size > 1:
             self.lm_head = VocabParallelEmbedding(config.vocab_size, config.hidden_size, dtype)
@@ -219,10 +260,24 @@ class LlamaForCausalLM(nn.Module):
         self.packed_lm_head: torch.Tensor | None = None
 
     def attention_layers(self) -> list[Attention]:
-        return [layer.self_attn.attn for layer in self.model.layers]
+        """This stage's, in order: the ones it keeps a KV cache for."""
+        return [layer.self_attn.attn for layer in self.model.local_layers]
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids, positions)
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                intermediate_tensors: IntermediateTensors | None = None
+                ) -> torch.Tensor | IntermediateTensors:
+        return self.model(input_ids, positions, intermediate_tensors)
+
+    def _held_by_another_stage(self, name: str) -> bool:
+        """Pipeline parallelism: checkpoint tensors of modules this stage
+        does not hold."""
+        if name.startswith("model.layers."):
+            index = int(name.split(".")[2])
+            return not self.model.start_layer <= index < self.model.end_layer
+        top = name.rsplit(".", 1)[0]
+        return isinstance({"model.embed_tokens": self.model.embed_tokens,
+                           "model.norm": self.model.norm,
+                           "lm_head": self.lm_head}.get(top), PPMissingLayer)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits of the given hidden states (only the rows to sample), in the
@@ -236,16 +291,19 @@ class LlamaForCausalLM(nn.Module):
         # in call order; quantized ones are packed already (Linear.load)
         quantized = [m for m in self.modules() if isinstance(m, Linear) and m.quantized]
         linears = [m for m in self.modules() if isinstance(m, Linear) and not m.quantized]
-        head = [] if isinstance(self.lm_head, QuantizedEmbedding) else [self.lm_head]
+        no_head = isinstance(self.lm_head, PPMissingLayer)  # another stage's
+        head = ([] if no_head or isinstance(self.lm_head, QuantizedEmbedding)
+                else [self.lm_head])
         place_quantized_in_call_order(quantized)
-        if not head:
+        if not head and not no_head:
             place_quantized_in_call_order([self.lm_head], "packed")
         # the LM head is the last weight a decode step streams
         packed = pack_weights_in_call_order([m.weight for m in linears + head],
                                             [m.gate_up for m in linears] + [False] * len(head))
         for module, weight in zip(linears, packed):
             module.packed_weight = weight
-        self.packed_lm_head = packed[-1] if head else self.lm_head.packed
+        self.packed_lm_head = (packed[-1] if head else
+                               None if no_head else self.lm_head.packed)
         for module in self.modules():  # e.g. FusedMoE: packs its experts
             if (module is not self and not isinstance(module, Linear)
                     and hasattr(module, "process_weights_after_loading")):
@@ -278,7 +336,7 @@ class LlamaForCausalLM(nn.Module):
         shards_seen: dict[str, set[str]] = {}
         tp = self.model.tp_size > 1
         for name, tensor in weights:
-            if "rotary_emb.inv_freq" in name:
+            if "rotary_emb.inv_freq" in name or self._held_by_another_stage(name):
                 continue
             if tp and isinstance(tensor, QuantizedWeight):
                 raise ValueError(f"tensor parallelism takes dense weights only; {name} is "

@@ -1,17 +1,21 @@
-"""Tensor parallelism on this machine: TP=2 (one core per rank) against one
-rank on all cores, same model, same workload, each in a fresh process, in
-alternation (rounds), with the time rank 0 spends in communication.
+"""Tensor and pipeline parallelism on this machine: TP=2 and PP=2 (one core
+per rank) against one rank on all cores, same model, same workload, each in
+a fresh process, in alternation (rounds), with the time rank 0 spends in
+communication and, with pipeline stages, waiting for the last stage.
 
-    python bench/e2e/tensor_parallel.py [--rounds 2]
+    python bench/e2e/model_parallel.py [--rounds 2] [--configs tp1,tp2,pp2]
 
 Model: a TinyLlama-1.1B-shaped Llama (hidden 2048, 32 query / 4 KV heads of
 64, MLP 5632) cut to 4 layers, random bf16 weights written by transformers
 into bench/.models/tinyllama-4l-bf16 (SmolLM2's 9 heads do not split in
 two). Workload: 64 prompts x 158 tokens -> 128 tokens greedy (EOS ignored),
 and batch-1 decode of 128 tokens after a 16-token prompt. Communication:
-rank 0's wall time inside the group's all_reduce / all_gather /
-broadcast_object calls (timers around GroupCoordinator's methods), per
-decode step of the batch-1 run.
+rank 0's wall time inside the groups' all_reduce / all_gather /
+broadcast_object / isend calls (timers around GroupCoordinator's methods),
+per decode step of the batch-1 run. Waiting: rank 0's time in
+MultiprocExecutor.wait (the last stage's result not back yet), per step of
+the 64 x 128 run, and the steps that run: with two stages in flight each
+stage idles only where the micro-batches differ in size.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import json, sys, time
 import torch
 from vllm.distributed import parallel_state
 spent = {"s": 0.0, "calls": 0}
-for name in ("all_reduce", "all_gather", "broadcast_object"):
+for name in ("all_reduce", "all_gather", "broadcast_object", "isend"):
     original = getattr(parallel_state.GroupCoordinator, name)
     def timed(self, *a, _original=original, **k):
         t = time.perf_counter()
@@ -39,24 +43,41 @@ for name in ("all_reduce", "all_gather", "broadcast_object"):
             spent["s"] += time.perf_counter() - t
             spent["calls"] += 1
     setattr(parallel_state.GroupCoordinator, name, timed)
+from vllm.executor import multiproc_executor
+waited = {"s": 0.0, "calls": 0}
+original_wait = multiproc_executor.MultiprocExecutor.wait
+def timed_wait(self, future):
+    t = time.perf_counter()
+    try:
+        return original_wait(self, future)
+    finally:
+        waited["s"] += time.perf_counter() - t
+        waited["calls"] += 1
+multiproc_executor.MultiprocExecutor.wait = timed_wait
 from vllm import LLM, SamplingParams
-model, tp = sys.argv[1], int(sys.argv[2])
-llm = LLM(model, dtype="bfloat16", tensor_parallel_size=tp, max_model_len=512)
+model, tp, pp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+llm = LLM(model, dtype="bfloat16", tensor_parallel_size=tp, pipeline_parallel_size=pp,
+          max_model_len=512)
 g = torch.Generator().manual_seed(0)
 prompts = [{"prompt_token_ids": torch.randint(100, 30000, (158,), generator=g).tolist()}
            for _ in range(64)]
 llm.generate(prompts[:2], SamplingParams(max_tokens=4, ignore_eos=True), use_tqdm=False)
 llm.reset_prefix_cache()
+waited.update(s=0.0, calls=0)
 t = time.perf_counter()
 outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=128, ignore_eos=True),
                     use_tqdm=False)
 throughput = sum(len(o.outputs[0].token_ids) for o in outs) / (time.perf_counter() - t)
+steps = max(waited["calls"], 1)
+wait_ms = waited["s"] * 1e3 / steps
 spent.update(s=0.0, calls=0)
 t = time.perf_counter()
 llm.generate({"prompt_token_ids": prompts[0]["prompt_token_ids"][:16]},
              SamplingParams(temperature=0, max_tokens=128, ignore_eos=True), use_tqdm=False)
 batch1 = 128 / (time.perf_counter() - t)
-print("RESULT", json.dumps({"tp": tp, "out_tok_s": round(throughput, 1),
+print("RESULT", json.dumps({"tp": tp, "pp": pp, "out_tok_s": round(throughput, 1),
+                            "wait_ms_per_step_64x128": round(wait_ms, 2),
+                            "steps_64x128": waited["calls"],
                             "batch1_tok_s": round(batch1, 1),
                             "comm_ms_per_decode_step": round(spent["s"] * 1e3 / 128, 3),
                             "comm_calls_per_step": round(spent["calls"] / 128, 1)}))
@@ -79,10 +100,13 @@ def make_model() -> None:
     save_random_bf16(LlamaForCausalLM, config, tokenizer, MODEL)
 
 
-def run(tp: int) -> dict:
+def run(tp: int, pp: int, partition: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     env.update(OMP_NUM_THREADS="2", VLLM_CPU_KVCACHE_SPACE="2")
-    out = subprocess.run([sys.executable, "-c", _RUN, MODEL, str(tp)], capture_output=True,
+    if partition:
+        env["VLLM_PP_LAYER_PARTITION"] = partition
+    out = subprocess.run([sys.executable, "-c", _RUN, MODEL, str(tp), str(pp)],
+                         capture_output=True,
                          text=True, env=env, timeout=1800)
     if out.returncode != 0:
         raise SystemExit(out.stderr[-3000:])
@@ -93,11 +117,25 @@ def run(tp: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--configs", default="tp1,tp2,pp2",
+                        help="comma-separated: tp<N> (tensor), pp<N> (pipeline), "
+                             "tp<N>pp<M> (both); a pipeline config may end in "
+                             "@<VLLM_PP_LAYER_PARTITION> with '-' between counts, e.g. "
+                             "pp2@3-1")
     args = parser.parse_args()
     make_model()
+    configs = []
+    for name in args.configs.split(","):
+        name, _, partition = name.partition("@")
+        tp = int(name.split("tp")[1].split("pp")[0]) if "tp" in name else 1
+        pp = int(name.split("pp")[1]) if "pp" in name else 1
+        configs.append((tp, pp, partition.replace("-", ",") or None))
     for round_ in range(args.rounds):
-        for tp in (1, 2):
-            print(f"round {round_ + 1}", json.dumps(run(tp)), flush=True)
+        for tp, pp, partition in configs:
+            result = run(tp, pp, partition)
+            if partition:
+                result["partition"] = partition
+            print(f"round {round_ + 1}", json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
