@@ -13,7 +13,7 @@ and batch-1 decode of 128 tokens after a 16-token prompt. Communication:
 rank 0's wall time inside the groups' all_reduce / all_gather /
 broadcast_object / isend calls (timers around GroupCoordinator's methods),
 per decode step of the batch-1 run. Waiting: rank 0's time in
-MultiprocExecutor.wait (the last stage's result not back yet), per step of
+the executor's wait (the last stage's result not back yet), per step of
 the 64 x 128 run, and the steps that run: with two stages in flight each
 stage idles only where the micro-batches differ in size.
 """
@@ -43,9 +43,9 @@ for name in ("all_reduce", "all_gather", "broadcast_object", "isend"):
             spent["s"] += time.perf_counter() - t
             spent["calls"] += 1
     setattr(parallel_state.GroupCoordinator, name, timed)
-from vllm.executor import multiproc_executor
+from vllm.executor import executor_base
 waited = {"s": 0.0, "calls": 0}
-original_wait = multiproc_executor.MultiprocExecutor.wait
+original_wait = executor_base.DistributedExecutorBase.wait
 def timed_wait(self, future):
     t = time.perf_counter()
     try:
@@ -53,11 +53,11 @@ def timed_wait(self, future):
     finally:
         waited["s"] += time.perf_counter() - t
         waited["calls"] += 1
-multiproc_executor.MultiprocExecutor.wait = timed_wait
+executor_base.DistributedExecutorBase.wait = timed_wait
 from vllm import LLM, SamplingParams
-model, tp, pp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+model, tp, pp, backend = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 llm = LLM(model, dtype="bfloat16", tensor_parallel_size=tp, pipeline_parallel_size=pp,
-          max_model_len=512)
+          max_model_len=512, distributed_executor_backend=backend if tp * pp > 1 else None)
 g = torch.Generator().manual_seed(0)
 prompts = [{"prompt_token_ids": torch.randint(100, 30000, (158,), generator=g).tolist()}
            for _ in range(64)]
@@ -100,12 +100,12 @@ def make_model() -> None:
     save_random_bf16(LlamaForCausalLM, config, tokenizer, MODEL)
 
 
-def run(tp: int, pp: int, partition: str | None = None) -> dict:
+def run(tp: int, pp: int, partition: str | None = None, backend: str = "mp") -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
     env.update(OMP_NUM_THREADS="2", VLLM_CPU_KVCACHE_SPACE="2")
     if partition:
         env["VLLM_PP_LAYER_PARTITION"] = partition
-    out = subprocess.run([sys.executable, "-c", _RUN, MODEL, str(tp), str(pp)],
+    out = subprocess.run([sys.executable, "-c", _RUN, MODEL, str(tp), str(pp), backend],
                          capture_output=True,
                          text=True, env=env, timeout=1800)
     if out.returncode != 0:
@@ -121,20 +121,25 @@ def main() -> None:
                         help="comma-separated: tp<N> (tensor), pp<N> (pipeline), "
                              "tp<N>pp<M> (both); a pipeline config may end in "
                              "@<VLLM_PP_LAYER_PARTITION> with '-' between counts, e.g. "
-                             "pp2@3-1")
+                             "pp2@3-1; a '+ray' suffix runs its ranks on Ray actors "
+                             "(distributed_executor_backend='ray'), e.g. tp2+ray")
     args = parser.parse_args()
     make_model()
     configs = []
     for name in args.configs.split(","):
+        name, ray_suffix, _ = name.partition("+ray")
         name, _, partition = name.partition("@")
         tp = int(name.split("tp")[1].split("pp")[0]) if "tp" in name else 1
         pp = int(name.split("pp")[1]) if "pp" in name else 1
-        configs.append((tp, pp, partition.replace("-", ",") or None))
+        configs.append((tp, pp, partition.replace("-", ",") or None,
+                        "ray" if ray_suffix else "mp"))
     for round_ in range(args.rounds):
-        for tp, pp, partition in configs:
-            result = run(tp, pp, partition)
+        for tp, pp, partition, backend in configs:
+            result = run(tp, pp, partition, backend)
             if partition:
                 result["partition"] = partition
+            if backend == "ray":
+                result["backend"] = "ray"
             print(f"round {round_ + 1}", json.dumps(result), flush=True)
 
 

@@ -186,8 +186,19 @@ class ParallelConfig:
     # weight of its stage's layers (vllm.executor.multiproc_executor)
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
+    # how ranks beyond the first run: "mp" (worker processes, the default),
+    # "ray" (Ray actors), "uni" (one process: a world of one rank only)
+    distributed_executor_backend: str | None = None
 
     def __post_init__(self) -> None:
+        backend = self.distributed_executor_backend
+        if backend not in (None, "mp", "ray", "uni"):
+            raise ValueError(f"distributed_executor_backend {backend!r} is not one of 'mp', "
+                             "'ray', 'uni'")
+        if backend == "uni" and self.tensor_parallel_size * self.pipeline_parallel_size > 1:
+            raise ValueError("distributed_executor_backend 'uni' runs one rank; "
+                             "tensor_parallel_size x pipeline_parallel_size is "
+                             f"{self.tensor_parallel_size * self.pipeline_parallel_size}")
         if self.tensor_parallel_size < 1:
             raise ValueError(f"tensor_parallel_size must be at least 1, got "
                              f"{self.tensor_parallel_size}")
@@ -203,19 +214,21 @@ class ParallelConfig:
 
     @classmethod
     def resolve(cls, data_parallel_size: int, tensor_parallel_size: int = 1,
-                pipeline_parallel_size: int = 1) -> "ParallelConfig":
+                pipeline_parallel_size: int = 1,
+                distributed_executor_backend: str | None = None) -> "ParallelConfig":
         """vLLM's rule: an explicit size above 1 runs that many replicas here;
         otherwise VLLM_DP_SIZE / VLLM_DP_RANK say this process is one rank of
         replicas an external launcher started. Replicas of these models
         exchange nothing (no expert parallelism), so VLLM_DP_MASTER_IP/PORT
         have nothing to coordinate."""
         from vllm import envs
+        ranks = dict(tensor_parallel_size=tensor_parallel_size,
+                     pipeline_parallel_size=pipeline_parallel_size,
+                     distributed_executor_backend=distributed_executor_backend)
         if data_parallel_size != 1:
-            return cls(data_parallel_size, 0, tensor_parallel_size=tensor_parallel_size,
-                       pipeline_parallel_size=pipeline_parallel_size)
+            return cls(data_parallel_size, 0, **ranks)
         return cls(envs.VLLM_DP_SIZE, envs.VLLM_DP_RANK, external=envs.VLLM_DP_SIZE > 1,
-                   tensor_parallel_size=tensor_parallel_size,
-                   pipeline_parallel_size=pipeline_parallel_size)
+                   **ranks)
 
     @property
     def world_size(self) -> int:
@@ -229,7 +242,8 @@ class ParallelConfig:
 
     def for_rank(self, rank: int) -> "ParallelConfig":
         return ParallelConfig(self.data_parallel_size, rank, self.external,
-                              self.tensor_parallel_size, self.pipeline_parallel_size)
+                              self.tensor_parallel_size, self.pipeline_parallel_size,
+                              self.distributed_executor_backend)
 
 
 @dataclass

@@ -320,13 +320,17 @@ _var("VLLM_OPENVINO_CPU_KV_CACHE_PRECISION", _str, None, "bf16 | f16 | u8",
 _var("VLLM_OPENVINO_ENABLE_QUANTIZED_WEIGHTS", _in_words("on", "true", "1"),
      False, "on/true/1 = on", "Compress weights during OpenVINO export.")
 _var("VLLM_USE_RAY_SPMD_WORKER", _bool_from_int, False, BOOL01,
-     "Run all Ray workers as separate processes.")
+     "With distributed_executor_backend='ray': every rank a Ray actor, rank 0 too (the "
+     "engine core only schedules).")
 _var("VLLM_USE_RAY_COMPILED_DAG", _bool_from_int, False, BOOL01,
-     "Use Ray's compiled DAG API.")
+     "With the Ray backend and VLLM_USE_RAY_SPMD_WORKER=1: each step goes through a Ray "
+     "compiled graph (shared-memory channels, no per-call task submission).")
 _var("VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL", _bool_from_int, True, BOOL01,
-     "Use NCCL in Ray's compiled DAG.")
+     "NCCL channels in Ray's compiled graph (GPU workers; ignored without "
+     "VLLM_USE_RAY_COMPILED_DAG; set explicitly to 1 for CPU workers: an error).")
 _var("VLLM_USE_RAY_COMPILED_DAG_OVERLAP_COMM", _bool_from_int, False, BOOL01,
-     "Overlap GPU communication in Ray's compiled DAG.")
+     "Overlap GPU communication in Ray's compiled graph (GPU workers; 1 with CPU "
+     "workers: an error).")
 _var("VLLM_WORKER_MULTIPROC_METHOD", _choice("fork", "spawn"), "fork",
      "fork | spawn", "Start method of worker processes.")
 _var("VLLM_ASSETS_CACHE", _expanded_path,
@@ -401,9 +405,10 @@ _var("VLLM_MLA_DISABLE_REQUANTIZATION", _bool_from_int, False, BOOL01,
 _var("VLLM_ENABLE_MOE_ALIGN_BLOCK_SIZE_TRITON", _bool_from_int, False, BOOL01,
      "Use the Triton moe_align_block_size.")
 _var("VLLM_RAY_PER_WORKER_GPUS", _as_float, 1.0, FLOAT,
-     "GPUs per Ray worker (fractions allowed).")
+     "GPUs per Ray worker (fractions allowed); CPU workers take none (logged as unused).")
 _var("VLLM_RAY_BUNDLE_INDICES", _str, "", "comma-separated integers",
-     "Ray bundle indices per worker.")
+     "Placement-group bundle of each rank, e.g. '0,1' (one distinct index per rank; "
+     "default: rank r in bundle r).")
 _var("VLLM_CUDA_MEM_ALIGN_KV_CACHE", _bool_from_int, True, BOOL01,
      "Align KV cache entries to 256 bytes on NVIDIA GPUs.")
 _var("VLLM_CUDART_SO_PATH", _str, None, PATH, "Path of libcudart.")

@@ -40,8 +40,9 @@ def save_random(folder, tokenizer, config_name: str, model_name: str, **kwargs) 
 _RUN = """
 import json, sys
 from vllm import LLM, SamplingParams
-folder, tp, pp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-llm = LLM(folder, dtype="float32", tensor_parallel_size=tp, pipeline_parallel_size=pp)
+folder, tp, pp, backend = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+llm = LLM(folder, dtype="float32", tensor_parallel_size=tp, pipeline_parallel_size=pp,
+          distributed_executor_backend=None if backend == "default" else backend)
 lengths = ((0, 7), (3, 21), (9, 4), (2, 13))
 prompts = [{"prompt_token_ids": list(range(5 + k, 5 + k + n))} for k, n in lengths]
 greedy = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=10, ignore_eos=True,
@@ -49,20 +50,26 @@ greedy = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=10, igno
 seeded = llm.generate(prompts, [SamplingParams(temperature=1.0, seed=7 + i, max_tokens=10,
                                                ignore_eos=True) for i in range(len(prompts))],
                       use_tqdm=False)
-model = llm.llm_engine.engine_core.worker.model.model
+worker = llm.llm_engine.engine_core.worker
+model = worker.model.model if getattr(worker, "worker", worker) is not None else None
 print("RESULT", json.dumps({
     "greedy": [o.outputs[0].token_ids for o in greedy],
     "seeded": [o.outputs[0].token_ids for o in seeded],
     "prompt_logprobs": [[None if lp is None else lp[p].logprob
                          for lp, p in zip(o.prompt_logprobs, pr["prompt_token_ids"])]
                         for o, pr in zip(greedy, prompts)],
-    "heads": model.local_layers[0].self_attn.num_heads,
-    "layers": [model.start_layer, model.end_layer]}))
+    "heads": model and model.local_layers[0].self_attn.num_heads,
+    "layers": model and [model.start_layer, model.end_layer]}))
 """
 
 
-def run_engine(folder, tp: int = 1, pp: int = 1, **env: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", _RUN, str(folder), str(tp), str(pp)],
+def run_engine(folder, tp: int = 1, pp: int = 1, backend: str | None = None,
+               **env: str) -> dict:
+    """`backend`: distributed_executor_backend (None: the default). With
+    every rank a Ray actor (VLLM_USE_RAY_SPMD_WORKER=1) the engine core
+    holds no model: "heads" and "layers" are None."""
+    out = subprocess.run([sys.executable, "-c", _RUN, str(folder), str(tp), str(pp),
+                          backend or "default"],
                          capture_output=True, text=True, timeout=300,
                          env=clean_env(VLLM_CPU_KVCACHE_SPACE="1", **env))
     assert out.returncode == 0, out.stderr[-3000:]

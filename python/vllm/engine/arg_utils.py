@@ -52,6 +52,8 @@ class EngineArgs:
     # stages per replica, each a worker process (or tensor_parallel_size of
     # them) holding a contiguous run of the layers (VLLM_PP_LAYER_PARTITION)
     pipeline_parallel_size: int = 1
+    # "mp" (worker processes; the default), "ray" (Ray actors), "uni"
+    distributed_executor_backend: str | None = None
     # "auto": the model's recommended sampling defaults
     # (generation_config.json, GGUF metadata, or for the embedded model its
     # model card's); "vllm": none; a folder: its generation_config.json
@@ -120,7 +122,8 @@ class EngineArgs:
         tokenizer = get_tokenizer(resolved, self.tokenizer, self.revision)
         parallel_config = ParallelConfig.resolve(self.data_parallel_size,
                                                  self.tensor_parallel_size,
-                                                 self.pipeline_parallel_size)
+                                                 self.pipeline_parallel_size,
+                                                 self.distributed_executor_backend)
         if parallel_config.pipeline_parallel_size > 1:
             # a partition that does not fit fails here, not in every worker
             from vllm.distributed.utils import pipeline_partition

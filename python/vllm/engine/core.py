@@ -40,7 +40,11 @@ class EngineCore:
     def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
         start = time.perf_counter()
         self.config = config
-        if config.parallel_config.world_size > 1:
+        parallel = config.parallel_config
+        if parallel.world_size > 1 and parallel.distributed_executor_backend == "ray":
+            from vllm.executor.ray_executor import RayExecutor
+            self.worker = RayExecutor(config, eos_token_id)
+        elif parallel.world_size > 1:
             from vllm.executor.multiproc_executor import MultiprocExecutor
             self.worker = MultiprocExecutor(config, eos_token_id)
         else:

@@ -32,12 +32,11 @@ import queue
 import signal
 import socket
 import sys
-from collections import deque
-from concurrent.futures import Future
 
 from vllm import envs
 from vllm.config import VllmConfig
 from vllm.core.sched_output import ModelRunnerOutput, SchedulerOutput
+from vllm.executor.executor_base import DistributedExecutorBase, RemoteResult
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +44,10 @@ logger = logging.getLogger(__name__)
 _LIVENESS_POLL_S = 0.5
 
 
-def _rendezvous() -> str:
-    host = envs.VLLM_HOST_IP or "127.0.0.1"
+def _rendezvous(host: str | None = None) -> str:
+    """tcp://VLLM_HOST_IP:VLLM_PORT (default: `host` or 127.0.0.1, and a
+    free port)."""
+    host = envs.VLLM_HOST_IP or host or "127.0.0.1"
     port = envs.VLLM_PORT
     if port is None:
         with socket.socket() as s:
@@ -106,7 +107,7 @@ def _start_children(processes) -> None:
         me._config["daemon"] = daemonic
 
 
-class MultiprocExecutor:
+class MultiprocExecutor(DistributedExecutorBase):
     """The engine core's worker when the world has more than one rank: the
     same interface as CPUWorker (execute_model, the model, the cache), plus
     submit / wait for pipelined steps."""
@@ -114,7 +115,8 @@ class MultiprocExecutor:
     def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
         from vllm.worker.cpu_worker import CPUWorker
         parallel = config.parallel_config
-        world, self.pp = parallel.world_size, parallel.pipeline_parallel_size
+        super().__init__(parallel.pipeline_parallel_size)
+        world = parallel.world_size
         init_method = _rendezvous()
         method = envs.VLLM_WORKER_MULTIPROC_METHOD
         context = multiprocessing.get_context(method)
@@ -138,10 +140,6 @@ class MultiprocExecutor:
             from vllm.distributed import destroy_distributed_environment
             destroy_distributed_environment()
             raise
-        self.pending: deque[Future] = deque()  # steps whose result the last stage owes
-        self.sampled: dict[str, int] = {}  # tokens the other stages have not been told
-        self.unsent_finished: set[str] = set()
-        self.unsent_preempted: set[str] = set()
         logger.info("%d worker ranks (tensor_parallel_size %d x pipeline_parallel_size %d; "
                     "%s processes), rendezvous %s", world, parallel.tensor_parallel_size,
                     self.pp, method, init_method)
@@ -153,32 +151,8 @@ class MultiprocExecutor:
             raise AttributeError(name)
         return getattr(worker, name)
 
-    @property
-    def max_concurrent_batches(self) -> int:
-        """Steps the engine core may keep in flight: one per stage."""
-        return self.pp
-
-    def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
-        return self.wait(self.submit(sched))
-
-    def submit(self, sched: SchedulerOutput) -> Future:
-        """Send the step to every rank and run rank 0's part; the result
-        comes from wait()."""
-        future: Future = Future()
-        if self.pp > 1 and sched.total_num_scheduled_tokens == 0:
-            # nothing to run: what the runners must drop goes with the next step
-            self.unsent_finished |= sched.finished_req_ids
-            self.unsent_preempted |= sched.preempted_req_ids
-            future.set_result(ModelRunnerOutput({}))
-            return future
-        if self.pp > 1:
-            sched.finished_req_ids = sched.finished_req_ids | self.unsent_finished
-            sched.preempted_req_ids = sched.preempted_req_ids | self.unsent_preempted
-            sched.sampled_token_ids, self.sampled = self.sampled, {}
-            self.unsent_finished, self.unsent_preempted = set(), set()
-        # pickled now, not by the queues' feeder threads later: the scheduler
-        # goes on changing the lists this step refers to
-        payload = pickle.dumps(sched, protocol=pickle.HIGHEST_PROTOCOL)
+    def _dispatch(self, sched: SchedulerOutput,
+                  payload: bytes) -> ModelRunnerOutput | RemoteResult:
         for schedules in self.schedules:
             schedules.put(payload)
         try:
@@ -186,23 +160,16 @@ class MultiprocExecutor:
         except RuntimeError as exc:
             self._raise_if_a_worker_died(exc)
             raise
-        if self.pp == 1:
-            future.set_result(out)
-        else:
-            self.pending.append(future)
-        return future
+        # one stage: rank 0's is the result; else the last stage's first rank
+        # puts it on the result queue
+        return out if self.pp == 1 else RemoteResult()
 
-    def wait(self, future: Future) -> ModelRunnerOutput:
-        """The step's result; the last stage returns them in submission order."""
-        while not future.done():
+    def _fetch(self, remote: RemoteResult) -> ModelRunnerOutput:
+        while True:
             try:
-                out = self.results.get(timeout=_LIVENESS_POLL_S)
+                return self.results.get(timeout=_LIVENESS_POLL_S)
             except queue.Empty:
                 self._raise_if_a_worker_died(None)
-                continue
-            self.sampled.update(out.sampled_token_ids)
-            self.pending.popleft().set_result(out)
-        return future.result()
 
     def _raise_if_a_worker_died(self, exc: Exception | None) -> None:
         dead = [f"rank {rank} (exit code {p.exitcode})"

@@ -104,17 +104,22 @@ def _lazy_zeros(shape: tuple[int, ...], dtype: torch.dtype,
 
 
 class CPUWorker:
-    def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
+    def __init__(self, config: VllmConfig, eos_token_id: int | None,
+                 cpu_share: tuple[int, int] | None = None) -> None:
+        """`cpu_share`: (index, count) of this rank among the ranks sharing
+        this machine's CPUs (default: its world rank among all ranks, every
+        rank on this machine)."""
         self.config = config
         malloc_settings.keep_freed_memory()
         parallel = config.parallel_config
         # every rank of every replica takes its own share of the CPUs
-        import torch.distributed as dist
-        world = parallel.world_size
-        world_rank = dist.get_rank() if world > 1 else 0
+        if cpu_share is None:
+            import torch.distributed as dist
+            cpu_share = (dist.get_rank() if parallel.world_size > 1 else 0, parallel.world_size)
+        index, count = cpu_share
         self.bound_cpus = bind_threads(envs.VLLM_CPU_OMP_THREADS_BIND,
-                                       parallel.data_parallel_rank * world + world_rank,
-                                       parallel.data_parallel_size * world)
+                                       parallel.data_parallel_rank * count + index,
+                                       parallel.data_parallel_size * count)
         mc, cc = config.model_config, config.cache_config
         self.attn_backend = get_attn_backend(config.attention_backend)
         self.model = get_model(mc, self.attn_backend)

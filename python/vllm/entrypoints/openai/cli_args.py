@@ -74,6 +74,11 @@ def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> N
                         help="pipeline stages per engine replica, each holding a contiguous "
                              "run of the layers (VLLM_PP_LAYER_PARTITION says how many); "
                              "the stages work on different micro-batches at once")
+    parser.add_argument("--distributed-executor-backend", choices=["mp", "ray", "uni"],
+                        default=None,
+                        help="how ranks beyond the first run: worker processes ('mp', the "
+                             "default) or Ray actors ('ray': this machine's Ray instance, or "
+                             "the cluster RAY_ADDRESS names)")
     # GPU-only flags a vLLM command line may carry; accepted and ignored on CPU.
     parser.add_argument("--gpu-memory-utilization", type=float, default=None,
                         help=argparse.SUPPRESS)
@@ -92,5 +97,6 @@ def engine_args_from(args: argparse.Namespace) -> EngineArgs:
         data_parallel_size=args.data_parallel_size,
         tensor_parallel_size=args.tensor_parallel_size,
         pipeline_parallel_size=args.pipeline_parallel_size,
+        distributed_executor_backend=args.distributed_executor_backend,
         seed=args.seed, generation_config=args.generation_config,
         served_model_name=args.served_model_name[0] if args.served_model_name else None)
