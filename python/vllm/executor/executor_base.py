@@ -30,6 +30,14 @@ class DistributedExecutorBase:
         self.unsent_finished: set[str] = set()
         self.unsent_preempted: set[str] = set()
 
+    def __getattr__(self, name: str):
+        # model, kv_caches, runner, block_bytes(), ...: those of rank 0's
+        # worker (self.worker), where rank 0 runs in this process
+        worker = self.__dict__.get("worker")
+        if worker is None:
+            raise AttributeError(name)
+        return getattr(worker, name)
+
     @property
     def max_concurrent_batches(self) -> int:
         """Steps the engine core may keep in flight: one per stage."""

@@ -144,13 +144,6 @@ class MultiprocExecutor(DistributedExecutorBase):
                     "%s processes), rendezvous %s", world, parallel.tensor_parallel_size,
                     self.pp, method, init_method)
 
-    def __getattr__(self, name: str):
-        # model, kv_caches, runner, block_bytes(), ...: rank 0's
-        worker = self.__dict__.get("worker")
-        if worker is None:
-            raise AttributeError(name)
-        return getattr(worker, name)
-
     def _dispatch(self, sched: SchedulerOutput,
                   payload: bytes) -> ModelRunnerOutput | RemoteResult:
         for schedules in self.schedules:

@@ -222,13 +222,6 @@ class RayExecutor(DistributedExecutorBase):
         return dag.experimental_compile()
 
     # ------------------------------------------------------------ steps
-    def __getattr__(self, name: str):
-        # model, kv_caches, runner, ...: rank 0's, when it runs here
-        worker = self.__dict__.get("worker")
-        if worker is None:
-            raise AttributeError(name)
-        return getattr(worker, name)
-
     def _dispatch(self, sched: SchedulerOutput,
                   payload: bytes) -> ModelRunnerOutput | RemoteResult:
         if self.compiled_dag is not None:
