@@ -40,8 +40,9 @@ def save_random(folder, tokenizer, config_name: str, model_name: str, **kwargs) 
 _RUN = """
 import json, sys
 from vllm import LLM, SamplingParams
-folder, tp, pp, backend = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-llm = LLM(folder, dtype="float32", tensor_parallel_size=tp, pipeline_parallel_size=pp,
+folder, tp, pp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+backend, dtype = sys.argv[4], sys.argv[5]
+llm = LLM(folder, dtype=dtype, tensor_parallel_size=tp, pipeline_parallel_size=pp,
           distributed_executor_backend=None if backend == "default" else backend)
 lengths = ((0, 7), (3, 21), (9, 4), (2, 13))
 prompts = [{"prompt_token_ids": list(range(5 + k, 5 + k + n))} for k, n in lengths]
@@ -64,12 +65,12 @@ print("RESULT", json.dumps({
 
 
 def run_engine(folder, tp: int = 1, pp: int = 1, backend: str | None = None,
-               **env: str) -> dict:
+               dtype: str = "float32", **env: str) -> dict:
     """`backend`: distributed_executor_backend (None: the default). With
     every rank a Ray actor (VLLM_USE_RAY_SPMD_WORKER=1) the engine core
     holds no model: "heads" and "layers" are None."""
     out = subprocess.run([sys.executable, "-c", _RUN, str(folder), str(tp), str(pp),
-                          backend or "default"],
+                          backend or "default", dtype],
                          capture_output=True, text=True, timeout=300,
                          env=clean_env(VLLM_CPU_KVCACHE_SPACE="1", **env))
     assert out.returncode == 0, out.stderr[-3000:]

@@ -112,6 +112,19 @@ def test_moe_and_mla_models_split_into_stages(tmp_path, tokenizer, family):
 
 
 @pytest.mark.slow
+def test_bf16_stages_run_the_fused_layer_loop_on_every_row(three_layers):
+    """bf16 takes the C++ layer loop, which serves only the sampled rows in
+    the model's last layer: a stage before the last must hand on every row.
+    The hand-over is rounded as the fused residual add rounds it, so the
+    tokens equal one process's."""
+    one = run_engine(three_layers, dtype="bfloat16")
+    two = run_engine(three_layers, pp=2, dtype="bfloat16")
+    # the seeded run prunes rows (the greedy one asks for prompt logprobs,
+    # which need every row)
+    assert (two["greedy"], two["seeded"]) == (one["greedy"], one["seeded"])
+
+
+@pytest.mark.slow
 def test_smollm2_two_stages_match_one_process():
     from vllm.transformers_utils.model_resolver import default_model_path
     path = default_model_path()

@@ -103,7 +103,7 @@ class RayExecutor(DistributedExecutorBase):
                 raise ValueError("VLLM_USE_RAY_COMPILED_DAG=1 needs VLLM_USE_RAY_SPMD_WORKER=1 "
                                  "(every rank a Ray actor), as in vLLM")
             # on by default in vLLM, where it applies to GPU workers only
-            if ("VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL" in os.environ
+            if (envs.is_set("VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL")
                     and envs.VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL):
                 raise ValueError("VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL=1: NCCL channels "
                                  "carry GPU tensors between GPU workers; these workers run "
@@ -111,9 +111,9 @@ class RayExecutor(DistributedExecutorBase):
             if envs.VLLM_USE_RAY_COMPILED_DAG_OVERLAP_COMM:
                 raise ValueError("VLLM_USE_RAY_COMPILED_DAG_OVERLAP_COMM=1 overlaps GPU "
                                  "communication; these workers run on CPU (set it to 0)")
-        if "VLLM_RAY_PER_WORKER_GPUS" in os.environ:
+        if envs.is_set("VLLM_RAY_PER_WORKER_GPUS"):
             logger.info("VLLM_RAY_PER_WORKER_GPUS=%s is unused: CPU workers take no GPU",
-                        os.environ["VLLM_RAY_PER_WORKER_GPUS"])
+                        envs.VLLM_RAY_PER_WORKER_GPUS)
         self._connect()
         driver_ip = ray.util.get_node_ip_address()
         placement_group, bundles = self._placement(world, driver_ip)
@@ -165,7 +165,7 @@ class RayExecutor(DistributedExecutorBase):
         ray = self.ray
         if ray.is_initialized():
             return
-        address = os.environ.get("RAY_ADDRESS")
+        address = envs.raw_value("RAY_ADDRESS")  # Ray's own variable
         if address:
             ray.init(address=address, log_to_driver=False)
             logger.info("joined the Ray cluster at %s", address)

@@ -62,8 +62,11 @@ class FusedDecode:
             self._bound_cache = cache
         return self._args
 
-    def run(self, hidden: torch.Tensor, positions: torch.Tensor,
-            md: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, hidden: torch.Tensor, positions: torch.Tensor, md: AttentionMetadata,
+            prune_rows: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """`prune_rows`: the last layer serves md.output_rows only (off on a
+        pipeline stage before the last: the next stage needs every row)."""
+        output_rows = md.output_rows if prune_rows else None
         weights, biases, packed, key_caches, value_caches, cos_sin = self._arguments()
         first = self.layers[0]
         attn = first.self_attn
@@ -73,7 +76,7 @@ class FusedDecode:
             md.slot_mapping, md.block_tables, md.seq_lens, md.block_size, md.max_seq_len,
             attn.num_heads, attn.num_kv_heads, attn.head_size, first.input_layernorm.eps,
             attn.attn.scale, attn.rotary_emb.is_neox_style, first.mlp.act.name,
-            None if md.decode_only and md.output_rows is None else md.query_start_loc,
-            md.output_rows,
-            md.output_query_start_loc,
+            None if md.decode_only and output_rows is None else md.query_start_loc,
+            output_rows,
+            md.output_query_start_loc if output_rows is not None else None,
             quant_int8_max_rows())

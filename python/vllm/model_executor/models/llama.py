@@ -210,7 +210,8 @@ class LlamaModel(nn.Module):
             hidden = intermediate_tensors["hidden_states"]
         md = get_attn_metadata_or_none()
         if self.fused_decode is not None and self.fused_decode.applicable(hidden, md):
-            hidden, residual = self.fused_decode.run(hidden, positions, md)
+            hidden, residual = self.fused_decode.run(hidden, positions, md,
+                                                     prune_rows=self.is_last_stage)
         else:
             # The last layer's attention output and MLP serve only the rows
             # read (a prefill's last token): ~1/30 of a 30-layer prompt.
