@@ -7,6 +7,7 @@ part (`_dispatch`), and fetches a remote result (`_fetch`). Results come
 back in submission order (every rank runs steps in the order sent)."""
 from __future__ import annotations
 
+import abc
 import pickle
 from collections import deque
 from concurrent.futures import Future
@@ -22,7 +23,7 @@ class RemoteResult:
         self.handle = handle
 
 
-class DistributedExecutorBase:
+class DistributedExecutorBase(abc.ABC):
     def __init__(self, pipeline_parallel_size: int) -> None:
         self.pp = pipeline_parallel_size
         self.pending: deque[tuple[Future, RemoteResult]] = deque()
@@ -82,9 +83,12 @@ class DistributedExecutorBase:
             pending.set_result(out)
         return future.result()
 
+    @abc.abstractmethod
     def _dispatch(self, sched: SchedulerOutput,
                   payload: bytes) -> ModelRunnerOutput | RemoteResult:
-        raise NotImplementedError
+        """Send `payload` to the remote ranks and run the local part: the
+        result when it is here, else a RemoteResult to _fetch."""
 
+    @abc.abstractmethod
     def _fetch(self, remote: RemoteResult) -> ModelRunnerOutput:
-        raise NotImplementedError
+        """The result a remote rank owes for this step."""
