@@ -58,16 +58,35 @@ def test_shapes_that_do_not_split_are_refused(tmp_path, tokenizer, edit, message
         out.stderr[-2000:]
 
 
-@pytest.mark.slow
-def test_models_tensor_parallelism_cannot_run_are_refused(tmp_path, tokenizer):
+@pytest.mark.parametrize("family", [
+    "mixtral",  # the routed experts split by intermediate slices
+    pytest.param("qwen2_moe", marks=pytest.mark.slow),  # plus a shared expert, q/k/v biases
+    pytest.param("qwen3_moe", marks=pytest.mark.slow),  # per-head q/k norms
+])
+def test_moe_models_split_their_experts(tmp_path, tokenizer, family):
     from tests.engine.moe_checkpoints import save_random_moe
-    save_random_moe("qwen2_moe", tmp_path, tokenizer)
+    save_random_moe(family, tmp_path, tokenizer)
+    assert_same_generation(run_engine(tmp_path), run_engine(tmp_path, tp=2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,message", [
+    ("olmoe", r"tensor parallelism runs the Llama family .*OLMoE's whole-projection q/k norms"),
+    ("deepseek", r"tensor parallelism does not split DeepSeek's MLA heads"),
+])
+def test_models_tensor_parallelism_cannot_run_are_refused(tmp_path, tokenizer, family, message):
+    if family == "deepseek":
+        from tests.engine.deepseek_checkpoints import save_random_deepseek
+        save_random_deepseek("v2", tmp_path, tokenizer)
+    else:
+        from tests.engine.moe_checkpoints import save_random_moe
+        save_random_moe(family, tmp_path, tokenizer)
     code = ("from vllm import LLM\n"
             f"LLM({str(tmp_path)!r}, dtype='float32', tensor_parallel_size=2)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env=clean_env(VLLM_CPU_KVCACHE_SPACE="1"))
     assert out.returncode != 0
-    assert "tensor parallelism runs dense Llama-family models" in out.stderr, out.stderr[-2000:]
+    assert __import__("re").search(message, out.stderr), out.stderr[-2000:]
 
 
 @pytest.mark.slow  # a server and a worker process; CI's slow step runs it

@@ -192,6 +192,11 @@ class DeepseekV2ForCausalLM(LlamaForCausalLM):
     stacked_params = {"gate_proj": ("gate_up_proj", "gate"), "up_proj": ("gate_up_proj", "up")}
 
     def __init__(self, config, dtype: torch.dtype, attn_backend) -> None:
+        from vllm.distributed.parallel_state import get_tensor_model_parallel_world_size
+        if get_tensor_model_parallel_world_size() > 1:  # before any layer is built
+            raise ValueError("tensor parallelism does not split DeepSeek's MLA heads and "
+                             "experts yet: run it on one rank (pipeline_parallel_size "
+                             "splits its layers)")
         super().__init__(config, dtype, attn_backend)
         if envs.VLLM_MLA_DISABLE:
             logger.info("VLLM_MLA_DISABLE=1: per-head KV cache and the ordinary attention "

@@ -36,6 +36,9 @@ class PPMissingLayer(nn.Module):
 
 
 class LlamaAttention(nn.Module):
+    # heads split across tensor ranks (_split_heads)
+    splits_across_tensor_ranks = True
+
     def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool) -> None:
         super().__init__()
         hidden = config.hidden_size
@@ -100,6 +103,8 @@ class LlamaAttention(nn.Module):
 
 
 class LlamaMLP(nn.Module):
+    splits_across_tensor_ranks = True
+
     def __init__(self, config, dtype: torch.dtype, intermediate_size: int | None = None) -> None:
         super().__init__()
         inter = intermediate_size or config.intermediate_size
@@ -151,6 +156,12 @@ class LlamaDecoderLayer(nn.Module):
     def make_mlp(self, config, dtype: torch.dtype, layer_idx: int) -> nn.Module:
         return LlamaMLP(config, dtype)
 
+    def supports_tensor_parallel(self) -> bool:
+        """Whether both halves split across tensor ranks: attention by heads
+        (q/k norms per head at most), a dense MLP or a sparse MoE block."""
+        return all(getattr(module, "splits_across_tensor_ranks", False)
+                   for module in (self.self_attn, getattr(self, self.mlp_name)))
+
     def is_plain_llama(self) -> bool:
         """Whether the C++ layer loop (FusedDecode) can run this layer."""
         return (type(self.self_attn) is LlamaAttention and self.mlp_name == "mlp"
@@ -187,9 +198,12 @@ class LlamaModel(nn.Module):
         self.norm = (RMSNorm(config.hidden_size, config.rms_norm_eps, dtype)
                      if self.is_last_stage else PPMissingLayer())
         plain = all(layer.is_plain_llama() for layer in self.local_layers)
-        if self.tp_size > 1 and not plain:
-            raise ValueError("tensor parallelism runs dense Llama-family models (Llama, "
-                             "Mistral, Qwen2, SmolLM2) so far; this model's layers are not")
+        if self.tp_size > 1 and not all(layer.supports_tensor_parallel()
+                                        for layer in self.local_layers):
+            raise ValueError("tensor parallelism runs the Llama family (Llama, Mistral, Qwen2, "
+                             "SmolLM2) and its MoE models with per-head attention (Mixtral, "
+                             "Qwen2-MoE, Qwen3-MoE) so far; this model's layers are not "
+                             "among them (OLMoE's whole-projection q/k norms, DeepSeek's MLA)")
         # the C++ layer loop has no all-reduce: one rank only
         self.fused_decode = (FusedDecode(self.local_layers)
                              if plain and self.tp_size == 1 else None)

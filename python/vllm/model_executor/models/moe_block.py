@@ -16,6 +16,9 @@ HF_EXPERT_NAMES = {"w1": "gate_proj", "w2": "down_proj", "w3": "up_proj"}
 
 
 class SparseMoeBlock(nn.Module):
+    # experts split by intermediate slices, the router replicated
+    splits_across_tensor_ranks = True
+
     def __init__(self, config, dtype: torch.dtype, num_experts: int, top_k: int,
                  intermediate_size: int, renormalize: bool,
                  expert_names: dict[str, str] = HF_EXPERT_NAMES,
@@ -23,8 +26,10 @@ class SparseMoeBlock(nn.Module):
         super().__init__()
         hidden = config.hidden_size
         self.gate = Linear(hidden, num_experts, bias=False, dtype=dtype)
+        # reduce_results: with tensor parallelism the routed experts' partial
+        # sums are all-reduced (the shared expert's down_proj reduces its own)
         self.experts = FusedMoE(num_experts, top_k, hidden, intermediate_size, dtype,
-                                renormalize=renormalize,
+                                reduce_results=True, renormalize=renormalize,
                                 activation=getattr(config, "hidden_act", "silu"))
         self.experts._checkpoint_leaf.update(expert_names)
         self.shared_expert = None

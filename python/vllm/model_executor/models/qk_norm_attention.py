@@ -23,6 +23,9 @@ class PerHeadQKNormAttention(LlamaAttention):
 
 
 class FullQKNormAttention(LlamaAttention):
+    # the norms span every head: one rank's heads cannot be normalised alone
+    splits_across_tensor_ranks = False
+
     def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool) -> None:
         super().__init__(config, dtype, backend, qkv_bias)
         self.q_norm = RMSNorm(self.q_size, config.rms_norm_eps, dtype)

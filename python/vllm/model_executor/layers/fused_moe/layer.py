@@ -68,9 +68,22 @@ class FusedMoE(nn.Module):
         if apply_router_weight_on_input and top_k != 1:
             raise ValueError(f"{prefix or 'FusedMoE'}: apply_router_weight_on_input needs top-k "
                              f"1, got {top_k}")
-        if tp_size not in (None, 1):
-            raise ValueError(f"{prefix or 'FusedMoE'}: tensor-parallel experts are not "
-                             f"supported yet (tp_size={tp_size})")
+        from vllm.distributed.parallel_state import (get_tensor_model_parallel_rank,
+                                                     get_tensor_model_parallel_world_size)
+        group_size = get_tensor_model_parallel_world_size()
+        if tp_size not in (None, group_size):
+            raise ValueError(f"{prefix or 'FusedMoE'}: tp_size={tp_size}, but the "
+                             f"tensor-parallel group has {group_size} ranks")
+        # Tensor parallelism: every rank holds every expert's slice of the
+        # intermediate dimension (gate/up rows, down columns), as vLLM
+        # splits them; the partial sums are all-reduced (reduce_results)
+        self.tp_rank, self.tp_size = get_tensor_model_parallel_rank(), group_size
+        if intermediate_size % self.tp_size:
+            raise ValueError(f"tensor parallelism: the experts' intermediate size "
+                             f"({intermediate_size}) is not divisible by tensor_parallel_size "
+                             f"{self.tp_size}")
+        self.full_intermediate_size = intermediate_size
+        intermediate_size //= self.tp_size
         dtype = params_dtype or torch.get_default_dtype()
         self.num_experts, self.top_k = num_experts, top_k
         self.hidden_size, self.intermediate_size = hidden_size, intermediate_size
@@ -125,11 +138,17 @@ class FusedMoE(nn.Module):
         if not 0 <= expert < self.num_experts:
             raise ValueError(f"checkpoint {name or 'tensor'} is expert {expert}, but "
                              f"{self.prefix or 'the layer'} has {self.num_experts} experts")
-        n, k = self.intermediate_size, self.hidden_size
-        expected = (k, n) if shard == "w2" else (n, k)
+        full, k = self.full_intermediate_size, self.hidden_size
+        expected = (k, full) if shard == "w2" else (full, k)
         if tuple(tensor.shape) != expected:
             raise ValueError(f"checkpoint {name or shard} has shape {tuple(tensor.shape)}, "
-                             f"expected {expected} (hidden {k}, expert intermediate {n})")
+                             f"expected {expected} (hidden {k}, expert intermediate {full})")
+        n = self.intermediate_size
+        if self.tp_size > 1:
+            if isinstance(tensor, QuantizedWeight):
+                raise ValueError("tensor parallelism takes dense expert weights only; "
+                                 f"{name or shard} is quantized")
+            tensor = tensor.narrow(1 if shard == "w2" else 0, self.tp_rank * n, n)
         if isinstance(tensor, QuantizedWeight):  # packed with the others after loading
             self._quantized[expert, shard] = tensor
             self._loaded.add((expert, shard))
@@ -144,9 +163,17 @@ class FusedMoE(nn.Module):
     def load_stacked(self, leaf: str, tensor: torch.Tensor, name: str) -> None:
         """transformers' stacked experts: gate_up_proj [E, 2N, K] or down_proj [E, K, N]."""
         param = self.w13_weight if leaf == "gate_up_proj" else self.w2_weight
-        if tuple(tensor.shape) != tuple(param.shape):
+        e, k, full, n = (self.num_experts, self.hidden_size, self.full_intermediate_size,
+                         self.intermediate_size)
+        expected = (e, 2 * full, k) if leaf == "gate_up_proj" else (e, k, full)
+        if tuple(tensor.shape) != expected:
             raise ValueError(f"checkpoint {name} has shape {tuple(tensor.shape)}, "
-                             f"expected {tuple(param.shape)}")
+                             f"expected {expected}")
+        if self.tp_size > 1:  # this rank's rows of gate and of up, or columns of down
+            start = self.tp_rank * n
+            tensor = (torch.cat([tensor[:, start:start + n], tensor[:, full + start:full + start + n]],
+                                dim=1)
+                      if leaf == "gate_up_proj" else tensor[:, :, start:start + n])
         param.data.copy_(tensor)
         shards = ("w1", "w3") if leaf == "gate_up_proj" else ("w2",)
         self._loaded.update((e, s) for e in range(self.num_experts) for s in shards)
@@ -246,6 +273,14 @@ class FusedMoE(nn.Module):
 
     # ------------------------------------------------------------ compute
     def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
+        out = self._experts(hidden_states, router_logits)
+        if self.tp_size > 1 and self.reduce_results and out.numel():
+            from vllm.distributed import tensor_model_parallel_all_reduce
+            out = tensor_model_parallel_all_reduce(out)
+        return out
+
+    def _experts(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
+        """This rank's part: with tensor parallelism a partial sum."""
         if hidden_states.shape[0] == 0:  # a step whose last layer serves no output row
             return torch.empty_like(hidden_states)
         weights, ids = select_experts(hidden_states, router_logits, self.top_k, self.renormalize,
