@@ -58,10 +58,11 @@ def test_shapes_that_do_not_split_are_refused(tmp_path, tokenizer, edit, message
         out.stderr[-2000:]
 
 
+@pytest.mark.slow  # two engines each (~15 s): CI's slow step
 @pytest.mark.parametrize("family", [
     "mixtral",  # the routed experts split by intermediate slices
-    pytest.param("qwen2_moe", marks=pytest.mark.slow),  # plus a shared expert, q/k/v biases
-    pytest.param("qwen3_moe", marks=pytest.mark.slow),  # per-head q/k norms
+    "qwen2_moe",  # plus a shared expert, q/k/v biases
+    "qwen3_moe",  # per-head q/k norms
 ])
 def test_moe_models_split_their_experts(tmp_path, tokenizer, family):
     from tests.engine.moe_checkpoints import save_random_moe
