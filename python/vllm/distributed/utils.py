@@ -4,6 +4,15 @@ from __future__ import annotations
 from vllm import envs
 
 
+def parse_int_list(variable: str, spec: str, what: str) -> list[int]:
+    """`spec`, a comma-separated list of integers, from the variable named;
+    else an error naming the variable and what its items are."""
+    try:
+        return [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"{variable}={spec!r} is not comma-separated {what}") from None
+
+
 def pipeline_partition(num_layers: int, pp_size: int) -> list[int]:
     """Layer counts per stage: VLLM_PP_LAYER_PARTITION when set (one
     positive count per stage, summing to the layer count), else an even
@@ -12,11 +21,8 @@ def pipeline_partition(num_layers: int, pp_size: int) -> list[int]:
     sampler), as vLLM splits."""
     spec = envs.VLLM_PP_LAYER_PARTITION
     if spec:
-        try:
-            counts = [int(part) for part in spec.split(",")]
-        except ValueError:
-            raise ValueError(f"VLLM_PP_LAYER_PARTITION={spec!r} is not comma-separated "
-                             "layer counts, such as '12,12'") from None
+        counts = parse_int_list("VLLM_PP_LAYER_PARTITION", spec,
+                                "layer counts, such as '12,12'")
         if len(counts) != pp_size:
             raise ValueError(f"VLLM_PP_LAYER_PARTITION={spec!r} names {len(counts)} stage(s); "
                              f"pipeline_parallel_size is {pp_size}")

@@ -35,6 +35,7 @@ from vllm import envs
 from vllm.config import VllmConfig
 from vllm.core.sched_output import ModelRunnerOutput, SchedulerOutput
 from vllm.distributed.shm_all_reduce import _process_gone
+from vllm.distributed.utils import parse_int_list
 from vllm.executor.executor_base import DistributedExecutorBase, RemoteResult
 from vllm.executor.multiproc_executor import _join_groups, _rendezvous
 
@@ -179,40 +180,36 @@ class RayExecutor(DistributedExecutorBase):
                         "cluster, 'auto' for the one `ray start` started here)")
 
     def _placement(self, world: int, driver_ip: str):
+        """The placement group (the caller's, else a new one of one-CPU
+        bundles, bundle 0 on this node) and each rank's bundle index."""
         ray = self.ray
         from ray.util.placement_group import get_current_placement_group, placement_group
         spec = envs.VLLM_RAY_BUNDLE_INDICES
+        indices = list(range(world))
+        if spec:  # checked before any group exists
+            indices = parse_int_list("VLLM_RAY_BUNDLE_INDICES", spec, "bundle indices")
+            if len(indices) != world or len(set(indices)) != world:
+                raise ValueError(f"VLLM_RAY_BUNDLE_INDICES={spec!r} must name {world} distinct "
+                                 f"bundles, one per rank")
         current = get_current_placement_group()
         if current is not None:
-            group = current
-            available = len(current.bundle_specs)
+            group, available = current, len(current.bundle_specs)
         else:
             bundles = [{"CPU": 1.0} for _ in range(world)]
             bundles[0][f"node:{driver_ip}"] = 0.001  # rank 0's bundle: this node
-            group = placement_group(bundles, strategy="PACK")
-            available = world
-            ready = group.ready()
-            done, _ = ray.wait([ready], timeout=_PLACEMENT_TIMEOUT_S)
+            group, available = placement_group(bundles, strategy="PACK"), world
+            done, _ = ray.wait([group.ready()], timeout=_PLACEMENT_TIMEOUT_S)
             if not done:
                 ray.util.remove_placement_group(group)
                 cpus = ray.cluster_resources().get("CPU", 0)
                 raise RuntimeError(f"Ray cannot place {world} bundles of one CPU (one per rank) "
                                    f"within {_PLACEMENT_TIMEOUT_S} s: the cluster has "
                                    f"{cpus:g} CPUs")
-        if spec:
-            try:
-                indices = [int(part) for part in spec.split(",")]
-            except ValueError:
-                raise ValueError(f"VLLM_RAY_BUNDLE_INDICES={spec!r} is not comma-separated "
-                                 "bundle indices") from None
-            if len(indices) != world or len(set(indices)) != world:
-                raise ValueError(f"VLLM_RAY_BUNDLE_INDICES={spec!r} must name {world} distinct "
-                                 f"bundles, one per rank")
-            if max(indices) >= available or min(indices) < 0:
-                raise ValueError(f"VLLM_RAY_BUNDLE_INDICES={spec!r}: the placement group has "
-                                 f"bundles 0..{available - 1}")
-        else:
-            indices = list(range(world))
+        if max(indices) >= available or min(indices) < 0:
+            if current is None:
+                ray.util.remove_placement_group(group)
+            raise ValueError(f"VLLM_RAY_BUNDLE_INDICES={spec!r}: the placement group has "
+                             f"bundles 0..{available - 1}")
         return group, indices
 
     def _compile_dag(self):
