@@ -127,7 +127,8 @@ def test_torch_sdpa_backend_gives_the_same_greedy_tokens(monkeypatch, smollm_fp3
     assert reference.generate(prompt, params, use_tqdm=False)[0].outputs[0].token_ids == ours
 
 
-def test_threads_bind_pins_each_openmp_thread():
+def test_threads_bind_pins_each_openmp_thread(monkeypatch):
+    # a fresh process: binding pins the process that builds the engine
     code = ("import os, torch; from vllm import LLM; "
             "llm = LLM(load_format='dummy', max_model_len=128); "
             "print(sorted(os.sched_getaffinity(0)), torch.get_num_threads())")
@@ -136,10 +137,13 @@ def test_threads_bind_pins_each_openmp_thread():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[0] 1"
-    env["VLLM_CPU_OMP_THREADS_BIND"] = "0-"
-    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert bad.returncode != 0 and "VLLM_CPU_OMP_THREADS_BIND='0-' is not 'all'" in bad.stderr
+    # a malformed list is refused before anything is pinned: in this process
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    affinity = os.sched_getaffinity(0)
+    with pytest.raises(ValueError, match="VLLM_CPU_OMP_THREADS_BIND='0-' is not 'all'"):
+        LLM(load_format="dummy", max_model_len=128)
+    assert os.sched_getaffinity(0) == affinity
 
 
 def test_max_model_len_limits(monkeypatch):

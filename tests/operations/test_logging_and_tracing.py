@@ -1,12 +1,16 @@
 """Logging variables, deprecation warnings, batch-size logs and function
-tracing, each seen from a fresh Python process (logging is set up at
-`import vllm`)."""
+tracing: what is set up at `import vllm` seen from a fresh Python process,
+what is read at call time checked in this one."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import warnings
+
+import pytest
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
@@ -53,31 +57,62 @@ def test_logging_config_file(tmp_path):
     assert both.returncode != 0 and "VLLM_CONFIGURE_LOGGING=0" in both.stderr
 
 
-def test_deprecation_warning_and_its_silencer():
-    code = ("import warnings; warnings.simplefilter('always');"
-            "from vllm import LLM, SamplingParams;"
-            "llm = LLM(load_format='dummy', max_model_len=64);"
-            "llm.generate(prompt_token_ids=[[5, 6]], sampling_params=SamplingParams(max_tokens=1),"
-            " use_tqdm=False)")
-    warned = _python(code, VLLM_CPU_KVCACHE_SPACE="1", DO_NOT_TRACK="1")
-    assert warned.returncode == 0, warned.stderr
-    assert "DeprecationWarning" in warned.stderr and "prompt_token_ids" in warned.stderr
-    quiet = _python(code, VLLM_CPU_KVCACHE_SPACE="1", DO_NOT_TRACK="1",
-                    VLLM_NO_DEPRECATION_WARNING="1")
-    assert quiet.returncode == 0 and "DeprecationWarning" not in quiet.stderr
+@pytest.fixture(scope="module")
+def dummy_llm():
+    """One small engine in this process for the checks made at call time."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+        from vllm import LLM
+        yield LLM(load_format="dummy", max_model_len=64)
+
+
+def test_deprecation_warning_and_its_silencer(dummy_llm, monkeypatch):
+    # read when the deprecated argument is used, not at import: checked in
+    # this process
+    from vllm import SamplingParams
+
+    def generate_by_token_ids() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            dummy_llm.generate(prompt_token_ids=[[5, 6]],
+                               sampling_params=SamplingParams(max_tokens=1), use_tqdm=False)
+        return [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+
+    monkeypatch.delenv("VLLM_NO_DEPRECATION_WARNING", raising=False)
+    assert any("prompt_token_ids" in message for message in generate_by_token_ids())
+    monkeypatch.setenv("VLLM_NO_DEPRECATION_WARNING", "1")
+    assert generate_by_token_ids() == []
+
+
+def _batch_size_log_lines(**env: str) -> list[str]:
+    """The engine core's log lines while 3 requests decode together, with
+    the given environment when the engine is built (that is when the
+    interval is read)."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    core_logger = logging.getLogger("vllm.engine.core")
+    core_logger.addHandler(handler)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+            mp.delenv("VLLM_LOG_BATCHSIZE_INTERVAL", raising=False)
+            for name, value in env.items():
+                mp.setenv(name, value)
+            from vllm import LLM, SamplingParams
+            llm = LLM(load_format="dummy", max_model_len=64)
+            llm.generate(["a b c"] * 3, SamplingParams(max_tokens=20, ignore_eos=True),
+                         use_tqdm=False)
+            del llm
+    finally:
+        core_logger.removeHandler(handler)
+    return [line for line in lines if "batch sizes over the last" in line]
 
 
 def test_batch_size_log_interval():
-    code = ("from vllm import LLM, SamplingParams;"
-            "llm = LLM(load_format='dummy', max_model_len=64);"
-            "llm.generate(['a b c'] * 3, SamplingParams(max_tokens=20, ignore_eos=True),"
-            " use_tqdm=False)")
-    out = _python(code, VLLM_CPU_KVCACHE_SPACE="1", DO_NOT_TRACK="1",
-                  VLLM_LOG_BATCHSIZE_INTERVAL="0.000001")
-    assert out.returncode == 0, out.stderr
-    assert "batch sizes over the last" in out.stdout and "3: " in out.stdout
-    silent = _python(code, VLLM_CPU_KVCACHE_SPACE="1", DO_NOT_TRACK="1")
-    assert "batch sizes over the last" not in silent.stdout
+    logged = _batch_size_log_lines(VLLM_LOG_BATCHSIZE_INTERVAL="0.000001")
+    assert logged and any("3: " in line for line in logged), logged
+    assert _batch_size_log_lines() == []
 
 
 def test_function_trace_writes_a_file_under_the_cache_root(tmp_path):
@@ -112,6 +147,5 @@ def test_profiler_without_its_variable_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     from vllm import LLM
     llm = LLM(load_format="dummy", max_model_len=64)
-    import pytest
     with pytest.raises(RuntimeError, match="VLLM_TORCH_PROFILER_DIR"):
         llm.start_profile()

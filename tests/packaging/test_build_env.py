@@ -2,7 +2,10 @@
 the one-line errors for impossible settings (run as the build runs it)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -15,9 +18,28 @@ from tests.utils import REPO_ROOT, clean_env
 BUILD_ENV = REPO_ROOT / "cmake" / "build_env.py"
 
 
-def resolve(**env) -> subprocess.CompletedProcess:
+def run_script(**env) -> subprocess.CompletedProcess:
+    """The script exactly as the build runs it (its own interpreter)."""
     return subprocess.run([sys.executable, str(BUILD_ENV)], env=clean_env(**env),
                           capture_output=True, text=True, timeout=120)
+
+
+def resolve(**env) -> subprocess.CompletedProcess:
+    """The script's main() in this process, under the given environment: the
+    same resolution without a 2 s interpreter and torch import per case
+    (test_the_script_runs_as_the_build_runs_it covers the real invocation)."""
+    build_env = _build_env_module()
+    saved = os.environ.copy()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(clean_env(**env))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = build_env.main([])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess([str(BUILD_ENV)], code, out.getvalue(), err.getvalue())
 
 
 def resolved(**env) -> dict:
@@ -32,6 +54,16 @@ def error_line(**env) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, f"expected one line, got: {proc.stderr}"
     return lines[0]
+
+
+def test_the_script_runs_as_the_build_runs_it():
+    proc = run_script(VLLM_TARGET_DEVICE="cpu", MAX_JOBS="3")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["max_jobs"] == 3
+    proc = run_script(MAX_JOBS="zero")
+    assert proc.returncode == 1
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vllm build configuration error:"), lines
 
 
 def test_unset_device_is_detected_from_torch():
