@@ -2,7 +2,8 @@
 rank 1 a worker process) against one rank, on tiny random Llama-family
 checkpoints written by transformers: greedy fp32 tokens equal, prompt
 logprobs within 1e-4, seeded sampling equal; KV heads split or replicated;
-models and settings it cannot run refused at load with a clear line; the
+the MoE families and DeepSeek (MLA heads, routed and shared experts);
+shapes and settings it cannot split refused at load with a clear line; the
 server with --tensor-parallel-size 2. Each engine runs in a fresh process
 (rank 0 joins a process group and binds its threads)."""
 from __future__ import annotations
@@ -63,6 +64,7 @@ def test_shapes_that_do_not_split_are_refused(tmp_path, tokenizer, edit, message
     "mixtral",  # the routed experts split by intermediate slices
     "qwen2_moe",  # plus a shared expert, q/k/v biases
     "qwen3_moe",  # per-head q/k norms
+    "olmoe",  # q/k norms over every head's projection: gathered across ranks
 ])
 def test_moe_models_split_their_experts(tmp_path, tokenizer, family):
     from tests.engine.moe_checkpoints import save_random_moe
@@ -71,23 +73,30 @@ def test_moe_models_split_their_experts(tmp_path, tokenizer, family):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,message", [
-    ("olmoe", r"tensor parallelism runs the Llama family .*OLMoE's whole-projection q/k norms"),
-    ("deepseek", r"tensor parallelism does not split DeepSeek's MLA heads"),
-])
-def test_models_tensor_parallelism_cannot_run_are_refused(tmp_path, tokenizer, family, message):
-    if family == "deepseek":
-        from tests.engine.deepseek_checkpoints import save_random_deepseek
-        save_random_deepseek("v2", tmp_path, tokenizer)
-    else:
-        from tests.engine.moe_checkpoints import save_random_moe
-        save_random_moe(family, tmp_path, tokenizer)
+@pytest.mark.parametrize("arch,env", [
+    ("v2", {}),  # MLA heads split, routed and shared experts split, no query LoRA
+    ("v3", {}),  # query LoRA, sigmoid routing with its bias, YaRN
+    ("v2", {"VLLM_MLA_DISABLE": "1"}),  # per-head KV cache of this rank's heads
+], ids=["v2-mla", "v3-mla", "v2-mla-disabled"])
+def test_deepseek_splits_its_heads_and_experts(tmp_path, tokenizer, arch, env):
+    from tests.engine.deepseek_checkpoints import save_random_deepseek
+    save_random_deepseek(arch, tmp_path, tokenizer)
+    one, two = run_engine(tmp_path, **env), run_engine(tmp_path, tp=2, **env)
+    assert (one["heads"], two["heads"]) == (4, 2)
+    assert_same_generation(one, two)
+
+
+@pytest.mark.slow
+def test_olmoe_with_kv_heads_fewer_than_ranks_is_refused(tmp_path, tokenizer):
+    from tests.engine.moe_checkpoints import save_random_moe
+    save_random_moe("olmoe", tmp_path, tokenizer, num_key_value_heads=1)
     code = ("from vllm import LLM\n"
             f"LLM({str(tmp_path)!r}, dtype='float32', tensor_parallel_size=2)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, env=clean_env(VLLM_CPU_KVCACHE_SPACE="1"))
     assert out.returncode != 0
-    assert __import__("re").search(message, out.stderr), out.stderr[-2000:]
+    assert "need the KV heads (1) to split evenly over tensor_parallel_size 2" in out.stderr, \
+        out.stderr[-2000:]
 
 
 @pytest.mark.slow  # a server and a worker process; CI's slow step runs it

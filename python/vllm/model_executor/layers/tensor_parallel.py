@@ -53,13 +53,18 @@ class ColumnParallelLinear(Linear):
 
 
 class RowParallelLinear(Linear):
-    """The input features split in equal ranges; y = all_reduce(x_r W_r^T) + b."""
+    """The input features split in equal ranges; y = all_reduce(x_r W_r^T) + b.
+    `reduce_results=False` returns the rank's partial product: the caller
+    sums it with other partial sums and all-reduces once (no bias then)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, reduce_results: bool = True) -> None:
         self.tp_rank, self.tp_size = tp_rank_and_size()
         local = divide(in_features, self.tp_size, "the input features of a row-parallel layer")
+        if bias and not reduce_results:
+            raise ValueError("a row-parallel layer with a bias reduces its own results")
         super().__init__(local, out_features, bias=bias, dtype=dtype)
+        self.reduce_results = reduce_results
 
     def load(self, name: str, loaded: torch.Tensor, shard: str = "") -> None:
         if not isinstance(loaded, torch.Tensor):
@@ -71,6 +76,8 @@ class RowParallelLinear(Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         partial = apply_linear(x, self.weight, None, self.packed_weight)
+        if not self.reduce_results:
+            return partial
         out = get_tp_group().all_reduce(partial)
         return out + self.bias if self.bias is not None else out
 

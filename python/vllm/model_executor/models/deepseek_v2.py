@@ -32,36 +32,55 @@ from vllm.model_executor.layers.layernorm import RMSNorm
 from vllm.model_executor.layers.linear import Linear
 from vllm.model_executor.layers.mla_attention import MLAAttention
 from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings, yarn_softmax_scale
+from vllm.model_executor.layers.tensor_parallel import (ColumnParallelLinear, RowParallelLinear,
+                                                        divide, tp_rank_and_size)
 from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP
-from vllm.model_executor.models.moe_block import HF_EXPERT_NAMES
+from vllm.model_executor.models.moe_block import HF_EXPERT_NAMES, reduce_over_tensor_ranks
 
 logger = logging.getLogger(__name__)
 
 
 class DeepseekV2Attention(nn.Module):
+    """With tensor parallelism each rank takes an equal share of the heads
+    (their rows of q_proj / q_b_proj and kv_b_proj, their columns of o_proj,
+    reduced over ranks); the low-rank projections and their norms, the
+    latent and so the latent cache are the same on every rank, as in vLLM."""
+    splits_across_tensor_ranks = True
+
     def __init__(self, config, dtype: torch.dtype, backend, qkv_bias: bool) -> None:
         super().__init__()
         hidden = config.hidden_size
-        self.num_heads = config.num_attention_heads
+        tp_rank, tp_size = tp_rank_and_size()
+        self.num_heads = divide(config.num_attention_heads, tp_size,
+                                "the number of attention heads")
         self.q_lora_rank = getattr(config, "q_lora_rank", None)
         self.kv_lora_rank = config.kv_lora_rank
         self.nope, self.rope = config.qk_nope_head_dim, config.qk_rope_head_dim
         self.v_head_dim = config.v_head_dim
         self.qk_head_dim = self.nope + self.rope
         bias = bool(getattr(config, "attention_bias", False))
-        q_out = self.num_heads * self.qk_head_dim
+
+        def heads_rows(in_features: int, per_head: int) -> Linear:
+            """This rank's heads' rows of a per-head projection."""
+            rows = self.num_heads * per_head
+            if tp_size == 1:
+                return Linear(in_features, rows, bias=False, dtype=dtype)
+            return ColumnParallelLinear(in_features, {"": (tp_rank * rows, rows)},
+                                        bias=False, dtype=dtype)
+
         if self.q_lora_rank is None:
-            self.q_proj = Linear(hidden, q_out, bias=False, dtype=dtype)
+            self.q_proj = heads_rows(hidden, self.qk_head_dim)
         else:
             self.q_a_proj = Linear(hidden, self.q_lora_rank, bias=bias, dtype=dtype)
             self.q_a_layernorm = RMSNorm(self.q_lora_rank, config.rms_norm_eps, dtype)
-            self.q_b_proj = Linear(self.q_lora_rank, q_out, bias=False, dtype=dtype)
+            self.q_b_proj = heads_rows(self.q_lora_rank, self.qk_head_dim)
         self.kv_a_proj_with_mqa = Linear(hidden, self.kv_lora_rank + self.rope, bias=bias,
                                          dtype=dtype)
         self.kv_a_layernorm = RMSNorm(self.kv_lora_rank, config.rms_norm_eps, dtype)
-        self.kv_b_proj = Linear(self.kv_lora_rank, self.num_heads * (self.nope + self.v_head_dim),
-                                bias=False, dtype=dtype)
-        self.o_proj = Linear(self.num_heads * self.v_head_dim, hidden, bias=bias, dtype=dtype)
+        self.kv_b_proj = heads_rows(self.kv_lora_rank, self.nope + self.v_head_dim)
+        all_heads_v = config.num_attention_heads * self.v_head_dim
+        self.o_proj = (Linear(all_heads_v, hidden, bias=bias, dtype=dtype) if tp_size == 1
+                       else RowParallelLinear(all_heads_v, hidden, bias=bias, dtype=dtype))
         base, scaling = rope_settings(config)
         # V2 rotates adjacent pairs; V3 too unless rope_interleave is off
         neox = getattr(config, "rope_interleave", True) is False
@@ -129,7 +148,11 @@ class DeepseekV2Attention(nn.Module):
 
 class DeepseekMoE(nn.Module):
     """Routed experts plus shared experts; the router in fp32, as DeepSeek
-    trains and transformers runs it."""
+    trains and transformers runs it. With tensor parallelism the router is
+    the same on every rank, the experts (routed and shared) split their
+    intermediate dimension, and the block all-reduces the sum of their
+    partial sums once."""
+    splits_across_tensor_ranks = True
 
     def __init__(self, config, dtype: torch.dtype, v3: bool) -> None:
         super().__init__()
@@ -154,19 +177,19 @@ class DeepseekMoE(nn.Module):
                                 renormalize=bool(getattr(config, "norm_topk_prob", False)),
                                 routed_scaling_factor=float(
                                     getattr(config, "routed_scaling_factor", 1.0) or 1.0),
-                                e_score_correction_bias=bias,
+                                e_score_correction_bias=bias, reduce_results=False,
                                 activation=getattr(config, "hidden_act", "silu"), **routing)
         self.experts._checkpoint_leaf.update(HF_EXPERT_NAMES)
         shared = getattr(config, "n_shared_experts", None) or 0
-        self.shared_experts = (LlamaMLP(config, dtype, config.moe_intermediate_size * shared)
-                               if shared else None)
+        self.shared_experts = (LlamaMLP(config, dtype, config.moe_intermediate_size * shared,
+                                        reduce_results=False) if shared else None)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = F.linear(hidden.float(), self.gate.weight)
         out = self.experts(hidden, logits)
         if self.shared_experts is not None:
             out = out + self.shared_experts(hidden)
-        return out
+        return reduce_over_tensor_ranks(out)
 
 
 class DeepseekV2DecoderLayer(LlamaDecoderLayer):
@@ -192,11 +215,6 @@ class DeepseekV2ForCausalLM(LlamaForCausalLM):
     stacked_params = {"gate_proj": ("gate_up_proj", "gate"), "up_proj": ("gate_up_proj", "up")}
 
     def __init__(self, config, dtype: torch.dtype, attn_backend) -> None:
-        from vllm.distributed.parallel_state import get_tensor_model_parallel_world_size
-        if get_tensor_model_parallel_world_size() > 1:  # before any layer is built
-            raise ValueError("tensor parallelism does not split DeepSeek's MLA heads and "
-                             "experts yet: run it on one rank (pipeline_parallel_size "
-                             "splits its layers)")
         super().__init__(config, dtype, attn_backend)
         if envs.VLLM_MLA_DISABLE:
             logger.info("VLLM_MLA_DISABLE=1: per-head KV cache and the ordinary attention "

@@ -105,7 +105,11 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     splits_across_tensor_ranks = True
 
-    def __init__(self, config, dtype: torch.dtype, intermediate_size: int | None = None) -> None:
+    def __init__(self, config, dtype: torch.dtype, intermediate_size: int | None = None,
+                 reduce_results: bool = True) -> None:
+        """`reduce_results=False` (tensor parallelism): return this rank's
+        partial sum, for a caller that adds it to others before one
+        all-reduce (an MoE block's shared experts)."""
         super().__init__()
         inter = intermediate_size or config.intermediate_size
         bias = getattr(config, "mlp_bias", False)
@@ -119,7 +123,8 @@ class LlamaMLP(nn.Module):
             self.gate_up_proj = ColumnParallelLinear(
                 config.hidden_size, {"gate": (rank * local, local), "up": (rank * local, local)},
                 bias=bias, dtype=dtype, gate_up=True)
-            self.down_proj = RowParallelLinear(inter, config.hidden_size, bias=bias, dtype=dtype)
+            self.down_proj = RowParallelLinear(inter, config.hidden_size, bias=bias, dtype=dtype,
+                                               reduce_results=reduce_results)
         self.act = ActAndMul(getattr(config, "hidden_act", "silu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,9 +206,8 @@ class LlamaModel(nn.Module):
         if self.tp_size > 1 and not all(layer.supports_tensor_parallel()
                                         for layer in self.local_layers):
             raise ValueError("tensor parallelism runs the Llama family (Llama, Mistral, Qwen2, "
-                             "SmolLM2) and its MoE models with per-head attention (Mixtral, "
-                             "Qwen2-MoE, Qwen3-MoE) so far; this model's layers are not "
-                             "among them (OLMoE's whole-projection q/k norms, DeepSeek's MLA)")
+                             "SmolLM2), its MoE models (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) "
+                             "and DeepSeek; this model's layers do not split across ranks")
         # the C++ layer loop has no all-reduce: one rank only
         self.fused_decode = (FusedDecode(self.local_layers)
                              if plain and self.tp_size == 1 else None)

@@ -26,15 +26,17 @@ class SparseMoeBlock(nn.Module):
         super().__init__()
         hidden = config.hidden_size
         self.gate = Linear(hidden, num_experts, bias=False, dtype=dtype)
-        # reduce_results: with tensor parallelism the routed experts' partial
-        # sums are all-reduced (the shared expert's down_proj reduces its own)
+        # With tensor parallelism the routed experts and the shared expert
+        # each give this rank's partial sum; the gate scales a token's
+        # partial sums alike, so the block all-reduces their sum once.
         self.experts = FusedMoE(num_experts, top_k, hidden, intermediate_size, dtype,
-                                reduce_results=True, renormalize=renormalize,
+                                reduce_results=False, renormalize=renormalize,
                                 activation=getattr(config, "hidden_act", "silu"))
         self.experts._checkpoint_leaf.update(expert_names)
         self.shared_expert = None
         if shared_expert_intermediate_size:
-            self.shared_expert = LlamaMLP(config, dtype, shared_expert_intermediate_size)
+            self.shared_expert = LlamaMLP(config, dtype, shared_expert_intermediate_size,
+                                          reduce_results=False)
             self.shared_expert_gate = Linear(hidden, 1, bias=False, dtype=dtype)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -42,4 +44,13 @@ class SparseMoeBlock(nn.Module):
         if self.shared_expert is not None:
             shared = self.shared_expert(hidden)
             out = out + torch.sigmoid(self.shared_expert_gate(hidden)) * shared
-        return out
+        return reduce_over_tensor_ranks(out)
+
+
+def reduce_over_tensor_ranks(partial: torch.Tensor) -> torch.Tensor:
+    """The sum of every tensor rank's partial result (itself on one rank)."""
+    from vllm.distributed.parallel_state import get_tensor_model_parallel_world_size
+    if get_tensor_model_parallel_world_size() == 1 or partial.numel() == 0:
+        return partial
+    from vllm.distributed import tensor_model_parallel_all_reduce
+    return tensor_model_parallel_all_reduce(partial)
