@@ -41,8 +41,9 @@ _RUN = """
 import json, sys
 from vllm import LLM, SamplingParams
 folder, tp, pp = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-backend, dtype = sys.argv[4], sys.argv[5]
-llm = LLM(folder, dtype=dtype, tensor_parallel_size=tp, pipeline_parallel_size=pp,
+backend, dtype, tokenizer = sys.argv[4], sys.argv[5], sys.argv[6] or None
+llm = LLM(folder, tokenizer=tokenizer, dtype=dtype, tensor_parallel_size=tp,
+          pipeline_parallel_size=pp,
           distributed_executor_backend=None if backend == "default" else backend)
 lengths = ((0, 7), (3, 21), (9, 4), (2, 13))
 prompts = [{"prompt_token_ids": list(range(5 + k, 5 + k + n))} for k, n in lengths]
@@ -65,12 +66,13 @@ print("RESULT", json.dumps({
 
 
 def run_engine(folder, tp: int = 1, pp: int = 1, backend: str | None = None,
-               dtype: str = "float32", **env: str) -> dict:
+               dtype: str = "float32", tokenizer: str | None = None, **env: str) -> dict:
     """`backend`: distributed_executor_backend (None: the default). With
     every rank a Ray actor (VLLM_USE_RAY_SPMD_WORKER=1) the engine core
-    holds no model: "heads" and "layers" are None."""
+    holds no model: "heads" and "layers" are None. `tokenizer`: for a GGUF
+    file that carries none."""
     out = subprocess.run([sys.executable, "-c", _RUN, str(folder), str(tp), str(pp),
-                          backend or "default", dtype],
+                          backend or "default", dtype, tokenizer or ""],
                          capture_output=True, text=True, timeout=300,
                          env=clean_env(VLLM_CPU_KVCACHE_SPACE="1", **env))
     assert out.returncode == 0, out.stderr[-3000:]
@@ -78,10 +80,10 @@ def run_engine(folder, tp: int = 1, pp: int = 1, backend: str | None = None,
                            if line.startswith("RESULT ")))
 
 
-def assert_same_generation(one: dict, other: dict) -> None:
-    """Greedy and seeded tokens equal; prompt logprobs within 1e-4."""
+def assert_same_generation(one: dict, other: dict, logprob_tolerance: float = 1e-4) -> None:
+    """Greedy and seeded tokens equal; prompt logprobs within the tolerance."""
     assert other["greedy"] == one["greedy"]
     assert other["seeded"] == one["seeded"]
     for a, b in zip(one["prompt_logprobs"], other["prompt_logprobs"]):
         assert [x is None for x in a] == [x is None for x in b]
-        assert max(abs(x - y) for x, y in zip(a, b) if x is not None) < 1e-4
+        assert max(abs(x - y) for x, y in zip(a, b) if x is not None) < logprob_tolerance

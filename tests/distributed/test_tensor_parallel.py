@@ -99,6 +99,82 @@ def test_olmoe_with_kv_heads_fewer_than_ranks_is_refused(tmp_path, tokenizer):
         out.stderr[-2000:]
 
 
+def _quantized_mixtral_gguf(tmp_path, tokenizer) -> str:
+    """A tiny Mixtral as llama.cpp writes it ("llama" GGUF), every
+    projection quantized: q/k/v and o in Q8_0, the experts in Q4_0, the
+    embedding and the LM head in Q8_0. Experts of 128 (64 a rank: whole
+    32-input groups of the down projection)."""
+    import gguf
+    import numpy as np
+    from gguf.quants import quantize
+    from safetensors.numpy import load_file
+
+    from tests.engine.moe_checkpoints import save_random_moe
+    from tests.engine.test_gguf_moe import _llama_cpp_permute, write_gguf
+    folder = tmp_path / "hf"
+    hf_model = save_random_moe("mixtral", folder, tokenizer, intermediate_size=128,
+                               tie_word_embeddings=False)
+    state, config = load_file(folder / "model.safetensors"), hf_model.config
+    q8, q4 = gguf.GGMLQuantizationType.Q8_0, gguf.GGMLQuantizationType.Q4_0
+    raw = {"token_embd.weight": (quantize(state["model.embed_tokens.weight"], q8), q8),
+           "output.weight": (quantize(state["lm_head.weight"], q8), q8)}
+    for i in range(config.num_hidden_layers):
+        attn = f"model.layers.{i}.self_attn."
+        heads = {"q": config.num_attention_heads, "k": config.num_key_value_heads}
+        for short, name in (("q", "attn_q"), ("k", "attn_k"), ("v", "attn_v"),
+                            ("o", "attn_output")):
+            value = state[f"{attn}{short}_proj.weight"]
+            if short in heads:  # the converter's rotary permutation, then the blocks
+                value = _llama_cpp_permute(value, heads[short])
+            raw[f"blk.{i}.{name}.weight"] = (quantize(value, q8), q8)
+        for gguf_name, leaf in zip(("ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"),
+                                   ("w1", "w3", "w2")):
+            stack = np.stack([state[f"model.layers.{i}.block_sparse_moe.experts.{e}.{leaf}.weight"]
+                              for e in range(config.num_local_experts)])
+            raw[f"blk.{i}.{gguf_name}.weight"] = (quantize(stack, q4), q4)
+    path = tmp_path / "model.gguf"
+    write_gguf(hf_model, "mixtral", folder, path, raw)
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["gguf", "awq", "gptq"])
+def test_quantized_checkpoints_split_staying_quantized(tmp_path, tokenizer, kind):
+    # a quantized weight splits by rows (column-parallel) or by whole groups
+    # of inputs (row-parallel); the embedding and LM head by vocabulary rows,
+    # still quantized
+    from vllm import _custom_ops as ops
+    if not ops.quant_linear_available():
+        pytest.skip("no quantized CPU kernel in the active variant")
+    if kind == "gguf":
+        from vllm.transformers_utils.model_resolver import default_model_path
+        model, tok = _quantized_mixtral_gguf(tmp_path, tokenizer), default_model_path()
+    else:
+        from tests.engine.quant_checkpoints import save_quantized_llama
+        save_quantized_llama(tmp_path, tokenizer, kind, group_size=64)
+        model, tok = str(tmp_path), None
+    one, two = run_engine(model, tokenizer=tok), run_engine(model, tp=2, tokenizer=tok)
+    assert (one["heads"], two["heads"]) == (4, 2)
+    # Quantized layers round their inputs (to bf16 in a prompt's step, int8
+    # in decode): the all-reduce's other summation order, ~1e-6, can flip
+    # one rounding and move a later position's logprob by ~0.1 (measured:
+    # 0.14 at most, most positions within 2e-5). Tokens stay equal.
+    assert_same_generation(one, two, logprob_tolerance=0.3)
+
+
+@pytest.mark.slow
+def test_act_order_weights_cannot_split_their_inputs(tmp_path, tokenizer):
+    from tests.engine.quant_checkpoints import save_quantized_llama
+    save_quantized_llama(tmp_path, tokenizer, "gptq", group_size=64, desc_act=True)
+    code = ("from vllm import LLM\n"
+            f"LLM({str(tmp_path)!r}, dtype='float32', tensor_parallel_size=2)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=clean_env(VLLM_CPU_KVCACHE_SPACE="1"))
+    assert out.returncode != 0
+    assert "act-order (desc_act) quantized weight cannot split its inputs" in out.stderr, \
+        out.stderr[-2000:]
+
+
 @pytest.mark.slow  # a server and a worker process; CI's slow step runs it
 def test_served_with_two_ranks_equals_offline(tmp_path, tokenizer):
     from tests.entrypoints.server import RemoteServer

@@ -10,7 +10,8 @@ block.
   outside a rank's range looks up zeros there, and the all-reduce fills it
   in. As the LM head, each rank's logits for its range, all-gathered.
 
-Checkpoint tensors come whole; each layer slices its part at load.
+Checkpoint tensors come whole; each layer slices its part at load, dense or
+quantized (a quantized weight by rows, or by whole groups of inputs).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from torch import nn
 from vllm.distributed.parallel_state import (get_tensor_model_parallel_rank,
                                              get_tensor_model_parallel_world_size, get_tp_group)
 from vllm.model_executor.layers.linear import Linear, apply_linear
+from vllm.model_executor.layers.quantization.embedding import QuantizedEmbedding
+from vllm.model_executor.layers.quantization.packing import QuantizedWeight
 
 
 def tp_rank_and_size() -> tuple[int, int]:
@@ -44,12 +47,11 @@ class ColumnParallelLinear(Linear):
                          dtype=dtype, gate_up=gate_up)
         self.shard_ranges = shard_ranges
 
-    def load(self, name: str, loaded: torch.Tensor, shard: str = "") -> None:
-        if not isinstance(loaded, torch.Tensor):
-            raise ValueError("tensor parallelism takes dense weights only (no quantized "
-                             "checkpoints yet)")
+    def load(self, name: str, loaded: torch.Tensor | QuantizedWeight, shard: str = "") -> None:
         start, length = self.shard_ranges[shard]
-        super().load(name, loaded.narrow(0, start, length), shard)
+        part = (loaded.row_range(start, length) if isinstance(loaded, QuantizedWeight)
+                else loaded.narrow(0, start, length))
+        super().load(name, part, shard)
 
 
 class RowParallelLinear(Linear):
@@ -66,12 +68,12 @@ class RowParallelLinear(Linear):
         super().__init__(local, out_features, bias=bias, dtype=dtype)
         self.reduce_results = reduce_results
 
-    def load(self, name: str, loaded: torch.Tensor, shard: str = "") -> None:
-        if not isinstance(loaded, torch.Tensor):
-            raise ValueError("tensor parallelism takes dense weights only (no quantized "
-                             "checkpoints yet)")
-        if name == "weight":
-            loaded = loaded.narrow(1, self.tp_rank * self.in_features, self.in_features)
+    def load(self, name: str, loaded: torch.Tensor | QuantizedWeight, shard: str = "") -> None:
+        start = self.tp_rank * self.in_features
+        if isinstance(loaded, QuantizedWeight):
+            loaded = loaded.column_range(start, self.in_features)
+        elif name == "weight":
+            loaded = loaded.narrow(1, start, self.in_features)
         super().load(name, loaded, shard)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +85,10 @@ class RowParallelLinear(Linear):
 
 
 class VocabParallelEmbedding(nn.Module):
-    """Rows [rank * per_rank, (rank + 1) * per_rank) of the (padded) vocabulary."""
+    """Rows [rank * per_rank, (rank + 1) * per_rank) of the (padded) vocabulary.
+    A quantized checkpoint table stays quantized: this rank's rows (padded
+    with zero rows to per_rank) in a QuantizedEmbedding, which the LM head
+    reads packed as on one rank."""
 
     def __init__(self, vocab_size: int, hidden: int, dtype: torch.dtype) -> None:
         super().__init__()
@@ -93,21 +98,44 @@ class VocabParallelEmbedding(nn.Module):
         self.start = self.tp_rank * self.per_rank
         self.weight = nn.Parameter(torch.zeros(self.per_rank, hidden, dtype=dtype),
                                    requires_grad=False)
+        self.quantized: QuantizedEmbedding | None = None
 
-    def load(self, loaded: torch.Tensor) -> None:
+    def load(self, loaded: torch.Tensor | QuantizedWeight) -> None:
         if tuple(loaded.shape) != (self.vocab_size, self.weight.shape[1]):
             raise ValueError(f"checkpoint embedding has shape {tuple(loaded.shape)}, expected "
                              f"{(self.vocab_size, self.weight.shape[1])}")
+        if isinstance(loaded, QuantizedWeight):
+            end = min(self.start + self.per_rank, self.vocab_size)
+            rows = pad_rows(loaded.row_range(self.start, end - self.start), self.per_rank)
+            self.quantized = QuantizedEmbedding(rows, self.weight.dtype)
+            del self.weight  # the dense parameter's memory
+            self.weight = self.quantized.weight  # shape and dtype only
+            return
         rows = loaded[self.start:self.start + self.per_rank]
         self.weight.data[:rows.shape[0]].copy_(rows)  # the padding rows stay zero
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         local = input_ids - self.start
         outside = (local < 0) | (local >= self.per_rank)
-        rows = self.weight[local.masked_fill(outside, 0)]
+        local = local.masked_fill(outside, 0)
+        rows = self.weight[local] if self.quantized is None else self.quantized(local)
         rows.masked_fill_(outside.unsqueeze(-1), 0)
         return get_tp_group().all_reduce(rows)
 
     def gather_logits(self, local_logits: torch.Tensor) -> torch.Tensor:
         """Each rank's logits for its vocabulary range -> the whole row."""
         return get_tp_group().all_gather(local_logits, dim=-1)[..., :self.vocab_size]
+
+
+def pad_rows(weight: QuantizedWeight, rows: int) -> QuantizedWeight:
+    """`weight` with zero rows appended up to `rows` (all-zero scales and
+    offsets: they compute zeros)."""
+    n, k = weight.shape
+    if n == rows:
+        return weight
+    extra = rows - n
+    return QuantizedWeight(
+        torch.cat([weight.values, weight.values.new_zeros(extra, k)]),
+        torch.cat([weight.scales, weight.scales.new_zeros(extra, weight.scales.shape[1])]),
+        torch.cat([weight.offsets, weight.offsets.new_zeros(extra, weight.offsets.shape[1])]),
+        weight.bits, weight.group_size, weight.input_order)

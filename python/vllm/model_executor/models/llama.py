@@ -311,18 +311,20 @@ class LlamaForCausalLM(nn.Module):
         quantized = [m for m in self.modules() if isinstance(m, Linear) and m.quantized]
         linears = [m for m in self.modules() if isinstance(m, Linear) and not m.quantized]
         no_head = isinstance(self.lm_head, PPMissingLayer)  # another stage's
-        head = ([] if no_head or isinstance(self.lm_head, QuantizedEmbedding)
-                else [self.lm_head])
+        quantized_head = (self.lm_head if isinstance(self.lm_head, QuantizedEmbedding)
+                          else self.lm_head.quantized  # a rank's rows, quantized or None
+                          if isinstance(self.lm_head, VocabParallelEmbedding) else None)
+        head = [] if no_head or quantized_head is not None else [self.lm_head]
         place_quantized_in_call_order(quantized)
-        if not head and not no_head:
-            place_quantized_in_call_order([self.lm_head], "packed")
+        if quantized_head is not None:
+            place_quantized_in_call_order([quantized_head], "packed")
         # the LM head is the last weight a decode step streams
         packed = pack_weights_in_call_order([m.weight for m in linears + head],
                                             [m.gate_up for m in linears] + [False] * len(head))
         for module, weight in zip(linears, packed):
             module.packed_weight = weight
         self.packed_lm_head = (packed[-1] if head else
-                               None if no_head else self.lm_head.packed)
+                               None if no_head else quantized_head.packed)
         for module in self.modules():  # e.g. FusedMoE: packs its experts
             if (module is not self and not isinstance(module, Linear)
                     and hasattr(module, "process_weights_after_loading")):
@@ -357,9 +359,6 @@ class LlamaForCausalLM(nn.Module):
         for name, tensor in weights:
             if "rotary_emb.inv_freq" in name or self._held_by_another_stage(name):
                 continue
-            if tp and isinstance(tensor, QuantizedWeight):
-                raise ValueError(f"tensor parallelism takes dense weights only; {name} is "
-                                 "quantized (load it with quantization='none' or one rank)")
             moe_path = load_expert_checkpoint_tensor(name, tensor, modules)
             if moe_path is not None:
                 if modules[moe_path].all_loaded():
@@ -367,7 +366,7 @@ class LlamaForCausalLM(nn.Module):
                 continue
             if name == "lm_head.weight" and self.tie_word_embeddings:
                 continue  # tied: the embedding is the head
-            if (isinstance(tensor, QuantizedWeight)
+            if (isinstance(tensor, QuantizedWeight) and not tp
                     and name in ("model.embed_tokens.weight", "lm_head.weight")):
                 if tensor.input_order is None:
                     self._load_quantized_embedding(name, tensor)

@@ -144,11 +144,13 @@ class FusedMoE(nn.Module):
             raise ValueError(f"checkpoint {name or shard} has shape {tuple(tensor.shape)}, "
                              f"expected {expected} (hidden {k}, expert intermediate {full})")
         n = self.intermediate_size
-        if self.tp_size > 1:
+        if self.tp_size > 1:  # this rank's slice of the intermediate dimension
+            start = self.tp_rank * n
             if isinstance(tensor, QuantizedWeight):
-                raise ValueError("tensor parallelism takes dense expert weights only; "
-                                 f"{name or shard} is quantized")
-            tensor = tensor.narrow(1 if shard == "w2" else 0, self.tp_rank * n, n)
+                tensor = (tensor.column_range(start, n) if shard == "w2"
+                          else tensor.row_range(start, n))
+            else:
+                tensor = tensor.narrow(1 if shard == "w2" else 0, start, n)
         if isinstance(tensor, QuantizedWeight):  # packed with the others after loading
             self._quantized[expert, shard] = tensor
             self._loaded.add((expert, shard))

@@ -51,6 +51,30 @@ class QuantizedWeight:
         weight[:, self.input_order] = ordered  # back to the checkpoint's k order
         return weight.to(dtype)
 
+    def row_range(self, start: int, length: int) -> "QuantizedWeight":
+        """Rows start .. start + length (output features: a column-parallel
+        rank's share); the input order, per input, stays."""
+        return QuantizedWeight(self.values[start:start + length],
+                               self.scales[start:start + length],
+                               self.offsets[start:start + length], self.bits, self.group_size,
+                               self.input_order)
+
+    def column_range(self, start: int, length: int) -> "QuantizedWeight":
+        """Inputs start .. start + length (a row-parallel rank's share):
+        whole groups only, and not of an act-order weight, whose stored
+        columns are a permutation of the inputs."""
+        g = self.group_size
+        if self.input_order is not None:
+            raise ValueError("an act-order (desc_act) quantized weight cannot split its inputs "
+                             "across tensor ranks: its groups are scattered over them")
+        if start % g or length % g:
+            raise ValueError(f"a quantized weight with groups of {g} inputs cannot split its "
+                             f"inputs at {start} .. {start + length} across tensor ranks")
+        groups = slice(start // g, (start + length) // g)
+        return QuantizedWeight(self.values[:, start:start + length].contiguous(),
+                               self.scales[:, groups].contiguous(),
+                               self.offsets[:, groups].contiguous(), self.bits, g)
+
     def as_8bit(self) -> "QuantizedWeight":
         """The same weight in 8-bit form: u - 8 as signed values, the offset
         taking 8 scales (exact up to the offset's fp16 rounding)."""
