@@ -124,6 +124,10 @@ class EngineArgs:
                                                  self.tensor_parallel_size,
                                                  self.pipeline_parallel_size,
                                                  self.distributed_executor_backend)
+        if parallel_config.distributed_executor_backend == "ray" and parallel_config.world_size > 1:
+            # Ray settings that cannot apply fail here, before Ray starts
+            from vllm.executor.ray_executor import check_ray_settings
+            check_ray_settings(parallel_config.world_size)
         if parallel_config.pipeline_parallel_size > 1:
             # a partition that does not fit fails here, not in every worker
             from vllm.distributed.utils import pipeline_partition

@@ -90,6 +90,40 @@ class RayWorkerWrapper:
         return out if self.worker.returns_step_results else None
 
 
+def bundle_indices(world: int) -> list[int]:
+    """Each rank's placement-group bundle: VLLM_RAY_BUNDLE_INDICES (distinct,
+    one per rank) or rank r in bundle r."""
+    spec = envs.VLLM_RAY_BUNDLE_INDICES
+    if not spec:
+        return list(range(world))
+    indices = parse_int_list("VLLM_RAY_BUNDLE_INDICES", spec, "bundle indices")
+    if len(indices) != world or len(set(indices)) != world:
+        raise ValueError(f"VLLM_RAY_BUNDLE_INDICES={spec!r} must name {world} distinct "
+                         f"bundles, one per rank")
+    return indices
+
+
+def check_ray_settings(world: int) -> None:
+    """The Ray variables that cannot apply to these CPU workers, and a bundle
+    list of the wrong length: refused before any process or Ray instance
+    starts (EngineArgs calls this; whether the bundles exist is known only
+    once the placement group does)."""
+    if envs.VLLM_USE_RAY_COMPILED_DAG:
+        if not envs.VLLM_USE_RAY_SPMD_WORKER:
+            raise ValueError("VLLM_USE_RAY_COMPILED_DAG=1 needs VLLM_USE_RAY_SPMD_WORKER=1 "
+                             "(every rank a Ray actor), as in vLLM")
+        # on by default in vLLM, where it applies to GPU workers only
+        if (envs.is_set("VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL")
+                and envs.VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL):
+            raise ValueError("VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL=1: NCCL channels "
+                             "carry GPU tensors between GPU workers; these workers run "
+                             "on CPU (unset it, or set it to 0)")
+        if envs.VLLM_USE_RAY_COMPILED_DAG_OVERLAP_COMM:
+            raise ValueError("VLLM_USE_RAY_COMPILED_DAG_OVERLAP_COMM=1 overlaps GPU "
+                             "communication; these workers run on CPU (set it to 0)")
+    bundle_indices(world)
+
+
 class RayExecutor(DistributedExecutorBase):
     def __init__(self, config: VllmConfig, eos_token_id: int | None) -> None:
         ray = _import_ray()
@@ -99,19 +133,7 @@ class RayExecutor(DistributedExecutorBase):
         world, tp = parallel.world_size, parallel.tensor_parallel_size
         self.spmd = envs.VLLM_USE_RAY_SPMD_WORKER
         self.compiled_dag = None
-        if envs.VLLM_USE_RAY_COMPILED_DAG:
-            if not self.spmd:
-                raise ValueError("VLLM_USE_RAY_COMPILED_DAG=1 needs VLLM_USE_RAY_SPMD_WORKER=1 "
-                                 "(every rank a Ray actor), as in vLLM")
-            # on by default in vLLM, where it applies to GPU workers only
-            if (envs.is_set("VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL")
-                    and envs.VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL):
-                raise ValueError("VLLM_USE_RAY_COMPILED_DAG_NCCL_CHANNEL=1: NCCL channels "
-                                 "carry GPU tensors between GPU workers; these workers run "
-                                 "on CPU (unset it, or set it to 0)")
-            if envs.VLLM_USE_RAY_COMPILED_DAG_OVERLAP_COMM:
-                raise ValueError("VLLM_USE_RAY_COMPILED_DAG_OVERLAP_COMM=1 overlaps GPU "
-                                 "communication; these workers run on CPU (set it to 0)")
+        check_ray_settings(world)
         if envs.is_set("VLLM_RAY_PER_WORKER_GPUS"):
             logger.info("VLLM_RAY_PER_WORKER_GPUS=%s is unused: CPU workers take no GPU",
                         envs.VLLM_RAY_PER_WORKER_GPUS)
@@ -185,12 +207,7 @@ class RayExecutor(DistributedExecutorBase):
         ray = self.ray
         from ray.util.placement_group import get_current_placement_group, placement_group
         spec = envs.VLLM_RAY_BUNDLE_INDICES
-        indices = list(range(world))
-        if spec:  # checked before any group exists
-            indices = parse_int_list("VLLM_RAY_BUNDLE_INDICES", spec, "bundle indices")
-            if len(indices) != world or len(set(indices)) != world:
-                raise ValueError(f"VLLM_RAY_BUNDLE_INDICES={spec!r} must name {world} distinct "
-                                 f"bundles, one per rank")
+        indices = bundle_indices(world)
         current = get_current_placement_group()
         if current is not None:
             group, available = current, len(current.bundle_specs)
