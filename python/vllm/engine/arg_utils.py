@@ -42,7 +42,15 @@ class EngineArgs:
     enable_chunked_prefill: bool = True
     num_gpu_blocks_override: int | None = None
     served_model_name: str | None = None
-    device: str = "cpu"
+    # "auto": this build's device (see vllm.platforms); "cpu", "cuda"
+    device: str = "auto"
+    # GPU knobs (vLLM's): the share of GPU memory the engine may use, CUDA
+    # graphs off, host swap space (GiB) for preempted requests' blocks.
+    # Validated everywhere; the CPU engine uses none of them (its KV cache is
+    # VLLM_CPU_KVCACHE_SPACE, preemption recomputes instead of swapping).
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
+    swap_space: float = 4
     trust_remote_code: bool = False  # accepted for compatibility; no remote code runs
     max_logprobs: int = 20
     # engine replicas behind one front end (AsyncLLM / vllm serve)
@@ -67,8 +75,18 @@ class EngineArgs:
         from vllm.transformers_utils.model_resolver import resolve_model
         from vllm.transformers_utils.tokenizer import get_tokenizer
 
-        if self.device not in ("cpu", "auto"):
-            raise ValueError(f"device {self.device!r} is not supported by this engine (cpu)")
+        from vllm.platforms import resolve_device
+        from vllm.worker.gpu_planning import check_gpu_memory_utilization
+        check_gpu_memory_utilization(self.gpu_memory_utilization)
+        if self.swap_space < 0:
+            raise ValueError(f"swap_space must be at least 0 GiB, got {self.swap_space}")
+        device = resolve_device(self.device)
+        if device.kind != "cpu":
+            raise ValueError(f"device {self.device!r} -> {device.kind} ({device.reason}): this "
+                             "version's engine runs on the CPU only; its CUDA kernels are "
+                             "usable as ops (vllm._custom_ops), its GPU model runner is not "
+                             "written yet")
+        logger.debug("device %s -> cpu: %s", self.device, device.reason)
         resolved = resolve_model(self.model, self.revision)
         if self.trust_remote_code:
             logger.warning("trust_remote_code is ignored: this engine runs no remote code "

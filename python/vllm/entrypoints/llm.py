@@ -21,10 +21,8 @@ class LLM:
     def __init__(self, model: str | None = None, tokenizer: str | None = None,
                  dtype: str = "auto", seed: int = 0, max_model_len: int | None = None,
                  **kwargs: Any) -> None:
-        # GPU-only knobs a vLLM script may pass; meaningless on CPU.
-        for ignored in ("gpu_memory_utilization", "enforce_eager", "swap_space",
-                        "disable_log_stats"):
-            kwargs.pop(ignored, None)
+        # accepted for vLLM scripts: this engine logs statistics on request
+        kwargs.pop("disable_log_stats", None)
         args = EngineArgs(model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
                           max_model_len=max_model_len, **kwargs)
         self.llm_engine = LLMEngine.from_engine_args(args, UsageContext.LLM_CLASS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from vllm.engine.arg_utils import EngineArgs
+from vllm.platforms import DEVICES
 
 
 def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> None:
@@ -79,10 +80,17 @@ def add_serve_args(parser: argparse.ArgumentParser, model_positional: bool) -> N
                         help="how ranks beyond the first run: worker processes ('mp', the "
                              "default) or Ray actors ('ray': this machine's Ray instance, or "
                              "the cluster RAY_ADDRESS names)")
-    # GPU-only flags a vLLM command line may carry; accepted and ignored on CPU.
-    parser.add_argument("--gpu-memory-utilization", type=float, default=None,
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--enforce-eager", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="auto", choices=list(DEVICES),
+                        help="where the engine runs: 'auto' (this build's device), 'cpu' "
+                             "or 'cuda'")
+    # GPU knobs of vLLM's command line: validated, unused by the CPU engine.
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                        help="share of the GPU's memory the engine may use, in (0, 1]")
+    parser.add_argument("--enforce-eager", action="store_true",
+                        help="no CUDA graphs (the CPU engine has none)")
+    parser.add_argument("--swap-space", type=float, default=4,
+                        help="host GiB for preempted requests' blocks on GPUs (the CPU engine "
+                             "recomputes preempted requests instead)")
 
 
 def engine_args_from(args: argparse.Namespace) -> EngineArgs:
@@ -98,5 +106,7 @@ def engine_args_from(args: argparse.Namespace) -> EngineArgs:
         tensor_parallel_size=args.tensor_parallel_size,
         pipeline_parallel_size=args.pipeline_parallel_size,
         distributed_executor_backend=args.distributed_executor_backend,
-        seed=args.seed, generation_config=args.generation_config,
+        seed=args.seed, generation_config=args.generation_config, device=args.device,
+        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
+        swap_space=args.swap_space,
         served_model_name=args.served_model_name[0] if args.served_model_name else None)
