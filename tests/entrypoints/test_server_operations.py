@@ -204,6 +204,29 @@ def test_chat_template_flag_replaces_the_models_template(tmp_path):
         s.stop()
 
 
+def test_a_port_in_use_fails_at_once_in_one_line():
+    # the port is bound before the model loads (and before any worker picks
+    # a port of its own): taken, the command ends at once with one line
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        exe = os.path.join(os.path.dirname(sys.executable), "vllm")
+        start = time.monotonic()
+        out = subprocess.run([exe, "serve", "--port", str(port)], capture_output=True,
+                             text=True, timeout=120,
+                             env=dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1"))
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"vllm serve: error: [Errno 98] cannot serve on 127.0.0.1:{port}: "
+        "Address already in use"), out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and "KV cache" not in out.stdout + out.stderr
+    assert time.monotonic() - start < 30
+
+
 def _socket_dirs(base) -> list[str]:
     return sorted(n for n in os.listdir(base) if n.startswith("vllm-ipc-"))
 

@@ -99,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         # core's own failures arrive as EngineDeadError with its last line.
         from vllm.engine.core_client import EngineDeadError
         from vllm.transformers_utils.model_file_check import ModelFileError
-        if not isinstance(exc, (ModelFileError, EngineDeadError)):
+        one_line = (ModelFileError, EngineDeadError)
+        if args.command == "serve":  # e.g. the port in use
+            from vllm.entrypoints.openai.api_server import ServerAddressError
+            one_line += (ServerAddressError,)
+        if not isinstance(exc, one_line):
             raise
         print(f"vllm {args.command}: error: {exc}", file=sys.stderr)
         return 1

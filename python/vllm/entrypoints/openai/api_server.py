@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 
 from vllm import envs
@@ -276,6 +277,27 @@ def build_app(engine, args: argparse.Namespace):
     return app
 
 
+class ServerAddressError(OSError):
+    """The server's address cannot be bound (in use, not this machine's)."""
+
+
+def bind_server_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound now; processes forked later (the
+    engine core, its workers) close their copy, so the port is the server's
+    alone. OSError naming the address when it cannot be had."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise ServerAddressError(exc.errno, f"cannot serve on {host}:{port}: "
+                                            f"{exc.strerror or exc}") from None
+    os.register_at_fork(after_in_child=sock.close)
+    return sock
+
+
 async def serve(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM (exit 0) or until the engine dies (exit 1,
     unless VLLM_KEEP_ALIVE_ON_ENGINE_DEATH keeps the server answering)."""
@@ -287,6 +309,10 @@ async def serve(args: argparse.Namespace) -> int:
 
     init_logging()
     from vllm.usage.usage_lib import UsageContext
+    # The port first, as vLLM does: an engine's workers pick free ports for
+    # their rendezvous while it starts, and one could take ours; and a port
+    # in use fails here, before minutes of loading a model.
+    sock = bind_server_socket(args.host, args.port)
     engine = AsyncLLM(engine_args_from(args), usage_context=UsageContext.OPENAI_API_SERVER)
     app = build_app(engine, args)
     from vllm.entrypoints.openai.http_protocol import protocol_with_header_timeout
@@ -319,7 +345,7 @@ async def serve(args: argparse.Namespace) -> int:
     logger.info("serving %s on http://%s:%d", engine.model_config.served_model_name,
                 args.host, args.port)
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         watcher.cancel()
         engine.shutdown()
