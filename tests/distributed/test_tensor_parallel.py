@@ -23,6 +23,17 @@ def tokenizer():
     return default_tokenizer()
 
 
+def two_ranks_load_error(folder) -> str:
+    """stderr of LLM(folder, tensor_parallel_size=2) in a fresh process,
+    which must fail."""
+    code = ("from vllm import LLM\n"
+            f"LLM({str(folder)!r}, dtype='float32', tensor_parallel_size=2)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, env=clean_env(VLLM_CPU_KVCACHE_SPACE="1"))
+    assert out.returncode != 0
+    return out.stderr
+
+
 # fresh engines in subprocesses take ~10 s a case: the variants beyond the
 # first run in CI's slow step
 @pytest.mark.parametrize("arch,kwargs", [
@@ -50,13 +61,8 @@ def test_two_ranks_match_one(tmp_path, tokenizer, arch, kwargs):
 def test_shapes_that_do_not_split_are_refused(tmp_path, tokenizer, edit, message):
     save_random(tmp_path, tokenizer, "LlamaConfig", "LlamaForCausalLM",
           **{"num_key_value_heads": 1, **edit})
-    code = ("from vllm import LLM\n"
-            f"LLM({str(tmp_path)!r}, dtype='float32', tensor_parallel_size=2)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, env=clean_env(VLLM_CPU_KVCACHE_SPACE="1"))
-    assert out.returncode != 0
-    assert "ValueError" in out.stderr and __import__("re").search(message, out.stderr), \
-        out.stderr[-2000:]
+    stderr = two_ranks_load_error(tmp_path)
+    assert "ValueError" in stderr and __import__("re").search(message, stderr), stderr[-2000:]
 
 
 @pytest.mark.slow  # two engines each (~15 s): CI's slow step
@@ -90,13 +96,9 @@ def test_deepseek_splits_its_heads_and_experts(tmp_path, tokenizer, arch):
 def test_olmoe_with_kv_heads_fewer_than_ranks_is_refused(tmp_path, tokenizer):
     from tests.engine.moe_checkpoints import save_random_moe
     save_random_moe("olmoe", tmp_path, tokenizer, num_key_value_heads=1)
-    code = ("from vllm import LLM\n"
-            f"LLM({str(tmp_path)!r}, dtype='float32', tensor_parallel_size=2)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, env=clean_env(VLLM_CPU_KVCACHE_SPACE="1"))
-    assert out.returncode != 0
-    assert "need the KV heads (1) to split evenly over tensor_parallel_size 2" in out.stderr, \
-        out.stderr[-2000:]
+    stderr = two_ranks_load_error(tmp_path)
+    assert "need the KV heads (1) to split evenly over tensor_parallel_size 2" in stderr, \
+        stderr[-2000:]
 
 
 def _quantized_mixtral_gguf(tmp_path, tokenizer) -> str:
@@ -167,13 +169,9 @@ def test_quantized_checkpoints_split_staying_quantized(tmp_path, tokenizer, kind
 def test_act_order_weights_cannot_split_their_inputs(tmp_path, tokenizer):
     from tests.engine.quant_checkpoints import save_quantized_llama
     save_quantized_llama(tmp_path, tokenizer, "gptq", group_size=64, desc_act=True)
-    code = ("from vllm import LLM\n"
-            f"LLM({str(tmp_path)!r}, dtype='float32', tensor_parallel_size=2)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, env=clean_env(VLLM_CPU_KVCACHE_SPACE="1"))
-    assert out.returncode != 0
-    assert "act-order (desc_act) quantized weight cannot split its inputs" in out.stderr, \
-        out.stderr[-2000:]
+    stderr = two_ranks_load_error(tmp_path)
+    assert "act-order (desc_act) quantized weight cannot split its inputs" in stderr, \
+        stderr[-2000:]
 
 
 @pytest.mark.slow  # a server and a worker process; CI's slow step runs it
