@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vllm import envs
+from vllm.distributed.communication_op import reduce_over_tensor_ranks
 from vllm.model_executor.layers.attention import Attention
 from vllm.model_executor.layers.fused_moe import FusedMoE
 from vllm.model_executor.layers.layernorm import RMSNorm
@@ -35,7 +36,7 @@ from vllm.model_executor.layers.rotary import RotaryEmbedding, rope_settings, ya
 from vllm.model_executor.layers.tensor_parallel import (ColumnParallelLinear, RowParallelLinear,
                                                         divide, tp_rank_and_size)
 from vllm.model_executor.models.llama import LlamaDecoderLayer, LlamaForCausalLM, LlamaMLP
-from vllm.model_executor.models.moe_block import HF_EXPERT_NAMES, reduce_over_tensor_ranks
+from vllm.model_executor.models.moe_block import HF_EXPERT_NAMES
 
 logger = logging.getLogger(__name__)
 

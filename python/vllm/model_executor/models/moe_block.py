@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vllm.distributed.communication_op import reduce_over_tensor_ranks
 from vllm.model_executor.layers.fused_moe import FusedMoE
 from vllm.model_executor.layers.linear import Linear
 from vllm.model_executor.models.llama import LlamaMLP
@@ -46,11 +47,3 @@ class SparseMoeBlock(nn.Module):
             out = out + torch.sigmoid(self.shared_expert_gate(hidden)) * shared
         return reduce_over_tensor_ranks(out)
 
-
-def reduce_over_tensor_ranks(partial: torch.Tensor) -> torch.Tensor:
-    """The sum of every tensor rank's partial result (itself on one rank)."""
-    from vllm.distributed.parallel_state import get_tensor_model_parallel_world_size
-    if get_tensor_model_parallel_world_size() == 1 or partial.numel() == 0:
-        return partial
-    from vllm.distributed import tensor_model_parallel_all_reduce
-    return tensor_model_parallel_all_reduce(partial)

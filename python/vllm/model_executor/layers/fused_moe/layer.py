@@ -276,9 +276,9 @@ class FusedMoE(nn.Module):
     # ------------------------------------------------------------ compute
     def forward(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
         out = self._experts(hidden_states, router_logits)
-        if self.tp_size > 1 and self.reduce_results and out.numel():
-            from vllm.distributed import tensor_model_parallel_all_reduce
-            out = tensor_model_parallel_all_reduce(out)
+        if self.reduce_results:
+            from vllm.distributed.communication_op import reduce_over_tensor_ranks
+            out = reduce_over_tensor_ranks(out)
         return out
 
     def _experts(self, hidden_states: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
