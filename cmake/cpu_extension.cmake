@@ -2,6 +2,15 @@
 # (AVX-512 with BF16/VNNI when the compiler has them, AVX2, scalar) into one
 # _C module; csrc/cpu/isa_dispatch.cpp picks the variant for the running CPU.
 enable_language(CXX)
+# RelWithDebInfo, the default build type, with line tables only (-g1): the
+# installed module is stripped (scikit-build-core's install.strip), so full
+# debug info bought nothing a user keeps and was 27% of the compiler's time
+# (162 -> 118 s of CPU, 89 -> 67 s on 2 cores); -g1 still gives perf and
+# backtraces function names and lines from the build tree's copy.
+# CMAKE_BUILD_TYPE=Debug keeps full -g; flags a user set are left alone.
+if(CMAKE_CXX_FLAGS_RELWITHDEBINFO STREQUAL "-O2 -g -DNDEBUG")
+  set(CMAKE_CXX_FLAGS_RELWITHDEBINFO "-O2 -g1 -DNDEBUG")
+endif()
 set(CMAKE_CXX_STANDARD 17)
 set(CMAKE_CXX_STANDARD_REQUIRED ON)
 include(CheckCXXCompilerFlag)

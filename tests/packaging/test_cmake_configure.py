@@ -58,6 +58,14 @@ def test_build_type(tmp_path, value, expected):
     proc = configure(tmp_path, **env)
     assert proc.returncode == 0, proc.stderr
     assert cache_value(tmp_path, "CMAKE_BUILD_TYPE") == expected
+    # the default keeps line tables only (the installed module is stripped);
+    # Debug keeps full debug info, Release none
+    flags = set(re.findall(r"^\s*FLAGS = (.*)$", (tmp_path / "build.ninja").read_text(), re.M))
+    assert flags, "no compile flags in build.ninja"
+    debug = {"RelWithDebInfo": "-g1", "Debug": "-g", "Release": None}[expected]
+    for line in flags:
+        options = line.split()
+        assert ([o for o in options if o.startswith("-g")] == ([debug] if debug else [])), line
 
 
 def test_bad_build_type_fails_at_configure(tmp_path):
