@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One pass on a lent GPU machine (see bench/RESULTS.md): build the CUDA
-# extension against that machine's torch, run the GPU tests, then the GPU
-# kernel benchmarks. Logs and the benchmark table go to $OUT.
+# extension against that machine's torch, run the GPU kernel tests and the
+# engine's GPU tests, then the GPU kernel and engine benchmarks. Logs and the benchmark table go to $OUT.
 #   bash bench/gpu/device_check.sh [--no-triton-tests]
 set -uo pipefail
 OUT=${OUT:-/tmp/device-out}
@@ -26,6 +26,10 @@ if VLLM_TARGET_DEVICE=cuda TORCH_CUDA_ARCH_LIST="9.0a" MAX_JOBS=16 \
     tests/kernels/test_moe_cuda.py tests/kernels/test_awq_cuda.py tests/kernels/test_mla_cuda.py \
     >"$OUT/pytest_cuda.log" 2>&1
   tail -n 40 "$OUT/pytest_cuda.log"
+  since "the engine on the GPU (random-initialised checkpoints vs transformers, graphs, eager)"
+  timeout 300 python3 -m pytest -q -m cuda -p no:cacheprovider tests/engine/test_gpu_engine.py \
+    >"$OUT/pytest_gpu_engine.log" 2>&1
+  tail -n 40 "$OUT/pytest_gpu_engine.log"
 else
   tail -n 60 "$OUT/build.log"
   export PYTHONPATH=$PWD/python   # the Triton kernel needs no compiled vllm
@@ -41,5 +45,7 @@ fi
 if [ "$PYTHONPATH" = /tmp/site ]; then
   since "GPU kernel benchmarks"
   timeout 180 python3 bench/kernels/cuda_bench.py --out "$OUT/cuda_bench.md"
+  since "the engine against transformers on this GPU"
+  timeout 300 python3 bench/e2e/gpu_engine.py --out "$OUT/gpu_engine.json"
 fi
 since "done"

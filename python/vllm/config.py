@@ -247,9 +247,20 @@ class ParallelConfig:
 
 
 @dataclass
+class DeviceConfig:
+    """Where the engine runs (vllm.platforms.resolve_device decided it) and
+    the GPU worker's settings (unused on the CPU)."""
+    device: str = "cpu"  # "cpu" or "cuda"
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False  # no CUDA graphs
+    swap_space: float = 4  # GiB of host memory for preempted blocks (see README)
+
+
+@dataclass
 class VllmConfig:
     model_config: ModelConfig
     cache_config: CacheConfig
     scheduler_config: SchedulerConfig
     attention_backend: str | None = None
     parallel_config: ParallelConfig = field(default_factory=ParallelConfig)
+    device_config: DeviceConfig = field(default_factory=DeviceConfig)

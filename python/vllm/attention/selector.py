@@ -25,8 +25,11 @@ def get_attn_backend(name: str | None = None, device: str = "cpu"):
         backend.check_usable(device)
         return backend
     available = ", ".join(_CPU_BACKENDS)
-    if key in _GPU_ONLY:
+    if key in _GPU_ONLY and device == "cpu":
         raise ValueError(f"attention backend {choice!r} needs a GPU; on {device} choose "
                          f"one of: {available}")
+    if key in _GPU_ONLY:
+        raise ValueError(f"attention backend {choice!r} is not wired into this engine yet; "
+                         f"on {device} choose one of: {available}")
     raise ValueError(f"unknown attention backend {choice!r} (VLLM_ATTENTION_BACKEND); "
                      f"choose one of: {available}")

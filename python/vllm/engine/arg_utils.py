@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from vllm.config import (CacheConfig, ModelConfig, ParallelConfig, SchedulerConfig,
-                         VllmConfig, derive_max_model_len, resolve_dtype)
+from vllm.config import (CacheConfig, DeviceConfig, ModelConfig, ParallelConfig,
+                         SchedulerConfig, VllmConfig, derive_max_model_len, resolve_dtype)
 from vllm.usage.usage_lib import UsageContext
 
 logger = logging.getLogger(__name__)
@@ -81,12 +81,9 @@ class EngineArgs:
         if self.swap_space < 0:
             raise ValueError(f"swap_space must be at least 0 GiB, got {self.swap_space}")
         device = resolve_device(self.device)
-        if device.kind != "cpu":
-            raise ValueError(f"device {self.device!r} -> {device.kind} ({device.reason}): this "
-                             "version's engine runs on the CPU only; its CUDA kernels are "
-                             "usable as ops (vllm._custom_ops), its GPU model runner is not "
-                             "written yet")
-        logger.debug("device %s -> cpu: %s", self.device, device.reason)
+        logger.debug("device %s -> %s: %s", self.device, device.kind, device.reason)
+        device_config = DeviceConfig(device.kind, self.gpu_memory_utilization,
+                                     self.enforce_eager, self.swap_space)
         resolved = resolve_model(self.model, self.revision)
         if self.trust_remote_code:
             logger.warning("trust_remote_code is ignored: this engine runs no remote code "
@@ -152,5 +149,11 @@ class EngineArgs:
             counts = pipeline_partition(hf_config.num_hidden_layers,
                                         parallel_config.pipeline_parallel_size)
             logger.info("pipeline parallelism: layers per stage %s", counts)
+        if device.kind == "cuda" and (parallel_config.world_size > 1
+                                      or parallel_config.replicas_here > 1):
+            raise ValueError("on a GPU this engine runs one rank on one GPU for now: "
+                             "tensor_parallel_size, pipeline_parallel_size and "
+                             "data_parallel_size must be 1 (device='cpu' scales out)")
         return VllmConfig(model_config, cache_config, scheduler_config,
-                          parallel_config=parallel_config), tokenizer
+                          parallel_config=parallel_config,
+                          device_config=device_config), tokenizer

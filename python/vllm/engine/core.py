@@ -47,6 +47,9 @@ class EngineCore:
         elif parallel.world_size > 1:
             from vllm.executor.multiproc_executor import MultiprocExecutor
             self.worker = MultiprocExecutor(config, eos_token_id)
+        elif config.device_config.device == "cuda":
+            from vllm.worker.gpu_worker import GPUWorker
+            self.worker = GPUWorker(config, eos_token_id)
         else:
             self.worker = CPUWorker(config, eos_token_id)
         # pipeline parallelism: steps in flight, oldest first (one per stage)

@@ -28,11 +28,17 @@ from vllm.engine.wire import MAX_FRAME_BYTES, DropLog, WireError, decode, encode
 logger = logging.getLogger(__name__)
 
 
-def _start_method() -> str:
+def _start_method(device: str = "cpu") -> str:
     """VLLM_WORKER_MULTIPROC_METHOD, except that a process whose thread pools
     have started (any forward pass ran here, as when an `LLM` ran first) is
-    not forked: the child would hang in its first parallel region."""
+    not forked: the child would hang in its first parallel region. A GPU
+    engine core is always spawned, as vLLM does once CUDA is initialised:
+    choosing the device asked the CUDA driver for its GPUs here, and a
+    forked child cannot use a driver its parent initialised."""
     method = envs.VLLM_WORKER_MULTIPROC_METHOD
+    if method == "fork" and device != "cpu":
+        logger.info("starting the engine core with spawn, not fork: it runs on the GPU")
+        return "spawn"
     if method == "fork" and not fork_is_safe():
         logger.info("starting the engine core with spawn, not fork: this process already "
                     "runs %s threads", native_thread_count())
@@ -61,7 +67,7 @@ class EngineCoreClient:
             # start-up than spawn). Started before this process makes its
             # ZeroMQ context (not fork-safe); connecting before the bind below
             # is fine for ZeroMQ.
-            method = _start_method()
+            method = _start_method(vllm_config.device_config.device)
             self.worker = multiprocessing.get_context(method).Process(
                 target=run_engine_core, args=args + (os.getpid(),), name="EngineCore",
                 daemon=True)

@@ -4,7 +4,11 @@ temperature / top-k / top-p / min-p sampling, with vLLM's semantics.
 Returned logprobs are the model's raw log-softmax (before any processing),
 as vLLM returns by default. Seeded requests draw from their own generator,
 one draw per step, so their samples do not depend on what else is in the
-batch."""
+batch.
+
+Device-neutral: every tensor it makes lives on the logits' device (a GPU
+runner samples where its logits are), and a seeded request's generator is
+made on that device at its first draw."""
 from __future__ import annotations
 
 import inspect
@@ -25,22 +29,24 @@ class SamplingState:
     prompt_token_ids: list[int]
     output_token_ids: list[int]
     eos_token_id: int | None
-    generator: torch.Generator | None = None
+    generator: torch.Generator | None = None  # made at the first draw, on its device
     _processor_arity: list[int] = field(default_factory=list)
 
     @classmethod
     def create(cls, params: SamplingParams, prompt: list[int], outputs: list[int],
                eos_token_id: int | None) -> "SamplingState":
-        generator = torch.Generator() if params.seed is not None else None
-        state = cls(params, prompt, outputs, eos_token_id, generator)
+        state = cls(params, prompt, outputs, eos_token_id)
         state._processor_arity = [_required_arguments(p) for p in params.logits_processors or []]
         return state
 
-    def step_generator(self) -> torch.Generator | None:
-        """Seeded requests: a generator keyed by (seed, output position), so a
-        draw depends on neither the batch nor an earlier preemption."""
-        if self.generator is None:
+    def step_generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
+        """Seeded requests: a generator on `device` keyed by (seed, output
+        position), so a draw depends on neither the batch nor an earlier
+        preemption."""
+        if self.params.seed is None:
             return None
+        if self.generator is None or self.generator.device != torch.device(device):
+            self.generator = torch.Generator(device=device)
         key = (self.params.seed * 1_000_003 + len(self.output_token_ids)) % (1 << 63)
         return self.generator.manual_seed(key)
 
@@ -65,15 +71,16 @@ def _apply_penalties(state: SamplingState, row: torch.Tensor) -> None:
     p = state.params
     vocab = row.shape[0]
     if p.repetition_penalty != 1.0:
-        seen = torch.zeros(vocab, dtype=torch.bool)
+        seen = torch.zeros(vocab, dtype=torch.bool, device=row.device)
         tokens = [t for t in state.prompt_token_ids + state.output_token_ids if t < vocab]
         if tokens:
-            seen[torch.tensor(tokens)] = True
+            seen[torch.tensor(tokens, device=row.device)] = True
         penalised = torch.where(row > 0, row / p.repetition_penalty,
                                 row * p.repetition_penalty)
         row.copy_(torch.where(seen, penalised, row))
     if (p.frequency_penalty or p.presence_penalty) and state.output_token_ids:
-        counts = torch.bincount(torch.tensor(state.output_token_ids), minlength=vocab)[:vocab]
+        counts = torch.bincount(torch.tensor(state.output_token_ids, device=row.device),
+                                minlength=vocab)[:vocab]
         row -= p.frequency_penalty * counts.to(row.dtype)
         row -= p.presence_penalty * (counts > 0).to(row.dtype)
 
@@ -89,11 +96,15 @@ def _ban_bad_words(state: SamplingState, row: torch.Tensor) -> None:
 
 
 def _top_k_top_p_min_p(logits: torch.Tensor, states: list[SamplingState]) -> torch.Tensor:
-    vocab = logits.shape[1]
-    top_k = torch.tensor([s.params.top_k if s.params.top_k > 0 else vocab for s in states])
-    top_p = torch.tensor([s.params.top_p for s in states], dtype=torch.float32)
-    min_p = torch.tensor([s.params.min_p for s in states], dtype=torch.float32)
-    if bool((top_k < vocab).any()) or bool((top_p < 1.0).any()):
+    vocab, device = logits.shape[1], logits.device
+    top_k_values = [s.params.top_k if s.params.top_k > 0 else vocab for s in states]
+    top_p_values = [s.params.top_p for s in states]
+    min_p_values = [s.params.min_p for s in states]
+    top_k = torch.tensor(top_k_values, device=device)
+    top_p = torch.tensor(top_p_values, dtype=torch.float32, device=device)
+    min_p = torch.tensor(min_p_values, dtype=torch.float32, device=device)
+    # decided on the host lists: no device-to-host sync for the common case
+    if min(top_k_values) < vocab or min(top_p_values) < 1.0:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         kth = sorted_logits.gather(1, (top_k.clamp(max=vocab) - 1)[:, None])
         sorted_logits = sorted_logits.masked_fill(sorted_logits < kth, float("-inf"))
@@ -102,7 +113,7 @@ def _top_k_top_p_min_p(logits: torch.Tensor, states: list[SamplingState]) -> tor
         before = probs.cumsum(-1) - probs
         sorted_logits = sorted_logits.masked_fill(before >= top_p[:, None], float("-inf"))
         logits = torch.empty_like(logits).scatter_(1, order, sorted_logits)
-    if bool((min_p > 0).any()):
+    if max(min_p_values) > 0:
         probs = logits.softmax(-1)
         threshold = min_p[:, None] * probs.max(-1, keepdim=True).values
         logits = logits.masked_fill(probs < threshold, float("-inf"))
@@ -171,7 +182,7 @@ class Sampler:
             if p.logit_bias:
                 ids = list(p.logit_bias)
                 logits[i, ids] += torch.tensor([p.logit_bias[t] for t in ids],
-                                               dtype=logits.dtype)
+                                               dtype=logits.dtype, device=logits.device)
             if len(state.output_token_ids) < p.min_tokens:
                 banned = set(p.all_stop_token_ids)
                 if state.eos_token_id is not None and not p.ignore_eos:
@@ -188,14 +199,15 @@ class Sampler:
         random_rows = [i for i, s in enumerate(states) if s.params.temperature > 0]
         if random_rows:
             sub_states = [states[i] for i in random_rows]
-            index = torch.tensor(random_rows)
-            temps = torch.tensor([s.params.temperature for s in sub_states])
+            index = torch.tensor(random_rows, device=logits.device)
+            temps = torch.tensor([s.params.temperature for s in sub_states],
+                                 device=logits.device)
             scaled = _top_k_top_p_min_p(logits[index] / temps[:, None], sub_states)
             probs = scaled.softmax(-1)
             # Gumbel-style: argmax(p / q), q ~ Exp(1), equals sampling from p.
             noise = torch.empty_like(probs)
             for n, state in enumerate(sub_states):
-                noise[n].exponential_(generator=state.step_generator())
+                noise[n].exponential_(generator=state.step_generator(noise.device))
             tokens[index] = (probs / noise).argmax(-1)
 
         token_list = tokens.tolist()

@@ -3,7 +3,12 @@ flattened tokens of every scheduled request, then samples.
 
 It keeps its own copy of each running request's tokens and block ids (the
 scheduler sends only what changed), builds the attention metadata, and
-returns typed outputs. It decides nothing about scheduling."""
+returns typed outputs. It decides nothing about scheduling.
+
+One runner for every device: on the CPU the inputs are the numpy arrays'
+own memory; a device runner (`device`, e.g. cuda:0) stages them through
+one pinned host buffer and one copy a step (vllm/worker/input_staging.py),
+and samples on the device (the sampler is device-neutral)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,6 +21,7 @@ from vllm.core.sched_output import ModelRunnerOutput, SampledLogprobs, Scheduler
 from vllm.forward_context import set_forward_context
 from vllm.sample.sampler import Sampler, SamplingState, logprobs_for_tokens
 from vllm.sequence import IntermediateTensors
+from vllm.worker.input_staging import InputStaging
 
 
 @dataclass
@@ -28,8 +34,18 @@ class _RequestState:
 
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, block_size: int, eos_token_id: int | None,
-                 logits_processor_threads: int | None = None) -> None:
+                 logits_processor_threads: int | None = None,
+                 device: torch.device | str = "cpu", stage_inputs: bool | None = None) -> None:
+        """`stage_inputs`: copy the step's inputs through InputStaging (default:
+        on any device but the CPU; tests force it on the CPU)."""
         self.model = model
+        self.device = torch.device(device)
+        if stage_inputs is None:
+            stage_inputs = self.device.type != "cpu"
+        self.staging = InputStaging(self.device) if stage_inputs else None
+        # decode batches replayed from CUDA graphs (vllm/worker/cuda_graphs.py),
+        # set by a GPU worker that captured them
+        self.decode_graphs = None
         self.block_size = block_size
         self.eos_token_id = eos_token_id
         self.sampler = Sampler(logits_processor_threads)
@@ -102,12 +118,9 @@ class ModelRunner:
         slot_mapping = block_table[row_of_token, positions // bs].astype(np.int64) * bs \
             + positions % bs
 
-        md = AttentionMetadata(
-            slot_mapping=torch.from_numpy(slot_mapping),
-            query_start_loc=torch.from_numpy(query_start.astype(np.int32)),
-            seq_lens=torch.from_numpy(seq_lens.astype(np.int32)),
-            block_tables=torch.from_numpy(block_table),
-            max_query_len=int(counts.max()), max_seq_len=int(seq_lens.max()), block_size=bs)
+        arrays = {"input_ids": input_ids, "positions": positions, "slot_mapping": slot_mapping,
+                  "query_start_loc": query_start.astype(np.int32),
+                  "seq_lens": seq_lens.astype(np.int32), "block_tables": block_table}
         # Rows that end at the last known token produce the next token.
         sampled = [i for i, state in enumerate(states) if seq_lens[i] == len(state.token_ids)]
         sample_rows = [int(query_start[i + 1]) - 1 for i in sampled]
@@ -121,14 +134,30 @@ class ModelRunner:
         if pruned:
             per_seq = np.zeros(len(req_ids) + 1, dtype=np.int32)
             per_seq[np.asarray(sampled, dtype=np.int64) + 1] = 1
-            md.output_rows = torch.tensor(sample_rows, dtype=torch.int64)
-            md.output_query_start_loc = torch.from_numpy(np.cumsum(per_seq, dtype=np.int32))
-        with set_forward_context(md):
-            if intermediate_tensors is None:
-                hidden = self.model(torch.from_numpy(input_ids), torch.from_numpy(positions))
-            else:
-                hidden = self.model(torch.from_numpy(input_ids), torch.from_numpy(positions),
-                                    intermediate_tensors)
+            arrays["output_rows"] = np.asarray(sample_rows, dtype=np.int64)
+            arrays["output_query_start_loc"] = np.cumsum(per_seq, dtype=np.int32)
+        inputs = (self.staging.to_device(arrays) if self.staging is not None
+                  else {name: torch.from_numpy(array) for name, array in arrays.items()})
+        md = AttentionMetadata(
+            slot_mapping=inputs["slot_mapping"], query_start_loc=inputs["query_start_loc"],
+            seq_lens=inputs["seq_lens"], block_tables=inputs["block_tables"],
+            max_query_len=int(counts.max()), max_seq_len=int(seq_lens.max()), block_size=bs)
+        if pruned:
+            md.output_rows = inputs["output_rows"]
+            md.output_query_start_loc = inputs["output_query_start_loc"]
+        graph_size = (self.decode_graphs.padded_size(len(req_ids))
+                      if (self.decode_graphs is not None and md.max_query_len == 1
+                          and not pruned and intermediate_tensors is None
+                          and self.is_last_stage) else None)
+        if graph_size is not None:
+            hidden = self.decode_graphs.run(graph_size, inputs, len(req_ids))
+        else:
+            with set_forward_context(md):
+                if intermediate_tensors is None:
+                    hidden = self.model(inputs["input_ids"], inputs["positions"])
+                else:
+                    hidden = self.model(inputs["input_ids"], inputs["positions"],
+                                        intermediate_tensors)
         if not self.is_last_stage:
             return hidden
 

@@ -102,7 +102,29 @@ def weight_files(path: str, is_gguf: bool) -> list[str]:
             or sorted(glob.glob(os.path.join(path, "pytorch_model*.bin"))))
 
 
-def get_model(config: ModelConfig, attn_backend) -> torch.nn.Module:
+def check_runs_on_gpu(model: torch.nn.Module, config: ModelConfig) -> None:
+    """The GPU path runs dense Llama-family models (F.linear and our CUDA
+    norm, rotary, activation and paged-attention kernels); MoE, quantized and
+    MLA models need their GPU kernels wired first (issues 19-21)."""
+    from vllm.model_executor.layers.fused_moe.layer import FusedMoE
+    from vllm.model_executor.models.llama import LlamaForCausalLM
+    if config.quantization:
+        raise ValueError(f"{config.architecture} quantized ({config.quantization}) does not run "
+                         "on the GPU yet: load it dequantized (quantization='none') or on the "
+                         "CPU (device='cpu')")
+    if (not isinstance(model, LlamaForCausalLM)
+            or any(isinstance(m, FusedMoE) for m in model.modules())
+            or not all(layer.is_plain_llama() for layer in model.model.local_layers)):
+        raise ValueError(f"{config.architecture} does not run on the GPU yet (dense Llama-family "
+                         "models do); run it on the CPU (device='cpu')")
+
+
+def get_model(config: ModelConfig, attn_backend,
+              device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The model with its weights, on `device`: on the CPU packed for our
+    CPU kernels (process_weights_after_loading); on a GPU moved there as
+    loaded (F.linear and the CUDA kernels take the plain layouts)."""
+    device = torch.device(device)
     if config.load_format not in LOAD_FORMATS:
         raise ValueError(f"load_format {config.load_format!r} is not one of "
                          f"{', '.join(LOAD_FORMATS)}")
@@ -121,9 +143,12 @@ def get_model(config: ModelConfig, attn_backend) -> torch.nn.Module:
                 raise ValueError(f"checkpoint {config.path} lacks weights: "
                                  f"{', '.join(missing[:5])}"
                                  + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-        if hasattr(model, "process_weights_after_loading"):
+        if device.type != "cpu":
+            check_runs_on_gpu(model, config)
+            model.to(device)
+        elif hasattr(model, "process_weights_after_loading"):
             model.process_weights_after_loading()
     model.eval()
-    logger.info("loaded %s (%s, %s) in %.2f s", config.architecture, config.load_format,
-                config.dtype, time.perf_counter() - start)
+    logger.info("loaded %s (%s, %s) on %s in %.2f s", config.architecture, config.load_format,
+                config.dtype, device, time.perf_counter() - start)
     return model
