@@ -300,7 +300,8 @@ _var("TRITON_INTERPRET", _equals("1"), False, "1 = on",
      "Triton's own switch (read by Triton at import): run Triton kernels in its "
      "interpreter; the TRITON_ATTN backend needs it on CPU.")
 _var("VLLM_USE_FLASHINFER_SAMPLER", _bool_from_int, None, BOOL01,
-     "Use flashinfer's sampler.")
+     "Use flashinfer's sampler. GPU engine: 1 without the flashinfer package is an "
+     "error; with it, sampling stays on torch for now (logged).")
 _var("VLLM_FLASHINFER_FORCE_TENSOR_CORES", _bool_from_int, False, BOOL01,
      "Force flashinfer to use tensor cores.")
 _var("VLLM_PP_LAYER_PARTITION", _str, None, "comma-separated layer counts",

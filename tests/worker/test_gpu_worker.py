@@ -11,7 +11,7 @@ import transformers
 
 from vllm.attention.backends.paged import PagedAttentionBackend
 from vllm.model_executor.model_loader.loader import check_runs_on_gpu
-from vllm.worker.gpu_worker import GPUWorker, profile_token_layout
+from vllm.worker.gpu_worker import GPUWorker, check_flashinfer_sampler, profile_token_layout
 
 
 @pytest.mark.parametrize("batched,max_len,max_seqs,expected", [
@@ -36,6 +36,7 @@ def _tiny(config_cls, model_cls_name, **extra):
 
 def test_dense_llama_family_models_take_the_gpu_path():
     for config_cls, name in ((transformers.LlamaConfig, "LlamaForCausalLM"),
+                             (transformers.MistralConfig, "MistralForCausalLM"),
                              (transformers.Qwen2Config, "Qwen2ForCausalLM")):
         model = _tiny(config_cls, name)
         check_runs_on_gpu(model, SimpleNamespace(quantization=None, architecture=name))
@@ -78,3 +79,52 @@ def test_a_gpu_engine_core_is_spawned_not_forked(monkeypatch):
     assert _start_method("cuda") == "spawn"  # the parent asked the driver for its GPUs
     monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     assert _start_method("cuda") == "spawn"
+
+
+def test_flashinfer_sampler_without_flashinfer_is_a_clear_error(monkeypatch):
+    import importlib.util
+    if importlib.util.find_spec("flashinfer") is not None:
+        pytest.skip("flashinfer is installed here")
+    monkeypatch.setenv("VLLM_USE_FLASHINFER_SAMPLER", "1")
+    with pytest.raises(ValueError, match=r"needs the flashinfer package \(pip install "
+                                         r"flashinfer-python\)"):
+        check_flashinfer_sampler()
+    monkeypatch.setenv("VLLM_USE_FLASHINFER_SAMPLER", "0")
+    check_flashinfer_sampler()
+
+
+def test_the_profiling_step_computes_what_the_engine_computes(tmp_path):
+    """The GPU worker's profiling forward (the largest step, split into
+    max_model_len sequences over a temporary cache), run on the CPU: each
+    sequence's last-token logits are what the engine gives that prompt."""
+    from tests.engine.gpu_checkpoints import save_random_model
+    from vllm import LLM, SamplingParams
+    save_random_model("llama", tmp_path)
+    import dataclasses
+    llm = LLM(str(tmp_path), dtype="float32", max_model_len=80, max_num_batched_tokens=160,
+              max_num_seqs=8, enable_chunked_prefill=True)
+    worker = llm.llm_engine.engine_core.worker
+    config = llm.llm_engine.vllm_config
+    probe = GPUWorker.__new__(GPUWorker)  # its device-neutral parts, on the CPU
+    probe.device, probe.model = torch.device("cpu"), worker.model
+    probe.config = dataclasses.replace(  # sequences of 64: the engine can still extend them
+        config, model_config=dataclasses.replace(config.model_config, max_model_len=64))
+    layers = worker.model.attention_layers()
+    saved = [layer.kv_cache for layer in layers]
+    try:
+        cache_bytes, logits = probe._profile_forward()
+    finally:
+        for layer, cache in zip(layers, saved):
+            layer.kv_cache = cache
+    assert all(layer.kv_cache is not None for layer in layers)
+    lengths = profile_token_layout(160, 64, 8)
+    assert lengths == [64, 64, 32] and logits.shape[0] == 3
+    assert config.cache_config.block_size == 32
+    assert cache_bytes == (2 + 2 + 1) * probe.block_bytes()  # blocks of 64, 64 and 32 tokens
+    for n, row in zip(lengths, logits.log_softmax(-1)):
+        out = llm.generate({"prompt_token_ids": list(range(n))},
+                           SamplingParams(temperature=0.0, max_tokens=1, logprobs=3),
+                           use_tqdm=False)[0].outputs[0]
+        assert out.token_ids[0] == int(row.argmax())
+        for token, lp in out.logprobs[0].items():
+            assert lp.logprob == pytest.approx(float(row[token]), abs=1e-4)

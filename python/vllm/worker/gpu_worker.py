@@ -50,10 +50,25 @@ def profile_token_layout(max_num_batched_tokens: int, max_model_len: int,
     return lengths[:max(1, max_num_seqs)]
 
 
+def check_flashinfer_sampler() -> None:
+    """VLLM_USE_FLASHINFER_SAMPLER=1 without the flashinfer package is an
+    error naming it; with the package, sampling still runs on torch (the
+    flashinfer kernels are not wired in yet), and the log says so."""
+    import importlib.util
+    if not envs.VLLM_USE_FLASHINFER_SAMPLER:
+        return
+    if importlib.util.find_spec("flashinfer") is None:
+        raise ValueError("VLLM_USE_FLASHINFER_SAMPLER=1 needs the flashinfer package "
+                         "(pip install flashinfer-python); unset it to sample with torch")
+    logger.warning("VLLM_USE_FLASHINFER_SAMPLER=1: flashinfer is installed, but its sampling "
+                   "kernels are not wired into this engine yet; sampling with torch")
+
+
 class GPUWorker:
     def __init__(self, config: VllmConfig, eos_token_id: int | None, local_rank: int = 0) -> None:
         if not torch.cuda.is_available():
             raise RuntimeError("the GPU worker needs a GPU torch can use")
+        check_flashinfer_sampler()
         self.config = config
         self.device = torch.device("cuda", local_rank)
         torch.cuda.set_device(self.device)
@@ -107,10 +122,28 @@ class GPUWorker:
 
     @torch.inference_mode()
     def _profile(self, weights: int) -> MemoryProfile:
+        """The memory of the largest step: its peak above the weights and
+        the temporary cache it ran on is the activation peak."""
+        cache_bytes, logits = self._profile_forward(
+            on_cache_ready=lambda: torch.cuda.reset_peak_memory_stats(self.device))
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(self.device) - weights - cache_bytes
+        del logits
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(self.device)
+        non_torch = max(0, (total - free) - torch.cuda.memory_reserved(self.device))
+        return MemoryProfile(total=total, weights=weights, activation_peak=max(0, peak),
+                             non_torch=non_torch)
+
+    @torch.inference_mode()
+    def _profile_forward(self, on_cache_ready=lambda: None) -> tuple[int, torch.Tensor]:
         """One forward of the largest step (max_num_batched_tokens prompt
-        tokens, the logits of each sequence's last token) on a cache just big
-        enough for it: its peak above the weights and that cache is the
-        activation peak."""
+        tokens, in profile_token_layout's sequences: sequence tokens 0, 1, 2,
+        ... mod the vocabulary) on a cache
+        just big enough for it, then the logits of each sequence's last
+        token and their softmax, as the sampler takes them. Returns the
+        temporary cache's bytes and those fp32 logits; the cache is gone
+        afterwards. Device-neutral (the CPU tests run it)."""
         mc, cc, sc = (self.config.model_config, self.config.cache_config,
                       self.config.scheduler_config)
         bs = cc.block_size
@@ -119,8 +152,7 @@ class GPUWorker:
         blocks_per_seq = [-(-n // bs) for n in lengths]
         caches = self._caches(sum(blocks_per_seq))
         cache_bytes = sum(t.numel() * t.element_size() for c in caches for t in c)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        tokens = sum(lengths)
+        on_cache_ready()
         table = np.zeros((len(lengths), max(blocks_per_seq)), dtype=np.int32)
         first = 0
         for i, n in enumerate(blocks_per_seq):
@@ -138,22 +170,20 @@ class GPUWorker:
             seq_lens=on_device(np.asarray(lengths, dtype=np.int32)),
             block_tables=on_device(table), max_query_len=max(lengths),
             max_seq_len=max(lengths), block_size=bs)
-        input_ids = torch.zeros(tokens, dtype=torch.int64, device=self.device)
-        with set_forward_context(md):
-            hidden = self.model(input_ids, on_device(positions))
-            last_rows = on_device(query_start[1:].astype(np.int64) - 1)
-            logits = self.model.compute_logits(hidden[last_rows])
-            logits.float().softmax(-1)  # the sampler's fp32 copy and softmax
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated(self.device) - weights - cache_bytes
-        for layer in self.model.attention_layers():
-            layer.kv_cache = None
-        del caches, hidden, logits, md
-        torch.cuda.empty_cache()
-        free, total = torch.cuda.mem_get_info(self.device)
-        non_torch = max(0, (total - free) - torch.cuda.memory_reserved(self.device))
-        return MemoryProfile(total=total, weights=weights, activation_peak=max(0, peak),
-                             non_torch=non_torch)
+        # token i at position i (mod the vocabulary): any ids cost the same,
+        # and distinct ones let a test see a cache slot read from the wrong place
+        vocab = self.config.model_config.hf_config.vocab_size
+        input_ids = on_device(positions % vocab)
+        try:
+            with set_forward_context(md):
+                hidden = self.model(input_ids, on_device(positions))
+                last_rows = on_device(query_start[1:].astype(np.int64) - 1)
+                logits = self.model.compute_logits(hidden[last_rows]).float()
+                logits.softmax(-1)
+        finally:
+            for layer in self.model.attention_layers():
+                layer.kv_cache = None
+        return cache_bytes, logits
 
     def execute_model(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         return self.runner.execute(sched)
