@@ -61,27 +61,27 @@ at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& packed,
 // up to `small_m_max_rows`, oneDNN on its packed weight, at::linear. (A
 // gate/up weight's interleaved 5-D copy goes to packed_linear_gated instead,
 // fused_gate_up; both paths take it whenever packed_linear exists.)
+//
+// `out` ([rows, n], the call's workspace) receives the result where our
+// kernels write it; oneDNN and at::linear return their own tensor.
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
                   const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& packed,
-                  int64_t small_m_max_rows, int64_t int8_max_rows) {
+                  int64_t small_m_max_rows, int64_t int8_max_rows, at::Tensor out) {
   if (packed.has_value() && !packed->is_mkldnn() && packed->scalar_type() == at::kByte) {
     // a quantized weight packed for quant_linear ([panels, k / group, 192 +
     // 48 group bits / 8]); `weight` holds its shape only
     const int64_t k = weight.size(1), group = k / packed->size(1);
     const int64_t bits = (packed->size(2) - cpu::kQuantHeaderBytes) * 8 / (cpu::kQuantPanel * group);
-    at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
     quant_linear(out, x.stride(1) == 1 ? x : x.contiguous(), *packed, bits, group, bias,
                  int8_max_rows);
     return out;
   }
   if (packed.has_value() && !packed->is_mkldnn() && packed->dim() == 4 &&
       x.scalar_type() == at::kBFloat16 && cpu::active_kernels().packed_linear != nullptr) {
-    at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
     packed_linear(out, x.stride(1) == 1 ? x : x.contiguous(), *packed, bias);
     return out;
   }
   if (x.size(0) <= small_m_max_rows) {
-    at::Tensor out = at::empty({x.size(0), weight.size(0)}, x.options());
     small_m_linear(out, x, weight, bias);
     return out;
   }
@@ -100,6 +100,19 @@ bool fused_gate_up(const at::Tensor& x, const std::optional<at::Tensor>& packed)
          x.scalar_type() == at::kBFloat16 && x.stride(1) == 1 &&
          cpu::active_kernels().packed_linear_gated != nullptr;
 }
+
+// One intermediate's buffer for a whole call, reused by every layer (a
+// model's layers share their shapes; a new shape, as the last layer's
+// output rows, allocates anew). Why: a batch-1 step made ~150 allocations
+// here, each a malloc, a free and a TensorImpl on cold allocator state just
+// after a weight stream.
+struct Workspace {
+  at::Tensor tensor;
+  const at::Tensor& get(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    if (!tensor.defined() || tensor.sizes() != sizes) tensor = at::empty(sizes, options);
+    return tensor;
+  }
+};
 
 }  // namespace
 
@@ -142,6 +155,10 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
 
   at::Tensor hidden = hidden_in;
   at::Tensor residual;
+  // the caller's hidden_in is never written: the down projection's output
+  // (the next layer's hidden, normalised in place) has its own buffer, free
+  // again once that layer's qkv projection has read it
+  Workspace qkv_ws, attn_ws, o_ws, gate_up_ws, gated_ws, down_ws;
   for (size_t l = 0; l < layers; ++l) {
     const at::Tensor* w = &weights[l * kWeightsPerLayer];
     const std::optional<at::Tensor>* b = &biases[l * kLinearsPerLayer];
@@ -155,7 +172,8 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
       fused_add_rms_norm(hidden, residual, w[0], epsilon);
       normed = hidden;
     }
-    const at::Tensor qkv = linear(normed, w[1], b[0], p[0], small_m_max_rows, quant_int8_max_rows);
+    const at::Tensor qkv = linear(normed, w[1], b[0], p[0], small_m_max_rows, quant_int8_max_rows,
+                                  qkv_ws.get({m, w[1].size(0)}, options));
     at::Tensor q = qkv.narrow(1, 0, q_size);
     std::optional<at::Tensor> k = qkv.narrow(1, q_size, kv_size);
     const at::Tensor v = qkv.narrow(1, q_size + kv_size, kv_size);
@@ -168,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
     const bool outputs_only = l + 1 == layers && output_rows.has_value();
     const at::Tensor q_rows = outputs_only ? q.index_select(0, *output_rows) : q;
     const int64_t rows = q_rows.size(0);
-    at::Tensor attn = at::empty({rows, num_heads, head_size}, options);
+    at::Tensor attn = attn_ws.get({rows, num_heads, head_size}, options);
     if (prefill) {
       paged_attention_prefill(attn, q_rows.view({rows, num_heads, head_size}), key_cache,
                               value_cache, num_kv_heads, scale, block_tables,
@@ -180,15 +198,18 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
                          std::nullopt, "auto", unit_scale, unit_scale, 0, 0, 0, 0, 0);
     }
     if (outputs_only) residual = residual.index_select(0, *output_rows);
-    at::Tensor attn_out = linear(attn.view({rows, q_size}), w[2], b[1], p[1], small_m_max_rows, quant_int8_max_rows);
+    at::Tensor attn_out = linear(attn.view({rows, q_size}), w[2], b[1], p[1], small_m_max_rows,
+                                 quant_int8_max_rows, o_ws.get({rows, w[2].size(0)}, options));
     fused_add_rms_norm(attn_out, residual, w[3], epsilon);
-    at::Tensor gated = at::empty({rows, w[4].size(0) / 2}, options);
+    at::Tensor gated = gated_ws.get({rows, w[4].size(0) / 2}, options);
     if (fused_gate_up(attn_out, p[2])) {
       packed_linear_gated(gated, attn_out, *p[2], b[2], activation);
     } else {
-      act(gated, linear(attn_out, w[4], b[2], p[2], small_m_max_rows, quant_int8_max_rows));
+      act(gated, linear(attn_out, w[4], b[2], p[2], small_m_max_rows, quant_int8_max_rows,
+                        gate_up_ws.get({rows, w[4].size(0)}, options)));
     }
-    hidden = linear(gated, w[5], b[3], p[3], small_m_max_rows, quant_int8_max_rows);
+    hidden = linear(gated, w[5], b[3], p[3], small_m_max_rows, quant_int8_max_rows,
+                    down_ws.get({rows, w[5].size(0)}, options));
   }
   return {hidden, residual};
 }

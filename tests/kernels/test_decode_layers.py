@@ -122,6 +122,27 @@ def test_matches_the_layer_by_layer_path(cpu_isa, rows, cls, act, dtype, inter):
         assert torch.equal(attn.kv_cache[0], k) and torch.equal(attn.kv_cache[1], v)
 
 
+@pytest.mark.parametrize("rows", [1, 4])
+def test_the_input_hidden_states_are_not_written(cpu_isa, rows):
+    """The op reuses one buffer per intermediate across layers (the next
+    layer's hidden states included): never the caller's input, and two
+    calls on the same input give the same output."""
+    model = random_model(LlamaForCausalLM, "silu", torch.bfloat16, 384)
+    md, positions = decode_metadata(rows)
+    hidden = torch.randn(rows, model.config.hidden_size).to(torch.bfloat16)
+    before = hidden.clone()
+    caches = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+    with torch.inference_mode():
+        first, _ = model.model.fused_decode.run(hidden, positions, md)
+        first = first.clone()
+        for attn, (k, v) in zip(model.attention_layers(), caches):
+            attn.kv_cache[0].copy_(k)
+            attn.kv_cache[1].copy_(v)
+        second, _ = model.model.fused_decode.run(hidden, positions, md)
+    assert torch.equal(hidden, before)
+    assert torch.equal(first, second)
+
+
 def test_other_steps_keep_the_layer_by_layer_path():
     model = random_model(LlamaForCausalLM, "silu", torch.bfloat16)
     fused = model.model.fused_decode
