@@ -26,8 +26,12 @@ class RemoteServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
         exe = os.path.join(os.path.dirname(sys.executable), "vllm")
+        # the installed `vllm` script; where vllm is only on PYTHONPATH (an
+        # unpacked wheel, as on a lent GPU machine), its module
+        command = ([exe] if os.path.exists(exe)
+                   else [sys.executable, "-m", "vllm.entrypoints.cli.main"])
         full_env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", **(env or {}))
-        self.proc = subprocess.Popen([exe, "serve", "--port", str(self.port), *(args or [])],
+        self.proc = subprocess.Popen([*command, "serve", "--port", str(self.port), *(args or [])],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
