@@ -34,3 +34,13 @@ def kv_cache_shapes(num_blocks: int, block_size: int, num_kv_heads: int,
         raise ValueError(f"no KV cache layout for device type {device_type!r}")
     return KVCacheShapes(key=(num_blocks, num_kv_heads, head_size, block_size),
                          value=(num_blocks, num_kv_heads, block_size, head_size))
+
+
+def block_bytes(attention_layers, dtype, block_size: int) -> int:
+    """Bytes one block of block_size tokens takes over every layer's cache:
+    per-head keys and values, or MLA's one latent per token (each layer's
+    cache_elements_per_token). Both workers size their caches by it."""
+    import torch
+    element = torch.empty((), dtype=dtype).element_size()
+    per_token = sum(layer.cache_elements_per_token() for layer in attention_layers)
+    return per_token * block_size * element

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vllm import envs, hugepages, malloc_settings
+from vllm.attention.kv_cache_layout import block_bytes
 from vllm.attention.selector import get_attn_backend
 from vllm.config import VllmConfig
 from vllm.core.sched_output import ModelRunnerOutput, SchedulerOutput
@@ -169,13 +170,8 @@ class CPUWorker:
         self._sends = []
 
     def block_bytes(self) -> int:
-        """Bytes one block of block_size tokens takes over every layer's
-        cache: per-head keys and values, or MLA's one latent per token."""
         mc, cc = self.config.model_config, self.config.cache_config
-        element = torch.empty((), dtype=mc.dtype).element_size()
-        per_token = sum(layer.cache_elements_per_token()
-                        for layer in self.model.attention_layers())
-        return per_token * cc.block_size * element
+        return block_bytes(self.model.attention_layers(), mc.dtype, cc.block_size)
 
     def _allocate_kv_cache(self) -> list[tuple[torch.Tensor, ...]]:
         mc, cc = self.config.model_config, self.config.cache_config

@@ -24,6 +24,7 @@ import torch
 
 from vllm import envs
 from vllm.attention.backends.metadata import AttentionMetadata
+from vllm.attention.kv_cache_layout import block_bytes
 from vllm.attention.selector import get_attn_backend
 from vllm.config import VllmConfig
 from vllm.core.sched_output import ModelRunnerOutput, SchedulerOutput
@@ -103,10 +104,7 @@ class GPUWorker:
 
     def block_bytes(self) -> int:
         mc, cc = self.config.model_config, self.config.cache_config
-        element = torch.empty((), dtype=mc.dtype).element_size()
-        per_token = sum(layer.cache_elements_per_token()
-                        for layer in self.model.attention_layers())
-        return per_token * cc.block_size * element
+        return block_bytes(self.model.attention_layers(), mc.dtype, cc.block_size)
 
     def _caches(self, num_blocks: int) -> list[tuple[torch.Tensor, ...]]:
         mc, cc = self.config.model_config, self.config.cache_config
