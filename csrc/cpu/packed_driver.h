@@ -93,16 +93,40 @@ struct InputScratch {
   InputScratch& operator=(const InputScratch&) = delete;
 };
 
+// How far ahead of its reads a one-row call prefetches (into L2): within
+// the panel, then into the next one. Why not the next panel's lines at the
+// same offset, as several rows do: that leaves each thread's first panel of
+// a call (55-147 KiB of SmolLM2's projections, up to a sixth of a share)
+// unprefetched. The decode step's 120 projections on their huge-page
+// weights, one row, median of 7, alternated in one process (2 threads):
+// 89-96% of torch.sum's read bandwidth the old way, 97-103% 16 KiB ahead,
+// 97-108% 24-32 KiB ahead; the engine's batch-1 token 4% faster on both
+// kernel variants (bench/RESULTS.md, session 20).
+constexpr int64_t kOneRowPrefetchAhead = 24 << 10;
+
 // One panel against rows [m0, m1), in blocks of kBlockRows, prefetching
-// `next` (may be null) spread over the blocks. Output row r goes to
-// out + (r - m0) * out_stride, gate row r (gated epilogues) is read from
-// gate + (r - m0) * kPanel.
+// `next` (may be null; when not, the bytes right after `panel`) spread over
+// the blocks, or for one row the stream kOneRowPrefetchAhead ahead. Output
+// row r goes to out + (r - m0) * out_stride, gate row r (gated epilogues)
+// is read from gate + (r - m0) * kPanel.
 template <int kAct>
 void panel_rows(const LinearArgs& a, const KernelInput& x, int64_t m0, int64_t m1,
                 const uint32_t* panel, const char* next, int cols, const bf16_t* bias,
                 bf16_t* out, int64_t out_stride, const bf16_t* gate) {
   const int64_t kpairs = a.k / 2;
   const int64_t panel_lines = kpairs * kLinesPerPair;
+  if (m1 - m0 == 1) {
+    // Line i of the stream ahead is line i + ahead of the panel: past the
+    // panel's end that is the next panel's, and where this panel is the
+    // thread's last, the prefetching stops at its end.
+    constexpr int64_t ahead = kOneRowPrefetchAhead / 64;
+    const int64_t lines = next != nullptr ? panel_lines : panel_lines - ahead;
+    micro_kernel<kAct>(1, x.rows + m0 * x.stride, x.stride, panel, kpairs, out, out_stride, cols,
+                       bias, gate,
+                       lines > 0 ? reinterpret_cast<const char*>(panel) + ahead * 64 : nullptr,
+                       lines, kLinesPerPair);
+    return;
+  }
   const int64_t blocks = (m1 - m0 + kBlockRows - 1) / kBlockRows;
   const int per_step = int((kLinesPerPair + blocks - 1) / blocks);
   for (int64_t b = 0; b < blocks; ++b) {

@@ -58,8 +58,8 @@ struct PanelKernel {
   // acc[r][v] += x[r] . columns [8v, 8v + 8) of a sub-panel, `w` pointing
   // at its first column in k pair 0 (k pairs kPackedLinearPanel words apart);
   // prefetches `per_step` lines of `prefetch` a k pair while there are any
-  // (into L2, prefetcht1: the next panel is 55 KiB ahead, more than L1
-  // holds; a one-row stream prefetched into L1 that far ahead ran at
+  // (into L2, prefetcht1: the next panel is 55 KiB ahead, one row's stream
+  // 24 KiB, more than L1 holds; a one-row stream prefetched into L1 that far ahead ran at
   // 0.72-0.84 of the read bandwidth, into L2 at 0.85-0.96), then runs
   // branch-free, one k pair an iteration: unrolled by two, GCC interleaved
   // the pairs and spilled accumulators to the stack in the 6-row block

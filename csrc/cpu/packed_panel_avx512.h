@@ -57,9 +57,10 @@ struct PanelKernel {
         for (int i = 0; i < per_step; ++i) {
           const int64_t line = kp * per_step + i;
           if (line >= prefetch_lines) continue;
-          // One row streams the weights once: the next panel into L2, as
-          // the AVX2 kernel does (into L1 the layers' 1-row GEMVs ran at
-          // 71-83% of the read bandwidth, into L2 at 95-100%; session 19).
+          // One row streams the weights once: into L2, as the AVX2 kernel
+          // does (into L1 the layers' 1-row GEMVs ran at 71-83% of the read
+          // bandwidth, into L2 at 95-100%; session 19), the stream itself
+          // kOneRowPrefetchAhead ahead (packed_driver.h).
           // Several rows reread the panel per row block: L1, as measured.
           if constexpr (R == 1) {
             __builtin_prefetch(prefetch + line * 64, 0, 2);
