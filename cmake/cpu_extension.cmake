@@ -62,7 +62,8 @@ vllm_add_extension(_C
           csrc/cpu/torch_bindings_cpu.cpp csrc/cpu/cache_ops.cpp
           csrc/cpu/attention_bindings_cpu.cpp csrc/cpu/isa_dispatch.cpp
           csrc/cpu/thread_binding.cpp csrc/cpu/linear_bindings_cpu.cpp
-          csrc/cpu/decode_layers.cpp csrc/cpu/moe_bindings_cpu.cpp
+          csrc/cpu/decode_layers.cpp csrc/cpu/decode_one_row.cpp
+          csrc/cpu/moe_bindings_cpu.cpp
           csrc/cpu/quant_bindings_cpu.cpp csrc/cpu/mla_bindings_cpu.cpp
           csrc/moe/torch_bindings_moe.cpp csrc/cpu/moe_routing_cpu.cpp
   OBJECTS ${_objects})

@@ -7,6 +7,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "kernel_table.h"
+
 namespace vllm::cpu_ops {
 
 void rms_norm(at::Tensor& out, const at::Tensor& input, const at::Tensor& weight,
@@ -47,5 +49,15 @@ void quant_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& pa
                   int64_t int8_max_rows);
 void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
                          const std::optional<at::Tensor>& bias, const std::string& activation);
+
+// packed_linear's and packed_linear_gated's checks, returning the kernel's
+// arguments (for callers that run the kernel's per-thread parts themselves).
+cpu::LinearArgs checked_packed_linear_args(at::Tensor& out, const at::Tensor& input,
+                                           const at::Tensor& packed,
+                                           const std::optional<at::Tensor>& bias);
+cpu::LinearArgs checked_packed_linear_gated_args(at::Tensor& out, const at::Tensor& input,
+                                                 const at::Tensor& packed,
+                                                 const std::optional<at::Tensor>& bias);
+cpu::Activation gated_activation_kind(const std::string& activation);
 
 }  // namespace vllm::cpu_ops

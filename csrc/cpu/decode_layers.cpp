@@ -7,7 +7,9 @@
 // and a dispatcher trip, ~3-4 ms of a ~17 ms step for a 30-layer model.
 // Here the same kernels (the ops' own CPU entry points, checks included)
 // run back to back from C++. Same kernels, same order, same results as the
-// layer-by-layer path (tests/kernels/test_decode_layers.py).
+// layer-by-layer path (tests/kernels/test_decode_layers.py). One bf16
+// decode row on our packed kernels (batch-1 decode) runs instead in one
+// parallel region for the whole call (decode_one_row.cpp).
 #include <torch/library.h>
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -17,6 +19,7 @@
 #include <ATen/ops/ones.h>
 
 #include "cpu_ops.h"
+#include "decode_one_row.h"
 #include "kernel_table.h"
 
 namespace vllm::cpu_ops {
@@ -148,6 +151,13 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
                   (!output_rows.has_value() || prefill),
               op, ": output_rows and output_query_start_loc come together, with query_start_loc");
   const ActFn act = activation_kernel(activation);
+  const DecodeLayerTensors tensors{weights, biases, packed, key_caches, value_caches};
+  if (!prefill && one_row_loop_applies(hidden_in, tensors)) {
+    return one_row_layers(hidden_in, tensors,
+                          DecodeStep{positions, cos_sin_cache, slot_mapping, block_tables,
+                                     seq_lens, block_size, max_seq_len, num_heads, num_kv_heads,
+                                     head_size, epsilon, scale, is_neox, activation});
+  }
   const int64_t m = hidden_in.size(0);
   const int64_t q_size = num_heads * head_size, kv_size = num_kv_heads * head_size;
   const auto options = hidden_in.options();

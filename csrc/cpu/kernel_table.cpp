@@ -17,13 +17,20 @@ void mla_attention(const MlaAttentionArgs& args);
 #if (defined(VLLM_ISA_AVX512) && defined(__AVX512BF16__)) || defined(VLLM_ISA_AVX2)
 void packed_linear(const LinearArgs& args);
 void packed_linear_gated(const LinearArgs& args, Activation kind);
+void packed_linear_range(const LinearArgs& args, int64_t p0, int64_t p1, float* scratch);
+void packed_linear_gated_range(const LinearArgs& args, Activation kind, int64_t j0, int64_t j1,
+                               float* scratch);
 void packed_moe(const MoeArgs& args, Activation kind);  // packed_moe.cpp
 #define VLLM_PACKED_LINEAR &packed_linear
 #define VLLM_PACKED_LINEAR_GATED &packed_linear_gated
+#define VLLM_PACKED_LINEAR_RANGE &packed_linear_range
+#define VLLM_PACKED_LINEAR_GATED_RANGE &packed_linear_gated_range
 #define VLLM_PACKED_MOE &packed_moe
 #else
 #define VLLM_PACKED_LINEAR nullptr
 #define VLLM_PACKED_LINEAR_GATED nullptr
+#define VLLM_PACKED_LINEAR_RANGE nullptr
+#define VLLM_PACKED_LINEAR_GATED_RANGE nullptr
 #define VLLM_PACKED_MOE nullptr
 #endif
 
@@ -44,6 +51,7 @@ const KernelTable& kernel_table() {
                                  &act_and_mul, &activation, &rotary_embedding,
                                  &paged_attention, &small_m_linear, &argmax_rows,
                                  VLLM_PACKED_LINEAR, VLLM_PACKED_LINEAR_GATED,
+                                 VLLM_PACKED_LINEAR_RANGE, VLLM_PACKED_LINEAR_GATED_RANGE,
                                  VLLM_PACKED_MOE, VLLM_QUANT_LINEAR, &mla_attention};
   return table;
 }

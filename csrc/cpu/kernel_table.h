@@ -193,6 +193,14 @@ struct KernelTable {
   // whole panels) and interleaved (gate panel j, up panel j, ...), .bias
   // [b_gate; b_up] or null; out has d columns. Null where packed_linear is.
   void (*packed_linear_gated)(const LinearArgs&, Activation);
+  // One thread's part of packed_linear (output panels [p0, p1)) and of
+  // packed_linear_gated (gate/up panel pairs [j0, j1)), called by each
+  // thread of a region the caller runs (fused_decode_layers' one-row loop).
+  // `scratch`: m x k floats of the thread's own, for the variants that
+  // widen x (AVX2); unused by AVX512-BF16. Null where packed_linear is.
+  void (*packed_linear_range)(const LinearArgs&, int64_t p0, int64_t p1, float* scratch);
+  void (*packed_linear_gated_range)(const LinearArgs&, Activation, int64_t j0, int64_t j1,
+                                    float* scratch);
   // A MoE layer's routed experts (MoeArgs). Null where packed_linear is.
   void (*packed_moe)(const MoeArgs&, Activation);
   // QuantLinearArgs (quant_linear.cpp): AVX512-VNNI, AVX2 and scalar

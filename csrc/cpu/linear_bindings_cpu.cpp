@@ -75,12 +75,18 @@ void small_m_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& 
 // out = input W^T (+ bias), bf16, with W packed as kPackedLinearPanel
 // describes (vllm.model_executor.layers.linear.pack_weight_pairs); n is
 // out's width. Needs the AVX512-BF16 or AVX2 kernel variant.
-void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
-                   const std::optional<at::Tensor>& bias) {
+cpu::LinearArgs checked_packed_linear_args(at::Tensor& out, const at::Tensor& input,
+                                           const at::Tensor& packed,
+                                           const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "packed_linear";
   check_packed_kernel(cpu::active_kernels().packed_linear != nullptr, op);
   TORCH_CHECK(out.dim() == 2, op, ": out must be [m, n], got ", out.sizes());
-  const cpu::LinearArgs args = packed_linear_args(out, input, packed, bias, out.size(1), op);
+  return packed_linear_args(out, input, packed, bias, out.size(1), op);
+}
+
+void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
+                   const std::optional<at::Tensor>& bias) {
+  const cpu::LinearArgs args = checked_packed_linear_args(out, input, packed, bias);
   if (args.m > 0 && args.n > 0) cpu::active_kernels().packed_linear(args);
 }
 
@@ -92,12 +98,12 @@ void packed_linear(at::Tensor& out, const at::Tensor& input, const at::Tensor& p
 // `activation`: silu, gelu, gelu_pytorch_tanh (the names fused_decode_layers
 // and the models use). Same bits as the projection followed by the
 // *_and_mul op.
-void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
-                         const std::optional<at::Tensor>& bias, const std::string& activation) {
+cpu::LinearArgs checked_packed_linear_gated_args(at::Tensor& out, const at::Tensor& input,
+                                                 const at::Tensor& packed,
+                                                 const std::optional<at::Tensor>& bias) {
   constexpr const char* op = "packed_linear_gated";
   constexpr int64_t panel = cpu::kPackedLinearPanel;
   check_packed_kernel(cpu::active_kernels().packed_linear_gated != nullptr, op);
-  const cpu::Activation kind = gated_activation(activation, op);
   TORCH_CHECK(out.dim() == 2, op, ": out must be [m, d], got ", out.sizes());
   const int64_t d = out.size(1), pairs = (d + panel - 1) / panel;
   TORCH_CHECK(input.dim() == 2, op, ": input must be [m, k], got ", input.sizes());
@@ -110,10 +116,19 @@ void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Ten
               packed.sizes());
   // The rest checked as packed_linear over the 2 * pairs panels (gate and up
   // outputs, each half padded to whole panels; out holds d).
-  const cpu::LinearArgs padded =
-      packed_linear_args(out, input, packed.flatten(0, 1), std::nullopt, 2 * pairs * panel, op);
-  const cpu::LinearArgs gated = linear_args(out, input, packed, bias, 2 * d, k, op);
-  if (padded.m > 0 && d > 0) cpu::active_kernels().packed_linear_gated(gated, kind);
+  packed_linear_args(out, input, packed.flatten(0, 1), std::nullopt, 2 * pairs * panel, op);
+  return linear_args(out, input, packed, bias, 2 * d, k, op);
+}
+
+void packed_linear_gated(at::Tensor& out, const at::Tensor& input, const at::Tensor& packed,
+                         const std::optional<at::Tensor>& bias, const std::string& activation) {
+  const cpu::Activation kind = gated_activation(activation, "packed_linear_gated");
+  const cpu::LinearArgs args = checked_packed_linear_gated_args(out, input, packed, bias);
+  if (args.m > 0 && args.n > 0) cpu::active_kernels().packed_linear_gated(args, kind);
+}
+
+cpu::Activation gated_activation_kind(const std::string& activation) {
+  return gated_activation(activation, "packed_linear_gated");
 }
 
 void greedy_argmax(at::Tensor& out, const at::Tensor& logits) {

@@ -30,68 +30,97 @@ namespace vllm::cpu::VLLM_ISA_NS {
 #if defined(VLLM_HAS_PANEL_KERNEL)
 namespace {
 
-void run_plain(const LinearArgs& a) {
+// Panels [p0, p1) of the output for every row.
+void plain_panels(const LinearArgs& a, const KernelInput& x, int64_t p0, int64_t p1) {
   const uint32_t* packed = static_cast<const uint32_t*>(a.weight);
   const bf16_t* bias = static_cast<const bf16_t*>(a.bias);
   bf16_t* out = static_cast<bf16_t*>(a.out);
-  const int64_t panels = (a.n + kPanel - 1) / kPanel;
   const int64_t panel_elems = a.k / 2 * kPanel;  // uint32 pairs per panel
+  for (int64_t m0 = 0; m0 < a.m; m0 += kRowChunk) {
+    const int64_t m1 = m0 + kRowChunk < a.m ? m0 + kRowChunk : a.m;
+    for (int64_t p = p0; p < p1; ++p) {
+      const uint32_t* panel = packed + p * panel_elems;
+      const int cols = int(a.n - p * kPanel < kPanel ? a.n - p * kPanel : kPanel);
+      const char* next = p + 1 < p1 ? reinterpret_cast<const char*>(panel + panel_elems) : nullptr;
+      panel_rows<kPlain>(a, x, m0, m1, panel, next, cols,
+                         bias == nullptr ? nullptr : bias + p * kPanel,
+                         out + m0 * a.out_row_stride + p * kPanel, a.out_row_stride, nullptr);
+    }
+  }
+}
+
+// Gate/up panel pairs [j0, j1) (out columns [48 j0, 48 j1)) for every row:
+// a.n = 2d outputs, each half padded to whole panels (zero columns past d),
+// panels interleaved (gate panel j at 2j, up panel j at 2j + 1); bias (if
+// any) is [b_gate; b_up]; out has d columns.
+template <int kAct>
+void gated_pairs(const LinearArgs& a, const KernelInput& x, int64_t j0, int64_t j1) {
+  const uint32_t* packed = static_cast<const uint32_t*>(a.weight);
+  const bf16_t* bias = static_cast<const bf16_t*>(a.bias);
+  bf16_t* out = static_cast<bf16_t*>(a.out);
+  const int64_t d = a.n / 2;
+  const int64_t panel_elems = a.k / 2 * kPanel;
+  alignas(64) bf16_t gate[kRowChunk * kPanel];  // this panel's gate outputs, rows of kPanel
+  for (int64_t m0 = 0; m0 < a.m; m0 += kRowChunk) {
+    const int64_t m1 = m0 + kRowChunk < a.m ? m0 + kRowChunk : a.m;
+    for (int64_t j = j0; j < j1; ++j) {
+      const uint32_t* gate_panel = packed + 2 * j * panel_elems;
+      const uint32_t* up_panel = packed + (2 * j + 1) * panel_elems;
+      const char* next_gate =
+          j + 1 < j1 ? reinterpret_cast<const char*>(up_panel + panel_elems) : nullptr;
+      // the last pair may hold fewer than kPanel real columns: the gate
+      // scratch's other columns are never stored from
+      const int cols = int(d - j * kPanel < kPanel ? d - j * kPanel : kPanel);
+      panel_rows<kPlain>(a, x, m0, m1, gate_panel, reinterpret_cast<const char*>(up_panel),
+                         cols, bias == nullptr ? nullptr : bias + j * kPanel, gate, kPanel,
+                         nullptr);
+      panel_rows<kAct>(a, x, m0, m1, up_panel, next_gate, cols,
+                       bias == nullptr ? nullptr : bias + d + j * kPanel,
+                       out + m0 * a.out_row_stride + j * kPanel, a.out_row_stride, gate);
+    }
+  }
+}
+
+void run_plain(const LinearArgs& a) {
+  const int64_t panels = (a.n + kPanel - 1) / kPanel;
   InputScratch scratch(a);
 #pragma omp parallel if (a.m * a.n * a.k >= kParallelMinElements)
   {
     const KernelInput x = kernel_input(a, scratch.data);
     const int threads = omp_get_num_threads(), t = omp_get_thread_num();
     // Contiguous panels per thread: its weights are one stream.
-    const int64_t p0 = panels * t / threads, p1 = panels * (t + 1) / threads;
-    for (int64_t m0 = 0; m0 < a.m; m0 += kRowChunk) {
-      const int64_t m1 = m0 + kRowChunk < a.m ? m0 + kRowChunk : a.m;
-      for (int64_t p = p0; p < p1; ++p) {
-        const uint32_t* panel = packed + p * panel_elems;
-        const int cols = int(a.n - p * kPanel < kPanel ? a.n - p * kPanel : kPanel);
-        const char* next = p + 1 < p1 ? reinterpret_cast<const char*>(panel + panel_elems) : nullptr;
-        panel_rows<kPlain>(a, x, m0, m1, panel, next, cols,
-                           bias == nullptr ? nullptr : bias + p * kPanel,
-                           out + m0 * a.out_row_stride + p * kPanel, a.out_row_stride, nullptr);
-      }
-    }
+    plain_panels(a, x, panels * t / threads, panels * (t + 1) / threads);
   }
 }
 
-// a.n = 2d outputs, each half padded to whole panels (zero columns past d),
-// panels interleaved (gate panel j at 2j, up panel j at 2j + 1); bias (if
-// any) is [b_gate; b_up]; out has d columns.
 template <int kAct>
 void run_gated(const LinearArgs& a) {
-  const uint32_t* packed = static_cast<const uint32_t*>(a.weight);
-  const bf16_t* bias = static_cast<const bf16_t*>(a.bias);
-  bf16_t* out = static_cast<bf16_t*>(a.out);
-  const int64_t d = a.n / 2, pairs = (d + kPanel - 1) / kPanel;
-  const int64_t panel_elems = a.k / 2 * kPanel;
+  const int64_t pairs = (a.n / 2 + kPanel - 1) / kPanel;
   InputScratch scratch(a);
 #pragma omp parallel if (a.m * a.n * a.k >= kParallelMinElements)
   {
     const KernelInput x = kernel_input(a, scratch.data);
     const int threads = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t j0 = pairs * t / threads, j1 = pairs * (t + 1) / threads;
-    alignas(64) bf16_t gate[kRowChunk * kPanel];  // this panel's gate outputs, rows of kPanel
-    for (int64_t m0 = 0; m0 < a.m; m0 += kRowChunk) {
-      const int64_t m1 = m0 + kRowChunk < a.m ? m0 + kRowChunk : a.m;
-      for (int64_t j = j0; j < j1; ++j) {
-        const uint32_t* gate_panel = packed + 2 * j * panel_elems;
-        const uint32_t* up_panel = packed + (2 * j + 1) * panel_elems;
-        const char* next_gate =
-            j + 1 < j1 ? reinterpret_cast<const char*>(up_panel + panel_elems) : nullptr;
-        // the last pair may hold fewer than kPanel real columns: the gate
-        // scratch's other columns are never stored from
-        const int cols = int(d - j * kPanel < kPanel ? d - j * kPanel : kPanel);
-        panel_rows<kPlain>(a, x, m0, m1, gate_panel, reinterpret_cast<const char*>(up_panel),
-                           cols, bias == nullptr ? nullptr : bias + j * kPanel, gate, kPanel,
-                           nullptr);
-        panel_rows<kAct>(a, x, m0, m1, up_panel, next_gate, cols,
-                         bias == nullptr ? nullptr : bias + d + j * kPanel,
-                         out + m0 * a.out_row_stride + j * kPanel, a.out_row_stride, gate);
-      }
+    gated_pairs<kAct>(a, x, pairs * t / threads, pairs * (t + 1) / threads);
+  }
+}
+
+// x as one thread reads it on its own: the caller's rows, or (fp32-computing
+// kernels) every row widened by this thread into `scratch` (m x k floats).
+KernelInput own_input(const LinearArgs& a, float* scratch) {
+  if constexpr (!PanelKernel::kWidensInput) {
+    return {static_cast<const Input*>(a.input), a.input_row_stride};
+  } else {
+    const bf16_t* x = static_cast<const bf16_t*>(a.input);
+    constexpr int W = FloatVec::kWidth;
+    for (int64_t r = 0; r < a.m; ++r) {
+      const bf16_t* src = x + r * a.input_row_stride;
+      float* dst = scratch + r * a.k;
+      int64_t i = 0;
+      for (; i + W <= a.k; i += W) FloatVec::load(src + i).store(dst + i);
+      if (i < a.k) store_tail(load_tail(src + i, int(a.k - i)), dst + i, int(a.k - i));
     }
+    return {reinterpret_cast<const Input*>(scratch), a.k};
   }
 }
 
@@ -101,6 +130,16 @@ void packed_linear(const LinearArgs& args) { run_plain(args); }
 
 void packed_linear_gated(const LinearArgs& args, Activation kind) {
   with_gated_activation(kind, [&](auto act) { run_gated<decltype(act)::value>(args); });
+}
+
+void packed_linear_range(const LinearArgs& args, int64_t p0, int64_t p1, float* scratch) {
+  plain_panels(args, own_input(args, scratch), p0, p1);
+}
+
+void packed_linear_gated_range(const LinearArgs& args, Activation kind, int64_t j0, int64_t j1,
+                               float* scratch) {
+  const KernelInput x = own_input(args, scratch);
+  with_gated_activation(kind, [&](auto act) { gated_pairs<decltype(act)::value>(args, x, j0, j1); });
 }
 #endif  // elsewhere the kernel table holds null and callers keep oneDNN / torch
 

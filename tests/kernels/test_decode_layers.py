@@ -143,6 +143,53 @@ def test_the_input_hidden_states_are_not_written(cpu_isa, rows):
     assert torch.equal(first, second)
 
 
+# One bf16 decode row on packed weights takes the one-row loop (the call in
+# one parallel region; csrc/cpu/decode_one_row.cpp) whenever torch has more
+# than one thread: 1 thread runs the general loop; with 2 and 3 the last
+# thread takes the panels it prefetched during the serial work on top of its
+# share, however many that were. The same bits every way.
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_one_decode_row_matches_the_layer_by_layer_path_at_any_thread_count(cpu_isa, threads):
+    if not ops.packed_linear_available():
+        pytest.skip("no packed_linear kernel on this CPU variant")
+    model = random_model(LlamaForCausalLM, "silu", torch.bfloat16, 384)
+    md, positions = decode_metadata(1)
+    ids = torch.randint(0, 300, (1,))
+    before = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+    expected = run(model, ids, positions, md, fused=False)
+    expected_caches = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(3):  # the prefetched tail differs run to run; the bits must not
+            for attn, (k, v) in zip(model.attention_layers(), before):
+                attn.kv_cache[0].copy_(k)
+                attn.kv_cache[1].copy_(v)
+            got = run(model, ids, positions, md, fused=True)
+            assert torch.equal(got, expected)
+            for attn, (k, v) in zip(model.attention_layers(), expected_caches):
+                assert torch.equal(attn.kv_cache[0], k) and torch.equal(attn.kv_cache[1], v)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_error_inside_the_layer_loop_is_raised(cpu_isa, threads):
+    """A check that fails in the middle of the loop (here the cache write's,
+    on a slot past the cache) reaches the caller as the op's error, from
+    the one-row loop's parallel region as from the general loop."""
+    model = random_model(LlamaForCausalLM, "silu", torch.bfloat16, 384)
+    md, positions = decode_metadata(1)
+    md = dataclasses.replace(md, slot_mapping=torch.tensor([NUM_BLOCKS * BLOCK + 3]))
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(RuntimeError, match="is beyond the cache's"):
+            run(model, torch.randint(0, 300, (1,)), positions, md, fused=True)
+    finally:
+        torch.set_num_threads(default_threads)
+
+
 def test_other_steps_keep_the_layer_by_layer_path():
     model = random_model(LlamaForCausalLM, "silu", torch.bfloat16)
     fused = model.model.fused_decode

@@ -1,0 +1,240 @@
+// fused_decode_layers' loop for one decode row, in one parallel region.
+//
+// Why: a batch-1 step is ~120 small projections (33-150 us each on
+// SmolLM2) with serial work between them (norms; rotary, the cache write and
+// attention: ~25 us a layer). On this project's 2-vCPU machines the read
+// bandwidth is per core (one thread 14 GB/s, two 28), so every microsecond
+// one core waits is bandwidth lost: the general loop opened a parallel
+// region per projection (~3 us of fork and join each), and while thread 0
+// ran the serial work the other thread spun.
+//
+// Here the team lives for the whole call: barriers between the steps, and
+// while thread 0 runs a serial section the last thread prefetches the next
+// projection's last panels into its L2 and then takes them on top of its
+// share, so the others stream fewer bytes. Same kernels on the same panels:
+// the same bits as the general loop (tests/kernels/test_decode_layers.py).
+#include "decode_one_row.h"
+
+#include <omp.h>
+
+#include <array>
+#include <atomic>
+#include <exception>
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/ones.h>
+
+#include "cpu_ops.h"
+#include "kernel_table.h"
+
+namespace vllm::cpu_ops {
+namespace {
+
+constexpr size_t kWeightsPerLayer = 6;  // as fused_decode_layers takes them
+constexpr size_t kLinearsPerLayer = 4;
+constexpr int64_t kPanel = cpu::kPackedLinearPanel;
+
+// A packed weight as a stream of units that go to one thread whole: output
+// panels (plain projections) or gate/up panel pairs (the gated MLP).
+struct Stream {
+  const char* base;
+  int64_t units, unit_bytes;
+};
+
+Stream plain_stream(const cpu::LinearArgs& a) {
+  return {static_cast<const char*>(a.weight), (a.n + kPanel - 1) / kPanel, a.k / 2 * kPanel * 4};
+}
+
+Stream gated_stream(const cpu::LinearArgs& a) {
+  return {static_cast<const char*>(a.weight), (a.n / 2 + kPanel - 1) / kPanel,
+          2 * (a.k / 2 * kPanel * 4)};
+}
+
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Prefetches whole units of `s` into this core's L2, last unit first, until
+// thread 0 has finished serial section `seq` or half the units are in;
+// returns how many units are in completely. (Half: the others keep a share,
+// and a thread's cached units still cost it L2 reads.)
+int64_t prefetch_tail(const Stream& s, const std::atomic<int64_t>& done, int64_t seq) {
+  constexpr int64_t kBytesBetweenLooks = 16 * 64;
+  int64_t got = 0;
+  for (; got < s.units / 2; ++got) {
+    const char* unit = s.base + (s.units - 1 - got) * s.unit_bytes;
+    for (int64_t off = 0; off < s.unit_bytes; off += kBytesBetweenLooks) {
+      if (done.load(std::memory_order_acquire) >= seq) return got;
+      const int64_t end =
+          off + kBytesBetweenLooks < s.unit_bytes ? off + kBytesBetweenLooks : s.unit_bytes;
+      for (int64_t b = off; b < end; b += 64) __builtin_prefetch(unit + b, 0, 2);
+    }
+  }
+  while (done.load(std::memory_order_acquire) < seq) spin_pause();
+  return got;
+}
+
+// Thread t's units [first, second) of `units` whose last `tail` the last
+// thread holds in cache: the rest split evenly, the tail to the last thread
+// (contiguous with its share).
+std::pair<int64_t, int64_t> share(int64_t units, int64_t tail, int t, int threads) {
+  const int64_t rest = units - tail;
+  return {rest * t / threads, t == threads - 1 ? units : rest * (t + 1) / threads};
+}
+
+bool packed_pairs(const std::optional<at::Tensor>& packed, int64_t dim) {
+  return packed.has_value() && !packed->is_mkldnn() && packed->dim() == dim;
+}
+
+}  // namespace
+
+bool one_row_loop_applies(const at::Tensor& hidden, const DecodeLayerTensors& layers) {
+  const cpu::KernelTable& kernels = cpu::active_kernels();
+  if (hidden.size(0) != 1 || hidden.scalar_type() != at::kBFloat16 || hidden.stride(1) != 1 ||
+      kernels.packed_linear_range == nullptr || kernels.packed_linear_gated_range == nullptr ||
+      omp_get_max_threads() < 2 || omp_in_parallel()) {
+    return false;
+  }
+  // The general loop's linear() and fused_gate_up() choices, for every
+  // layer: packed_linear for qkv, o and down, packed_linear_gated for
+  // gate/up; and one shape, as the buffers are shared.
+  const at::Tensor* first = &layers.weights[0];
+  for (size_t l = 0; l < layers.key_caches.size(); ++l) {
+    const std::optional<at::Tensor>* p = &layers.packed[l * kLinearsPerLayer];
+    if (!packed_pairs(p[0], 4) || !packed_pairs(p[1], 4) || !packed_pairs(p[2], 5) ||
+        !packed_pairs(p[3], 4)) {
+      return false;
+    }
+    const at::Tensor* w = &layers.weights[l * kWeightsPerLayer];
+    for (size_t i : {1, 2, 4, 5}) {
+      if (w[i].sizes() != first[i].sizes()) return false;
+    }
+  }
+  return true;
+}
+
+std::tuple<at::Tensor, at::Tensor> one_row_layers(const at::Tensor& hidden_in,
+                                                  const DecodeLayerTensors& layers,
+                                                  const DecodeStep& step) {
+  const size_t num_layers = layers.key_caches.size();
+  const at::Tensor* w0 = &layers.weights[0];
+  const auto options = hidden_in.options();
+  const int64_t q_size = step.num_heads * step.head_size;
+  const int64_t kv_size = step.num_kv_heads * step.head_size;
+  const at::Tensor unit_scale = at::ones({}, at::TensorOptions().dtype(at::kFloat));
+
+  // One buffer per intermediate, for every layer; the caller's hidden_in is
+  // never written.
+  at::Tensor residual = hidden_in.clone();
+  at::Tensor normed = at::empty_like(hidden_in);  // layer 0's normalised input
+  at::Tensor qkv = at::empty({1, w0[1].size(0)}, options);
+  at::Tensor attn = at::empty({1, step.num_heads, step.head_size}, options);
+  at::Tensor attn_rows = attn.view({1, q_size});
+  at::Tensor o = at::empty({1, w0[2].size(0)}, options);
+  at::Tensor gated = at::empty({1, w0[4].size(0) / 2}, options);
+  at::Tensor hidden = at::empty({1, w0[5].size(0)}, options);  // down's: the next layer's input
+  at::Tensor q = qkv.narrow(1, 0, q_size);
+  const std::optional<at::Tensor> k = qkv.narrow(1, q_size, kv_size);
+  const at::Tensor q_heads = q.view({1, step.num_heads, step.head_size});
+  const at::Tensor k_heads = k->view({1, step.num_kv_heads, step.head_size});
+  const at::Tensor v_heads =
+      qkv.narrow(1, q_size + kv_size, kv_size).view({1, step.num_kv_heads, step.head_size});
+
+  // Every projection's arguments, checked before the region.
+  std::vector<std::array<cpu::LinearArgs, kLinearsPerLayer>> args(num_layers);
+  for (size_t l = 0; l < num_layers; ++l) {
+    const std::optional<at::Tensor>* b = &layers.biases[l * kLinearsPerLayer];
+    const std::optional<at::Tensor>* p = &layers.packed[l * kLinearsPerLayer];
+    args[l][0] = checked_packed_linear_args(qkv, l == 0 ? normed : hidden, *p[0], b[0]);
+    args[l][1] = checked_packed_linear_args(o, attn_rows, *p[1], b[1]);
+    args[l][2] = checked_packed_linear_gated_args(gated, o, *p[2], b[2]);
+    args[l][3] = checked_packed_linear_args(hidden, gated, *p[3], b[3]);
+  }
+  const cpu::Activation kind = gated_activation_kind(step.activation);
+  const cpu::KernelTable& kernels = cpu::active_kernels();
+  int64_t widest_k = 0;
+  for (size_t i : {1, 2, 4, 5}) widest_k = w0[i].size(1) > widest_k ? w0[i].size(1) : widest_k;
+
+  std::atomic<int64_t> done{0};  // serial sections thread 0 has finished
+  std::atomic<int64_t> tail{0};  // units of the next projection the last thread holds
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+#pragma omp parallel
+  {
+    const int t = omp_get_thread_num(), threads = omp_get_num_threads();
+    std::vector<float> scratch(widest_k);  // x widened to fp32 (AVX2)
+    int64_t seq = 0;
+    // Thread 0 runs `work` (once anything failed, nothing more: the
+    // projections still run, on the buffers as they are, so that every
+    // thread meets every barrier) while the last thread prefetches the tail
+    // of `next`; every thread then returns the tail's size.
+    auto serial = [&](auto&& work, const Stream& next) -> int64_t {
+      ++seq;
+      if (t == 0) {
+        if (!failed.load(std::memory_order_relaxed)) {
+          try {
+            work();
+          } catch (...) {
+            error = std::current_exception();
+            failed.store(true, std::memory_order_relaxed);
+          }
+        }
+        if (threads == 1) tail.store(0, std::memory_order_relaxed);
+        done.store(seq, std::memory_order_release);
+      } else if (t == threads - 1) {
+        tail.store(prefetch_tail(next, done, seq), std::memory_order_relaxed);
+      }
+#pragma omp barrier
+      return tail.load(std::memory_order_relaxed);
+    };
+    auto plain = [&](const cpu::LinearArgs& a, int64_t tail_units) {
+      const auto [lo, hi] = share((a.n + kPanel - 1) / kPanel, tail_units, t, threads);
+      if (lo < hi) kernels.packed_linear_range(a, lo, hi, scratch.data());
+#pragma omp barrier
+    };
+    auto gated_mlp = [&](const cpu::LinearArgs& a, int64_t tail_units) {
+      const auto [lo, hi] = share((a.n / 2 + kPanel - 1) / kPanel, tail_units, t, threads);
+      if (lo < hi) kernels.packed_linear_gated_range(a, kind, lo, hi, scratch.data());
+#pragma omp barrier
+    };
+    for (size_t l = 0; l < num_layers; ++l) {
+      const at::Tensor* w = &layers.weights[l * kWeightsPerLayer];
+      const std::array<cpu::LinearArgs, kLinearsPerLayer>& a = args[l];
+      int64_t cached = serial(
+          [&] {
+            if (l == 0) {
+              rms_norm(normed, hidden_in, w[0], step.epsilon);
+            } else {
+              fused_add_rms_norm(hidden, residual, w[0], step.epsilon);
+            }
+          },
+          plain_stream(a[0]));
+      plain(a[0], cached);
+      cached = serial(
+          [&] {
+            at::Tensor key_cache = layers.key_caches[l], value_cache = layers.value_caches[l];
+            rotary_embedding(step.positions, q, k, step.head_size, step.cos_sin_cache,
+                             step.is_neox);
+            reshape_and_cache(k_heads, v_heads, key_cache, value_cache, step.slot_mapping, "auto",
+                              unit_scale, unit_scale);
+            paged_attention_v1(attn, q_heads, key_cache, value_cache, step.num_kv_heads,
+                               step.scale, step.block_tables, step.seq_lens, step.block_size,
+                               step.max_seq_len, std::nullopt, "auto", unit_scale, unit_scale, 0,
+                               0, 0, 0, 0);
+          },
+          plain_stream(a[1]));
+      plain(a[1], cached);
+      cached = serial([&] { fused_add_rms_norm(o, residual, w[3], step.epsilon); },
+                      gated_stream(a[2]));
+      gated_mlp(a[2], cached);
+      plain(a[3], 0);
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  return {hidden, residual};
+}
+
+}  // namespace vllm::cpu_ops

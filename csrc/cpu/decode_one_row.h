@@ -1,0 +1,47 @@
+// fused_decode_layers' loop for one decode row (batch-1 decode), in one
+// parallel region (decode_one_row.cpp).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+namespace vllm::cpu_ops {
+
+// The layers' tensors as fused_decode_layers takes them (6 weights and 4
+// biases / packed weights per layer).
+struct DecodeLayerTensors {
+  const std::vector<at::Tensor>& weights;
+  const std::vector<std::optional<at::Tensor>>& biases;
+  const std::vector<std::optional<at::Tensor>>& packed;
+  const std::vector<at::Tensor>& key_caches;
+  const std::vector<at::Tensor>& value_caches;
+};
+
+// The step's attention inputs and the model's shape.
+struct DecodeStep {
+  const at::Tensor& positions;
+  const at::Tensor& cos_sin_cache;
+  const at::Tensor& slot_mapping;
+  const at::Tensor& block_tables;
+  const at::Tensor& seq_lens;
+  int64_t block_size, max_seq_len, num_heads, num_kv_heads, head_size;
+  double epsilon, scale;
+  bool is_neox;
+  const std::string& activation;
+};
+
+// Whether the one-row loop takes this call: one decode row of bf16, every
+// projection on our packed kernels (qkv, o and down 4-D pair-packed, gate/up
+// 5-D interleaved), the layers of one shape, and more than one thread.
+bool one_row_loop_applies(const at::Tensor& hidden, const DecodeLayerTensors& layers);
+
+// (hidden, residual) after the last layer, the same bits as the general loop.
+std::tuple<at::Tensor, at::Tensor> one_row_layers(const at::Tensor& hidden_in,
+                                                  const DecodeLayerTensors& layers,
+                                                  const DecodeStep& step);
+
+}  // namespace vllm::cpu_ops
