@@ -25,11 +25,6 @@
 namespace vllm::cpu_ops {
 namespace {
 
-// Per layer, in `weights`: input norm, qkv, o, post-attention norm,
-// gate_up, down; in `biases`: qkv, o, gate_up, down (each may be None).
-constexpr size_t kWeightsPerLayer = 6;
-constexpr size_t kLinearsPerLayer = 4;  // qkv, o, gate_up, down: biases and packed weights
-
 using ActFn = void (*)(at::Tensor&, const at::Tensor&);
 
 ActFn activation_kernel(const std::string& name) {

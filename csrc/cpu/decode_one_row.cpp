@@ -31,8 +31,6 @@
 namespace vllm::cpu_ops {
 namespace {
 
-constexpr size_t kWeightsPerLayer = 6;  // as fused_decode_layers takes them
-constexpr size_t kLinearsPerLayer = 4;
 constexpr int64_t kPanel = cpu::kPackedLinearPanel;
 
 // A packed weight as a stream of units that go to one thread whole: output

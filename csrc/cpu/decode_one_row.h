@@ -11,8 +11,13 @@
 
 namespace vllm::cpu_ops {
 
-// The layers' tensors as fused_decode_layers takes them (6 weights and 4
-// biases / packed weights per layer).
+// Per layer, fused_decode_layers' `weights` hold the input norm, qkv, o,
+// the post-attention norm, gate_up and down; its `biases` and `packed` qkv,
+// o, gate_up and down (each may be None).
+constexpr size_t kWeightsPerLayer = 6;
+constexpr size_t kLinearsPerLayer = 4;
+
+// The layers' tensors as fused_decode_layers takes them.
 struct DecodeLayerTensors {
   const std::vector<at::Tensor>& weights;
   const std::vector<std::optional<at::Tensor>>& biases;

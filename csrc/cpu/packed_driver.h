@@ -60,20 +60,25 @@ struct KernelInput {
   const Input* rows;
   int64_t stride;
 };
+// x's rows [r0, r1) widened from bf16 into scratch ([m, k], contiguous).
+void widen_rows(const LinearArgs& a, int64_t r0, int64_t r1, float* scratch) {
+  const bf16_t* x = static_cast<const bf16_t*>(a.input);
+  constexpr int W = FloatVec::kWidth;
+  for (int64_t r = r0; r < r1; ++r) {
+    const bf16_t* src = x + r * a.input_row_stride;
+    float* dst = scratch + r * a.k;
+    int64_t i = 0;
+    for (; i + W <= a.k; i += W) FloatVec::load(src + i).store(dst + i);
+    if (i < a.k) store_tail(load_tail(src + i, int(a.k - i)), dst + i, int(a.k - i));
+  }
+}
+
 KernelInput kernel_input(const LinearArgs& a, float* scratch) {
   if constexpr (!PanelKernel::kWidensInput) {
     return {static_cast<const Input*>(a.input), a.input_row_stride};
   } else {
-    const bf16_t* x = static_cast<const bf16_t*>(a.input);
     const int threads = omp_get_num_threads(), t = omp_get_thread_num();
-    constexpr int W = FloatVec::kWidth;
-    for (int64_t r = a.m * t / threads; r < a.m * (t + 1) / threads; ++r) {
-      const bf16_t* src = x + r * a.input_row_stride;
-      float* dst = scratch + r * a.k;
-      int64_t i = 0;
-      for (; i + W <= a.k; i += W) FloatVec::load(src + i).store(dst + i);
-      if (i < a.k) store_tail(load_tail(src + i, int(a.k - i)), dst + i, int(a.k - i));
-    }
+    widen_rows(a, a.m * t / threads, a.m * (t + 1) / threads, scratch);
 #pragma omp barrier
     return {reinterpret_cast<const Input*>(scratch), a.k};
   }

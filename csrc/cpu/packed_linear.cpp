@@ -111,15 +111,7 @@ KernelInput own_input(const LinearArgs& a, float* scratch) {
   if constexpr (!PanelKernel::kWidensInput) {
     return {static_cast<const Input*>(a.input), a.input_row_stride};
   } else {
-    const bf16_t* x = static_cast<const bf16_t*>(a.input);
-    constexpr int W = FloatVec::kWidth;
-    for (int64_t r = 0; r < a.m; ++r) {
-      const bf16_t* src = x + r * a.input_row_stride;
-      float* dst = scratch + r * a.k;
-      int64_t i = 0;
-      for (; i + W <= a.k; i += W) FloatVec::load(src + i).store(dst + i);
-      if (i < a.k) store_tail(load_tail(src + i, int(a.k - i)), dst + i, int(a.k - i));
-    }
+    widen_rows(a, 0, a.m, scratch);
     return {reinterpret_cast<const Input*>(scratch), a.k};
   }
 }
