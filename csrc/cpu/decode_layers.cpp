@@ -58,7 +58,7 @@ at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& packed,
 // pair layout (bf16, AVX512-BF16 or AVX2 variant active); else the small-row kernel
 // up to `small_m_max_rows`, oneDNN on its packed weight, at::linear. (A
 // gate/up weight's interleaved 5-D copy goes to packed_linear_gated instead,
-// fused_gate_up; both paths take it whenever packed_linear exists.)
+// takes_packed_linear_gated; both paths take it whenever packed_linear exists.)
 //
 // `out` ([rows, n], the call's workspace) receives the result where our
 // kernels write it; oneDNN and at::linear return their own tensor.
@@ -74,8 +74,7 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
                  int8_max_rows);
     return out;
   }
-  if (packed.has_value() && !packed->is_mkldnn() && packed->dim() == 4 &&
-      x.scalar_type() == at::kBFloat16 && cpu::active_kernels().packed_linear != nullptr) {
+  if (takes_packed_linear(x, packed)) {
     packed_linear(out, x.stride(1) == 1 ? x : x.contiguous(), *packed, bias);
     return out;
   }
@@ -89,15 +88,6 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight,
   return at::linear(x, weight, bias);
 }
 
-// Whether the gate/up projection and its activation run as one
-// packed_linear_gated call: the weight is packed with its gate and up panels
-// interleaved (5-D), the rule Python's gate_up_activation applies. Otherwise
-// linear() takes the plain weight (it only reads 4-D pair-packed ones).
-bool fused_gate_up(const at::Tensor& x, const std::optional<at::Tensor>& packed) {
-  return packed.has_value() && !packed->is_mkldnn() && packed->dim() == 5 &&
-         x.scalar_type() == at::kBFloat16 && x.stride(1) == 1 &&
-         cpu::active_kernels().packed_linear_gated != nullptr;
-}
 
 // One intermediate's buffer for a whole call, reused by every layer (a
 // model's layers share their shapes; a new shape, as the last layer's
@@ -207,7 +197,7 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
                                  quant_int8_max_rows, o_ws.get({rows, w[2].size(0)}, options));
     fused_add_rms_norm(attn_out, residual, w[3], epsilon);
     at::Tensor gated = gated_ws.get({rows, w[4].size(0) / 2}, options);
-    if (fused_gate_up(attn_out, p[2])) {
+    if (takes_packed_linear_gated(attn_out, p[2])) {
       packed_linear_gated(gated, attn_out, *p[2], b[2], activation);
     } else {
       act(gated, linear(attn_out, w[4], b[2], p[2], small_m_max_rows, quant_int8_max_rows,

@@ -83,11 +83,18 @@ std::pair<int64_t, int64_t> share(int64_t units, int64_t tail, int t, int thread
   return {rest * t / threads, t == threads - 1 ? units : rest * (t + 1) / threads};
 }
 
-bool packed_pairs(const std::optional<at::Tensor>& packed, int64_t dim) {
-  return packed.has_value() && !packed->is_mkldnn() && packed->dim() == dim;
+}  // namespace
+
+bool takes_packed_linear(const at::Tensor& x, const std::optional<at::Tensor>& packed) {
+  return packed.has_value() && !packed->is_mkldnn() && packed->dim() == 4 &&
+         x.scalar_type() == at::kBFloat16 && cpu::active_kernels().packed_linear != nullptr;
 }
 
-}  // namespace
+bool takes_packed_linear_gated(const at::Tensor& x, const std::optional<at::Tensor>& packed) {
+  return packed.has_value() && !packed->is_mkldnn() && packed->dim() == 5 &&
+         x.scalar_type() == at::kBFloat16 && x.stride(1) == 1 &&
+         cpu::active_kernels().packed_linear_gated != nullptr;
+}
 
 bool one_row_loop_applies(const at::Tensor& hidden, const DecodeLayerTensors& layers) {
   const cpu::KernelTable& kernels = cpu::active_kernels();
@@ -96,14 +103,15 @@ bool one_row_loop_applies(const at::Tensor& hidden, const DecodeLayerTensors& la
       omp_get_max_threads() < 2 || omp_in_parallel()) {
     return false;
   }
-  // The general loop's linear() and fused_gate_up() choices, for every
-  // layer: packed_linear for qkv, o and down, packed_linear_gated for
-  // gate/up; and one shape, as the buffers are shared.
+  // What the general loop would run, for every layer: packed_linear for
+  // qkv, o and down, packed_linear_gated for gate/up (every intermediate is
+  // a contiguous bf16 row, as `hidden`); and one shape, as the buffers are
+  // shared.
   const at::Tensor* first = &layers.weights[0];
   for (size_t l = 0; l < layers.key_caches.size(); ++l) {
     const std::optional<at::Tensor>* p = &layers.packed[l * kLinearsPerLayer];
-    if (!packed_pairs(p[0], 4) || !packed_pairs(p[1], 4) || !packed_pairs(p[2], 5) ||
-        !packed_pairs(p[3], 4)) {
+    if (!takes_packed_linear(hidden, p[0]) || !takes_packed_linear(hidden, p[1]) ||
+        !takes_packed_linear_gated(hidden, p[2]) || !takes_packed_linear(hidden, p[3])) {
       return false;
     }
     const at::Tensor* w = &layers.weights[l * kWeightsPerLayer];

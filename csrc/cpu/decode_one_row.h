@@ -17,6 +17,14 @@ namespace vllm::cpu_ops {
 constexpr size_t kWeightsPerLayer = 6;
 constexpr size_t kLinearsPerLayer = 4;
 
+// Which kernel a projection of x takes, in both layer loops: packed_linear
+// for a weight packed in (k, k+1) pairs (4-D), and packed_linear_gated, the
+// gate/up projection fused with its activation, for one packed with its gate
+// and up panels interleaved (5-D; the rule Python's gate_up_activation
+// applies). Both need bf16 x and the AVX512-BF16 or AVX2 kernels.
+bool takes_packed_linear(const at::Tensor& x, const std::optional<at::Tensor>& packed);
+bool takes_packed_linear_gated(const at::Tensor& x, const std::optional<at::Tensor>& packed);
+
 // The layers' tensors as fused_decode_layers takes them.
 struct DecodeLayerTensors {
   const std::vector<at::Tensor>& weights;
