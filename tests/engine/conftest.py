@@ -49,10 +49,3 @@ def chat_token_ids(tokenizer, text: str) -> list[int]:
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                              add_generation_prompt=True, tokenize=False)
     return tokenizer(rendered, add_special_tokens=False).input_ids
-
-
-def hf_greedy(model, prompt_ids: list[int], new_tokens: int) -> list[int]:
-    with torch.no_grad():
-        out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=new_tokens,
-                             min_new_tokens=new_tokens, do_sample=False)
-    return out[0, len(prompt_ids):].tolist()

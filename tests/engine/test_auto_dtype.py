@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.kernels.isa import cpu_isa  # noqa: F401  (fixture)
+from tests.kernels.isa import active_isa, cpu_isa  # noqa: F401  (fixture)
 from vllm import _custom_ops as ops
 from vllm.config import auto_dtype, resolve_dtype
 from vllm.model_executor.layers import linear
@@ -59,14 +59,15 @@ def test_torch_gemm_fallback_is_logged(caplog, monkeypatch):
     if ops._C is None:
         pytest.skip("no CPU kernels in this build")
     monkeypatch.setattr(linear, "_PACKED_ONEDNN", False)  # as on an AVX2 CPU
-    ops._C.set_cpu_isa("scalar")
     linear._warned_torch_gemm.clear()
+    # back to the variant active before, not "auto": a run forced to AVX2
+    # (CI's VLLM_CPU_ISA=avx2 step) must stay on it for the tests after this
     try:
-        with caplog.at_level(logging.WARNING, logger="vllm.model_executor.layers.linear"):
+        with active_isa("scalar"), caplog.at_level(
+                logging.WARNING, logger="vllm.model_executor.layers.linear"):
             for _ in range(2):
                 linear.pack_weight(torch.zeros(96, 64, dtype=torch.bfloat16))
     finally:
-        ops._C.set_cpu_isa("auto")
         linear._warned_torch_gemm.clear()
     warnings = [r.getMessage() for r in caplog.records if "F.linear" in r.getMessage()]
     assert len(warnings) == 1 and "scalar" in warnings[0] and "bfloat16" in warnings[0]
