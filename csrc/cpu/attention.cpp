@@ -303,38 +303,80 @@ inline void values_bf16_rows(int n, float* acc, const float* p, const bf16_t* v,
 }
 #endif
 
-// Output rows that fit in registers at once, for a head size of kHs.
+// Output vectors per pass over a block's values (head size kHs): the whole
+// row where at most 4 of them fill the accumulator registers, else a
+// quarter-register-file slice of 4 (AVX2 at head size 64: 8 vectors a row,
+// 4 a pass), so that several rows share each value vector loaded.
+template <int64_t kHs>
+constexpr int64_t value_pass_vecs() {
+  constexpr int64_t nv = kHs / W;
+  return nv <= 4 || nv % 4 != 0 ? nv : 4;
+}
+
+// Rows per call of block_values, for a head size of kHs: as many as their
+// accumulators (rows x value_pass_vecs) fit in 16 registers on AVX-512, 12
+// on AVX2 (the rest hold the value vector and a broadcast), up to 4.
 template <int64_t kHs>
 constexpr int value_rows() {
-  constexpr int64_t regs = W == 16 ? 16 : 8;  // accumulator registers to use
-  constexpr int64_t nv = kHs / W;
-  return nv == 0 ? 1 : (regs / nv >= 4 ? 4 : (regs / nv >= 2 ? 2 : 1));
+  constexpr int64_t regs = W == 16 ? 16 : 12;
+  constexpr int64_t pass = value_pass_vecs<kHs>();
+  return pass == 0 ? 1 : (regs / pass >= 4 ? 4 : int(regs / pass >= 1 ? regs / pass : 1));
 }
 
 // acc[r] += sum_{j in [lo, hi)} p[r][j] * v[j] for NR rows; v: the block's
-// values [bs][hs] of T, read straight from the cache. Only rows [lo, hi) are
-// read: the rest of the block may hold stale data, even NaNs.
+// values [bs][hs] of T, read straight from the cache, a pass per
+// value_pass_vecs columns. Only rows [lo, hi) are read: the rest of the
+// block may hold stale data, even NaNs.
 template <int NR, int64_t kHs, typename T>
 inline void block_values(float* acc, const float* p, int64_t p_stride, const T* v, int64_t lo,
                          int64_t hi, int64_t bs, const T* next) {
   constexpr int64_t nv = kHs / W;
-  FloatVec a[NR][nv];
-  for (int r = 0; r < NR; ++r)
-#pragma GCC unroll 16
-    for (int64_t c = 0; c < nv; ++c) a[r][c] = FloatVec::load(acc + r * kHs + c * W);
+  constexpr int64_t pass = value_pass_vecs<kHs>();
   ChunkPrefetch prefetch(next, bs * kHs * int64_t(sizeof(T)), hi - lo);
-  for (int64_t j = lo; j < hi; ++j) {
-    prefetch.step();
+  for (int64_t c0 = 0; c0 < nv; c0 += pass) {
+    FloatVec a[NR][pass];
+    for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 16
-    for (int64_t c = 0; c < nv; ++c) {
-      const FloatVec vc = FloatVec::load(v + j * kHs + c * W);
+      for (int64_t c = 0; c < pass; ++c) a[r][c] = FloatVec::load(acc + r * kHs + (c0 + c) * W);
+    for (int64_t j = lo; j < hi; ++j) {
+      if (c0 == 0) prefetch.step();
+#pragma GCC unroll 16
+      for (int64_t c = 0; c < pass; ++c) {
+        const FloatVec vc = FloatVec::load(v + j * kHs + (c0 + c) * W);
 #pragma GCC unroll 4
-      for (int r = 0; r < NR; ++r) a[r][c] = FloatVec::fma(FloatVec(p[r * p_stride + j]), vc, a[r][c]);
+        for (int r = 0; r < NR; ++r) a[r][c] = FloatVec::fma(FloatVec(p[r * p_stride + j]), vc, a[r][c]);
+      }
     }
-  }
-  for (int r = 0; r < NR; ++r)
+    for (int r = 0; r < NR; ++r)
 #pragma GCC unroll 16
-    for (int64_t c = 0; c < nv; ++c) a[r][c].store(acc + r * kHs + c * W);
+      for (int64_t c = 0; c < pass; ++c) a[r][c].store(acc + r * kHs + (c0 + c) * W);
+  }
+}
+
+// block_values for n rows (1 <= n <= value_rows<kHs>()).
+template <int64_t kHs, typename T>
+inline void values_rows(int n, float* acc, const float* p, const T* v, int64_t lo, int64_t hi,
+                        int64_t bs, const T* next) {
+  constexpr int kMax = value_rows<kHs>();
+  switch (n < kMax ? n : kMax) {
+    case 4: if constexpr (kMax >= 4) block_values<4, kHs>(acc, p, kLogitsStride, v, lo, hi, bs, next); break;
+    case 3: if constexpr (kMax >= 3) block_values<3, kHs>(acc, p, kLogitsStride, v, lo, hi, bs, next); break;
+    case 2: if constexpr (kMax >= 2) block_values<2, kHs>(acc, p, kLogitsStride, v, lo, hi, bs, next); break;
+    default: block_values<1, kHs>(acc, p, kLogitsStride, v, lo, hi, bs, next); break;
+  }
+}
+
+// block_scores for n rows (1 <= n <= 4): a GQA group's rows share each key
+// vector loaded (and converted) once.
+template <int64_t kHs, typename T>
+inline void scores_rows(int n, const float* q, int64_t hs, const T* k, int64_t bs, float* out,
+                        const T* next) {
+  switch (n) {
+    case 4: block_scores<4, kHs>(q, hs, k, bs, out, kLogitsStride, next); break;
+    case 3: block_scores<3, kHs>(q, hs, k, bs, out, kLogitsStride, next); break;
+    case 2: block_scores<2, kHs>(q, hs, k, bs, out, kLogitsStride, next); break;
+    default: block_scores<1, kHs>(q, hs, k, bs, out, kLogitsStride, next); break;
+  }
 }
 
 // Any head size: one value row at a time through an fp32 copy.
@@ -483,12 +525,12 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
           }
         }
 #endif
-        for (; r + 4 <= r1; r += 4)
-          block_scores<4, kHs>(tile.q + r * hs, hs, k_cache + base, bs,
-                               logits + r * kLogitsStride + b, kLogitsStride, r == r0 ? next : nullptr);
-        for (; r < r1; ++r)
-          block_scores<1, kHs>(tile.q + r * hs, hs, k_cache + base, bs,
-                               logits + r * kLogitsStride + b, kLogitsStride, r == r0 ? next : nullptr);
+        while (r < r1) {
+          const int n = r1 - r < 4 ? r1 - r : 4;
+          scores_rows<kHs>(n, tile.q + r * hs, hs, k_cache + base, bs,
+                           logits + r * kLogitsStride + b, r == r0 ? next : nullptr);
+          r += n;
+        }
       }
     }
     prefetch_block(v_cache, span);
@@ -527,12 +569,12 @@ void attend(const PagedAttentionArgs& a, const T* k_cache, const T* v_cache,
 #endif
         if constexpr (kHs != 0 && kHs % W == 0) {
           constexpr int NR = value_rows<kHs>();
-          for (; r + NR <= r1; r += NR)
-            block_values<NR, kHs>(tile.acc + r * kHs, p + r * kLogitsStride, kLogitsStride, v_cache + base, blo,
-                                  bhi, bs, r == r0 ? next : nullptr);
-          for (; r < r1; ++r)
-            block_values<1, kHs>(tile.acc + r * kHs, p + r * kLogitsStride, kLogitsStride, v_cache + base, blo,
-                                 bhi, bs, r == r0 ? next : nullptr);
+          while (r < r1) {
+            const int n = r1 - r < NR ? r1 - r : NR;
+            values_rows<kHs>(n, tile.acc + r * kHs, p + r * kLogitsStride, v_cache + base, blo,
+                             bhi, bs, r == r0 ? next : nullptr);
+            r += n;
+          }
         } else {
           for (r = r0; r < r1; ++r)
             block_values_any(tile.acc + r * hs, hs, p + r * kLogitsStride, v_cache + base, blo, bhi,

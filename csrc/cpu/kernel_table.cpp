@@ -17,9 +17,10 @@ void mla_attention(const MlaAttentionArgs& args);
 #if (defined(VLLM_ISA_AVX512) && defined(__AVX512BF16__)) || defined(VLLM_ISA_AVX2)
 void packed_linear(const LinearArgs& args);
 void packed_linear_gated(const LinearArgs& args, Activation kind);
-void packed_linear_range(const LinearArgs& args, int64_t p0, int64_t p1, float* scratch);
+void packed_linear_range(const LinearArgs& args, int64_t p0, int64_t p1, int64_t stream_end,
+                         float* scratch, bool widen_x);
 void packed_linear_gated_range(const LinearArgs& args, Activation kind, int64_t j0, int64_t j1,
-                               float* scratch);
+                               int64_t stream_end, float* scratch, bool widen_x);
 void packed_moe(const MoeArgs& args, Activation kind);  // packed_moe.cpp
 #define VLLM_PACKED_LINEAR &packed_linear
 #define VLLM_PACKED_LINEAR_GATED &packed_linear_gated

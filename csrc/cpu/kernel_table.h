@@ -196,11 +196,16 @@ struct KernelTable {
   // One thread's part of packed_linear (output panels [p0, p1)) and of
   // packed_linear_gated (gate/up panel pairs [j0, j1)), called by each
   // thread of a region the caller runs (fused_decode_layers' one-row loop).
+  // `stream_end`: the thread goes on with the units up to there next, so
+  // the last one prefetches into the following (p1 when it does not).
   // `scratch`: m x k floats of the thread's own, for the variants that
-  // widen x (AVX2); unused by AVX512-BF16. Null where packed_linear is.
-  void (*packed_linear_range)(const LinearArgs&, int64_t p0, int64_t p1, float* scratch);
+  // widen x (AVX2; unused by AVX512-BF16), which widen x into it when
+  // `widen_x` and otherwise read what an earlier call with the same x left
+  // there. Null where packed_linear is.
+  void (*packed_linear_range)(const LinearArgs&, int64_t p0, int64_t p1, int64_t stream_end,
+                              float* scratch, bool widen_x);
   void (*packed_linear_gated_range)(const LinearArgs&, Activation, int64_t j0, int64_t j1,
-                                    float* scratch);
+                                    int64_t stream_end, float* scratch, bool widen_x);
   // A MoE layer's routed experts (MoeArgs). Null where packed_linear is.
   void (*packed_moe)(const MoeArgs&, Activation);
   // QuantLinearArgs (quant_linear.cpp): AVX512-VNNI, AVX2 and scalar

@@ -30,8 +30,10 @@ namespace vllm::cpu::VLLM_ISA_NS {
 #if defined(VLLM_HAS_PANEL_KERNEL)
 namespace {
 
-// Panels [p0, p1) of the output for every row.
-void plain_panels(const LinearArgs& a, const KernelInput& x, int64_t p0, int64_t p1) {
+// Panels [p0, p1) of the output for every row; the thread's stream goes on
+// to stream_end (>= p1): the last panel prefetches into the next below it.
+void plain_panels(const LinearArgs& a, const KernelInput& x, int64_t p0, int64_t p1,
+                  int64_t stream_end) {
   const uint32_t* packed = static_cast<const uint32_t*>(a.weight);
   const bf16_t* bias = static_cast<const bf16_t*>(a.bias);
   bf16_t* out = static_cast<bf16_t*>(a.out);
@@ -41,7 +43,8 @@ void plain_panels(const LinearArgs& a, const KernelInput& x, int64_t p0, int64_t
     for (int64_t p = p0; p < p1; ++p) {
       const uint32_t* panel = packed + p * panel_elems;
       const int cols = int(a.n - p * kPanel < kPanel ? a.n - p * kPanel : kPanel);
-      const char* next = p + 1 < p1 ? reinterpret_cast<const char*>(panel + panel_elems) : nullptr;
+      const char* next =
+          p + 1 < stream_end ? reinterpret_cast<const char*>(panel + panel_elems) : nullptr;
       panel_rows<kPlain>(a, x, m0, m1, panel, next, cols,
                          bias == nullptr ? nullptr : bias + p * kPanel,
                          out + m0 * a.out_row_stride + p * kPanel, a.out_row_stride, nullptr);
@@ -49,12 +52,14 @@ void plain_panels(const LinearArgs& a, const KernelInput& x, int64_t p0, int64_t
   }
 }
 
-// Gate/up panel pairs [j0, j1) (out columns [48 j0, 48 j1)) for every row:
+// Gate/up panel pairs [j0, j1) (out columns [48 j0, 48 j1)) for every row,
+// the thread's stream going on to pair stream_end (>= j1):
 // a.n = 2d outputs, each half padded to whole panels (zero columns past d),
 // panels interleaved (gate panel j at 2j, up panel j at 2j + 1); bias (if
 // any) is [b_gate; b_up]; out has d columns.
 template <int kAct>
-void gated_pairs(const LinearArgs& a, const KernelInput& x, int64_t j0, int64_t j1) {
+void gated_pairs(const LinearArgs& a, const KernelInput& x, int64_t j0, int64_t j1,
+                 int64_t stream_end) {
   const uint32_t* packed = static_cast<const uint32_t*>(a.weight);
   const bf16_t* bias = static_cast<const bf16_t*>(a.bias);
   bf16_t* out = static_cast<bf16_t*>(a.out);
@@ -67,7 +72,7 @@ void gated_pairs(const LinearArgs& a, const KernelInput& x, int64_t j0, int64_t 
       const uint32_t* gate_panel = packed + 2 * j * panel_elems;
       const uint32_t* up_panel = packed + (2 * j + 1) * panel_elems;
       const char* next_gate =
-          j + 1 < j1 ? reinterpret_cast<const char*>(up_panel + panel_elems) : nullptr;
+          j + 1 < stream_end ? reinterpret_cast<const char*>(up_panel + panel_elems) : nullptr;
       // the last pair may hold fewer than kPanel real columns: the gate
       // scratch's other columns are never stored from
       const int cols = int(d - j * kPanel < kPanel ? d - j * kPanel : kPanel);
@@ -89,7 +94,8 @@ void run_plain(const LinearArgs& a) {
     const KernelInput x = kernel_input(a, scratch.data);
     const int threads = omp_get_num_threads(), t = omp_get_thread_num();
     // Contiguous panels per thread: its weights are one stream.
-    plain_panels(a, x, panels * t / threads, panels * (t + 1) / threads);
+    const int64_t p0 = panels * t / threads, p1 = panels * (t + 1) / threads;
+    plain_panels(a, x, p0, p1, p1);
   }
 }
 
@@ -101,17 +107,19 @@ void run_gated(const LinearArgs& a) {
   {
     const KernelInput x = kernel_input(a, scratch.data);
     const int threads = omp_get_num_threads(), t = omp_get_thread_num();
-    gated_pairs<kAct>(a, x, pairs * t / threads, pairs * (t + 1) / threads);
+    const int64_t j0 = pairs * t / threads, j1 = pairs * (t + 1) / threads;
+    gated_pairs<kAct>(a, x, j0, j1, j1);
   }
 }
 
 // x as one thread reads it on its own: the caller's rows, or (fp32-computing
-// kernels) every row widened by this thread into `scratch` (m x k floats).
-KernelInput own_input(const LinearArgs& a, float* scratch) {
+// kernels) every row widened by this thread into `scratch` (m x k floats),
+// or left there by its earlier call on the same x (`widen` false).
+KernelInput own_input(const LinearArgs& a, float* scratch, bool widen) {
   if constexpr (!PanelKernel::kWidensInput) {
     return {static_cast<const Input*>(a.input), a.input_row_stride};
   } else {
-    widen_rows(a, 0, a.m, scratch);
+    if (widen) widen_rows(a, 0, a.m, scratch);
     return {reinterpret_cast<const Input*>(scratch), a.k};
   }
 }
@@ -124,14 +132,17 @@ void packed_linear_gated(const LinearArgs& args, Activation kind) {
   with_gated_activation(kind, [&](auto act) { run_gated<decltype(act)::value>(args); });
 }
 
-void packed_linear_range(const LinearArgs& args, int64_t p0, int64_t p1, float* scratch) {
-  plain_panels(args, own_input(args, scratch), p0, p1);
+void packed_linear_range(const LinearArgs& args, int64_t p0, int64_t p1, int64_t stream_end,
+                         float* scratch, bool widen_x) {
+  plain_panels(args, own_input(args, scratch, widen_x), p0, p1, stream_end);
 }
 
 void packed_linear_gated_range(const LinearArgs& args, Activation kind, int64_t j0, int64_t j1,
-                               float* scratch) {
-  const KernelInput x = own_input(args, scratch);
-  with_gated_activation(kind, [&](auto act) { gated_pairs<decltype(act)::value>(args, x, j0, j1); });
+                               int64_t stream_end, float* scratch, bool widen_x) {
+  const KernelInput x = own_input(args, scratch, widen_x);
+  with_gated_activation(kind, [&](auto act) {
+    gated_pairs<decltype(act)::value>(args, x, j0, j1, stream_end);
+  });
 }
 #endif  // elsewhere the kernel table holds null and callers keep oneDNN / torch
 

@@ -146,8 +146,9 @@ def test_the_input_hidden_states_are_not_written(cpu_isa, rows):
 # One bf16 decode row on packed weights takes the one-row loop (the call in
 # one parallel region; csrc/cpu/decode_one_row.cpp) whenever torch has more
 # than one thread: 1 thread runs the general loop; with 2 and 3 the last
-# thread takes the panels it prefetched during the serial work on top of its
-# share, however many that were. The same bits every way.
+# thread runs the panels it prefetched during the serial work first, and the
+# rest are dealt out as the threads finish, differently each run. The same
+# bits every way.
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_one_decode_row_matches_the_layer_by_layer_path_at_any_thread_count(cpu_isa, threads):
     if not ops.packed_linear_available():
@@ -161,7 +162,7 @@ def test_one_decode_row_matches_the_layer_by_layer_path_at_any_thread_count(cpu_
     default_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        for _ in range(3):  # the prefetched tail differs run to run; the bits must not
+        for _ in range(3):  # the split differs run to run; the bits must not
             for attn, (k, v) in zip(model.attention_layers(), before):
                 attn.kv_cache[0].copy_(k)
                 attn.kv_cache[1].copy_(v)

@@ -174,7 +174,10 @@ class ModelRunner:
                         state.sampling.params.prompt_logprobs)
             if not sample_rows:
                 return ModelRunnerOutput({}, {}, prompt_logprobs)
-            logits = self.model.compute_logits(hidden if pruned else hidden[sample_rows])
+            # every row sampled (a decode batch): no gather. Each torch op
+            # between the steps' weight streams runs cold (tens of us).
+            every_row = pruned or len(sample_rows) == hidden.shape[0]
+            logits = self.model.compute_logits(hidden if every_row else hidden[sample_rows])
         tokens, logprobs = self.sampler(logits, sample_states)
         if self.tp_group is not None:
             tokens = self.tp_group.broadcast_object(tokens, src=0)
