@@ -303,24 +303,27 @@ inline void values_bf16_rows(int n, float* acc, const float* p, const bf16_t* v,
 }
 #endif
 
+// Accumulator registers block_values uses: 16 of AVX-512's 32, 12 of
+// AVX2's 16 (the rest hold the value vector and a broadcast).
+constexpr int64_t kValueAccRegs = W == 16 ? 16 : 12;
+
 // Output vectors per pass over a block's values (head size kHs): the whole
-// row where at most 4 of them fill the accumulator registers, else a
-// quarter-register-file slice of 4 (AVX2 at head size 64: 8 vectors a row,
-// 4 a pass), so that several rows share each value vector loaded.
+// row where two rows' accumulators fit, else slices of 4 vectors (AVX2 at
+// head size 64: 8 vectors a row, 4 a pass), so that several rows still
+// share each value vector loaded and widened.
 template <int64_t kHs>
 constexpr int64_t value_pass_vecs() {
   constexpr int64_t nv = kHs / W;
-  return nv <= 4 || nv % 4 != 0 ? nv : 4;
+  return kValueAccRegs / (nv > 0 ? nv : 1) >= 2 || nv % 4 != 0 ? nv : 4;
 }
 
 // Rows per call of block_values, for a head size of kHs: as many as their
-// accumulators (rows x value_pass_vecs) fit in 16 registers on AVX-512, 12
-// on AVX2 (the rest hold the value vector and a broadcast), up to 4.
+// accumulators (rows x value_pass_vecs) fit, up to 4.
 template <int64_t kHs>
 constexpr int value_rows() {
-  constexpr int64_t regs = W == 16 ? 16 : 12;
   constexpr int64_t pass = value_pass_vecs<kHs>();
-  return pass == 0 ? 1 : (regs / pass >= 4 ? 4 : int(regs / pass >= 1 ? regs / pass : 1));
+  constexpr int64_t fit = pass > 0 ? kValueAccRegs / pass : 1;
+  return fit >= 4 ? 4 : (fit >= 1 ? int(fit) : 1);
 }
 
 // acc[r] += sum_{j in [lo, hi)} p[r][j] * v[j] for NR rows; v: the block's
@@ -358,7 +361,7 @@ template <int64_t kHs, typename T>
 inline void values_rows(int n, float* acc, const float* p, const T* v, int64_t lo, int64_t hi,
                         int64_t bs, const T* next) {
   constexpr int kMax = value_rows<kHs>();
-  switch (n < kMax ? n : kMax) {
+  switch (n) {
     case 4: if constexpr (kMax >= 4) block_values<4, kHs>(acc, p, kLogitsStride, v, lo, hi, bs, next); break;
     case 3: if constexpr (kMax >= 3) block_values<3, kHs>(acc, p, kLogitsStride, v, lo, hi, bs, next); break;
     case 2: if constexpr (kMax >= 2) block_values<2, kHs>(acc, p, kLogitsStride, v, lo, hi, bs, next); break;
