@@ -29,9 +29,10 @@ using Input = PanelKernel::Input;
 constexpr int kPanel = int(kPackedLinearPanel);
 constexpr int kBlockRows = PanelKernel::kBlockRows;
 constexpr int kLinesPerPair = kPanel * 4 / 64;  // cache lines of one k pair's weights
-// Rows per pass over a thread's panels: its slice of x (128 bf16 rows or 64
-// fp32 rows x k) stays in L2 while the panels go by.
-constexpr int64_t kRowChunk = 256 / sizeof(Input);
+// Rows per pass over a thread's panels: its slice of x (128 bf16 rows or 60
+// fp32 rows x k) stays in L2 while the panels go by. A whole number of
+// blocks (AVX2: 60, not 64, which left a 4-row block in every chunk).
+constexpr int64_t kRowChunk = 256 / sizeof(Input) / kBlockRows * kBlockRows;
 // Epilogue of a plain projection: out = y (+ bias). Gated ones pass the
 // Activation as an int.
 constexpr int kPlain = -1;
@@ -132,11 +133,14 @@ void panel_rows(const LinearArgs& a, const KernelInput& x, int64_t m0, int64_t m
                        lines, kLinesPerPair);
     return;
   }
+  // Rows dealt evenly over the blocks (sizes differ by one at most): 64
+  // rows on AVX2 are 9 blocks of 6 and 2 of 5, not 10 of 6 and one of 4, a
+  // block with fewer independent FMAs to hide their latency.
   const int64_t blocks = (m1 - m0 + kBlockRows - 1) / kBlockRows;
   const int per_step = int((kLinesPerPair + blocks - 1) / blocks);
   for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t r0 = m0 + b * kBlockRows;
-    const int rows = int(m1 - r0 < kBlockRows ? m1 - r0 : kBlockRows);
+    const int64_t r0 = m0 + (m1 - m0) * b / blocks;
+    const int rows = int(m0 + (m1 - m0) * (b + 1) / blocks - r0);
     const int64_t first_line = b * kpairs * per_step;
     const char* pf = next != nullptr && first_line < panel_lines ? next + first_line * 64 : nullptr;
     micro_kernel<kAct>(rows, x.rows + r0 * x.stride, x.stride, panel, kpairs,

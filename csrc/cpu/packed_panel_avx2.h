@@ -11,13 +11,15 @@
 // Blocking (16 ymm registers): up to 6 rows x 16 columns = 12 accumulators,
 // 2 widened weight vectors and 1 broadcast; per k pair 4 weight loads,
 // 12 broadcasts, 4 shifts/ands and 24 FMAs, so the FMA ports, not loads,
-// set the pace. A 48-column panel is three such 16-column passes (each
+// set the pace. Blocks of 4-6 rows run as assembly
+// (packed_panel_avx2_asm.h); smaller ones, the intrinsics below. A 48-column panel is three such 16-column passes (each
 // reads one cache line of every 3 a k pair occupies; the panel stays in L2
 // between them). One row (batch-1 decode, bandwidth-bound) takes the whole
 // panel in one pass instead, so the weights stream strictly in order.
 #pragma once
 
 #include "activation_math.h"
+#include "packed_panel_avx2_asm.h"
 #include "vec.h"
 
 namespace vllm::cpu::VLLM_ISA_NS {
@@ -146,10 +148,21 @@ struct PanelKernel {
       const int pass_step = (per_step + kPasses - 1) / kPasses;
       for (int c0 = 0; c0 < cols; c0 += kSub) {
         __m256 acc[R][2];
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
         const int64_t first = int64_t(c0 / kSub) * kpairs * pass_step;
         const bool prefetching = prefetch != nullptr && first < prefetch_lines;
+        if constexpr (R >= 4 && R <= 6) {
+          if (pass_step == 1) {  // always so: per_step <= kLinesPerPair (3) = kPasses
+            __m256 block[6][2];
+            block_rx16<R>(x, x_stride, panel + c0, kpairs,
+                          prefetching ? prefetch + first * 64 : nullptr,
+                          prefetching ? prefetch_lines - first : 0, block);
+            store<R, 2, kAct>(reinterpret_cast<const __m256(&)[R][2]>(block), c0, out,
+                              out_stride, cols, bias, gate);
+            continue;
+          }
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
         accumulate<R, 2>(x, x_stride, panel + c0, kpairs, acc,
                          prefetching ? prefetch + first * 64 : nullptr, prefetch_lines - first,
                          pass_step);
