@@ -18,6 +18,10 @@
 #include <ATen/ops/linear.h>
 #include <ATen/ops/ones.h>
 
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
 #include "cpu_ops.h"
 #include "decode_one_row.h"
 #include "kernel_table.h"
@@ -104,7 +108,9 @@ struct Workspace {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
+// fused_decode_layers, with the one-row loop's state (a registered plan's,
+// or one for this call).
+std::tuple<at::Tensor, at::Tensor> decode_layers(
     const at::Tensor& hidden_in, const at::Tensor& positions, const std::vector<at::Tensor>& weights,
     const std::vector<std::optional<at::Tensor>>& biases,
     const std::vector<std::optional<at::Tensor>>& packed, int64_t small_m_max_rows,
@@ -114,7 +120,8 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
     int64_t block_size, int64_t max_seq_len, int64_t num_heads, int64_t num_kv_heads,
     int64_t head_size, double epsilon, double scale, bool is_neox, const std::string& activation,
     const std::optional<at::Tensor>& query_start_loc, const std::optional<at::Tensor>& output_rows,
-    const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows) {
+    const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows,
+    OneRowState& one_row) {
   constexpr const char* op = "fused_decode_layers";
   const size_t layers = key_caches.size();
   TORCH_CHECK(layers > 0 && value_caches.size() == layers, op,
@@ -137,11 +144,12 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
               op, ": output_rows and output_query_start_loc come together, with query_start_loc");
   const ActFn act = activation_kernel(activation);
   const DecodeLayerTensors tensors{weights, biases, packed, key_caches, value_caches};
-  if (!prefill && one_row_loop_applies(hidden_in, tensors)) {
+  if (!prefill && one_row_loop_applies(hidden_in, tensors, one_row)) {
     return one_row_layers(hidden_in, tensors,
                           DecodeStep{positions, cos_sin_cache, slot_mapping, block_tables,
                                      seq_lens, block_size, max_seq_len, num_heads, num_kv_heads,
-                                     head_size, epsilon, scale, is_neox, activation});
+                                     head_size, epsilon, scale, is_neox, activation},
+                          one_row);
   }
   const int64_t m = hidden_in.size(0);
   const int64_t q_size = num_heads * head_size, kv_size = num_kv_heads * head_size;
@@ -208,6 +216,135 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
   }
   return {hidden, residual};
 }
+
+std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
+    const at::Tensor& hidden_in, const at::Tensor& positions, const std::vector<at::Tensor>& weights,
+    const std::vector<std::optional<at::Tensor>>& biases,
+    const std::vector<std::optional<at::Tensor>>& packed, int64_t small_m_max_rows,
+    const std::vector<at::Tensor>& key_caches,
+    const std::vector<at::Tensor>& value_caches, const at::Tensor& cos_sin_cache,
+    const at::Tensor& slot_mapping, const at::Tensor& block_tables, const at::Tensor& seq_lens,
+    int64_t block_size, int64_t max_seq_len, int64_t num_heads, int64_t num_kv_heads,
+    int64_t head_size, double epsilon, double scale, bool is_neox, const std::string& activation,
+    const std::optional<at::Tensor>& query_start_loc, const std::optional<at::Tensor>& output_rows,
+    const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows) {
+  OneRowState one_row;
+  return decode_layers(hidden_in, positions, weights, biases, packed, small_m_max_rows, key_caches,
+                       value_caches, cos_sin_cache, slot_mapping, block_tables, seq_lens,
+                       block_size, max_seq_len, num_heads, num_kv_heads, head_size, epsilon,
+                       scale, is_neox, activation, query_start_loc, output_rows,
+                       output_query_start_loc, quant_int8_max_rows, one_row);
+}
+
+namespace {
+
+// A model's layers registered once (fused_decode_plan), so that a step
+// passes only its own inputs. Why: as a call's arguments, the ~480 tensors
+// of SmolLM2's 30 layers cost ~90 us to convert from Python lists and ~95
+// us to release, each a reference count on cold tensor metadata, ~2% of a
+// batch-1 step; and the one-row loop keeps its buffers and checked
+// arguments here (OneRowState).
+struct DecodePlan {
+  std::vector<at::Tensor> weights;
+  std::vector<std::optional<at::Tensor>> biases, packed;
+  std::vector<at::Tensor> key_caches, value_caches;
+  at::Tensor cos_sin_cache;
+  int64_t small_m_max_rows, num_heads, num_kv_heads, head_size;
+  double epsilon, scale;
+  bool is_neox;
+  std::string activation;
+  OneRowState one_row;
+};
+
+std::mutex plans_mutex;
+std::unordered_map<int64_t, std::shared_ptr<DecodePlan>> plans;
+int64_t next_plan_id = 1;
+
+std::shared_ptr<DecodePlan> find_plan(int64_t id) {
+  std::lock_guard<std::mutex> lock(plans_mutex);
+  const auto it = plans.find(id);
+  TORCH_CHECK(it != plans.end(), "fused_decode_planned: no plan ", id,
+              " (never made, or released by fused_decode_plan_release)");
+  return it->second;
+}
+
+}  // namespace
+
+int64_t fused_decode_plan(const std::vector<at::Tensor>& weights,
+                          const std::vector<std::optional<at::Tensor>>& biases,
+                          const std::vector<std::optional<at::Tensor>>& packed,
+                          int64_t small_m_max_rows, const std::vector<at::Tensor>& key_caches,
+                          const std::vector<at::Tensor>& value_caches,
+                          const at::Tensor& cos_sin_cache, int64_t num_heads,
+                          int64_t num_kv_heads, int64_t head_size, double epsilon, double scale,
+                          bool is_neox, const std::string& activation) {
+  activation_kernel(activation);  // a bad name fails here, not at the first step
+  auto plan = std::make_shared<DecodePlan>();
+  plan->weights = weights;
+  plan->biases = biases;
+  plan->packed = packed;
+  plan->key_caches = key_caches;
+  plan->value_caches = value_caches;
+  plan->cos_sin_cache = cos_sin_cache;
+  plan->small_m_max_rows = small_m_max_rows;
+  plan->num_heads = num_heads;
+  plan->num_kv_heads = num_kv_heads;
+  plan->head_size = head_size;
+  plan->epsilon = epsilon;
+  plan->scale = scale;
+  plan->is_neox = is_neox;
+  plan->activation = activation;
+  std::lock_guard<std::mutex> lock(plans_mutex);
+  const int64_t id = next_plan_id++;
+  plans.emplace(id, std::move(plan));
+  return id;
+}
+
+void fused_decode_plan_release(int64_t id) {
+  std::lock_guard<std::mutex> lock(plans_mutex);
+  plans.erase(id);
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_decode_planned(
+    int64_t id, const at::Tensor& hidden, const at::Tensor& positions,
+    const at::Tensor& slot_mapping, const at::Tensor& block_tables, const at::Tensor& seq_lens,
+    int64_t block_size, int64_t max_seq_len, const std::optional<at::Tensor>& query_start_loc,
+    const std::optional<at::Tensor>& output_rows,
+    const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows) {
+  const std::shared_ptr<DecodePlan> plan = find_plan(id);  // alive to the end, released or not
+  const DecodePlan& p = *plan;
+  return decode_layers(hidden, positions, p.weights, p.biases, p.packed, p.small_m_max_rows,
+                       p.key_caches, p.value_caches, p.cos_sin_cache, slot_mapping, block_tables,
+                       seq_lens, block_size, max_seq_len, p.num_heads, p.num_kv_heads,
+                       p.head_size, p.epsilon, p.scale, p.is_neox, p.activation, query_start_loc,
+                       output_rows, output_query_start_loc, quant_int8_max_rows, plan->one_row);
+}
+
+TORCH_LIBRARY_FRAGMENT(_C, ops) {
+  // fused_decode_layers' layers and model constants registered once; the
+  // returned id names them in fused_decode_planned (a step's inputs only,
+  // otherwise the same op: the caches it writes are the registered ones)
+  // until fused_decode_plan_release.
+  ops.def(
+      "fused_decode_plan(Tensor[] weights, Tensor?[] biases, Tensor?[] packed, "
+      "int small_m_max_rows, Tensor[] key_caches, Tensor[] value_caches, Tensor cos_sin_cache, "
+      "int num_heads, int num_kv_heads, int head_size, float epsilon, float scale, bool is_neox, "
+      "str activation) -> int");
+  ops.def("fused_decode_plan_release(int plan) -> ()");
+  ops.def(
+      "fused_decode_planned(int plan, Tensor hidden, Tensor positions, Tensor slot_mapping, "
+      "Tensor block_tables, Tensor seq_lens, int block_size, int max_seq_len, "
+      "Tensor? query_start_loc=None, Tensor? output_rows=None, "
+      "Tensor? output_query_start_loc=None, int quant_int8_max_rows=1073741824) -> (Tensor, Tensor)");
+}
+
+// Registered without a dispatch key: they take no tensor to dispatch on
+// (the planned op's hidden does, but its plan's weights may be oneDNN ones).
+TORCH_LIBRARY_IMPL(_C, CatchAll, ops) {
+  ops.impl("fused_decode_plan", &fused_decode_plan);
+  ops.impl("fused_decode_plan_release", &fused_decode_plan_release);
+}
+TORCH_LIBRARY_IMPL(_C, CPU, ops) { ops.impl("fused_decode_planned", &fused_decode_planned); }
 
 TORCH_LIBRARY_FRAGMENT(_C, ops) {
   // Returns (hidden, residual) after the last layer; the final norm is the

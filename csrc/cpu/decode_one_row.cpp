@@ -160,23 +160,17 @@ bool takes_packed_linear_gated(const at::Tensor& x, const std::optional<at::Tens
          cpu::active_kernels().packed_linear_gated != nullptr;
 }
 
-bool one_row_loop_applies(const at::Tensor& hidden, const DecodeLayerTensors& layers) {
-  const cpu::KernelTable& kernels = cpu::active_kernels();
-  if (hidden.size(0) != 1 || hidden.scalar_type() != at::kBFloat16 || hidden.stride(1) != 1 ||
-      kernels.packed_linear_range == nullptr || kernels.packed_linear_gated_range == nullptr ||
-      omp_get_max_threads() < 2 || omp_in_parallel()) {
-    return false;
-  }
-  // What the general loop would run, for every layer: packed_linear for
-  // qkv, o and down, packed_linear_gated for gate/up (every intermediate is
-  // a contiguous bf16 row, as `hidden`); and one shape, as the buffers are
-  // shared.
+namespace {
+
+// The layers' side of one_row_loop_applies: what the general loop would
+// run, for every layer: packed_linear for qkv, o and down, packed_linear_gated
+// for gate/up; and one shape, as the buffers are shared.
+bool layers_fit_one_row(const DecodeLayerTensors& layers) {
   const at::Tensor* first = &layers.weights[0];
   for (size_t l = 0; l < layers.key_caches.size(); ++l) {
     const std::optional<at::Tensor>* p = &layers.packed[l * kLinearsPerLayer];
-    if (!takes_packed_linear(hidden, p[0]) || !takes_packed_linear(hidden, p[1]) ||
-        !takes_packed_linear_gated(hidden, p[2]) || !takes_packed_linear(hidden, p[3])) {
-      return false;
+    for (size_t i = 0; i < kLinearsPerLayer; ++i) {
+      if (!p[i].has_value() || p[i]->is_mkldnn() || p[i]->dim() != (i == 2 ? 5 : 4)) return false;
     }
     const at::Tensor* w = &layers.weights[l * kWeightsPerLayer];
     for (size_t i : {1, 2, 4, 5}) {
@@ -186,43 +180,95 @@ bool one_row_loop_applies(const at::Tensor& hidden, const DecodeLayerTensors& la
   return true;
 }
 
-std::tuple<at::Tensor, at::Tensor> one_row_layers(const at::Tensor& hidden_in,
-                                                  const DecodeLayerTensors& layers,
-                                                  const DecodeStep& step) {
+// The buffers and checked arguments of the one-row loop, for rows shaped as
+// `hidden_in` (every intermediate a contiguous bf16 row).
+void build_one_row_state(const at::Tensor& hidden_in, const DecodeLayerTensors& layers,
+                         const DecodeStep& step, OneRowState& state) {
   const size_t num_layers = layers.key_caches.size();
   const at::Tensor* w0 = &layers.weights[0];
   const auto options = hidden_in.options();
+  state.residual = at::empty_like(hidden_in);
+  state.normed = at::empty_like(hidden_in);  // layer 0's normalised input
+  state.qkv = at::empty({1, w0[1].size(0)}, options);
+  state.attn = at::empty({1, step.num_heads, step.head_size}, options);
+  state.o = at::empty({1, w0[2].size(0)}, options);
+  state.gated = at::empty({1, w0[4].size(0) / 2}, options);
+  state.hidden = at::empty({1, w0[5].size(0)}, options);  // down's: the next layer's input
+  const at::Tensor attn_rows = state.attn.view({1, step.num_heads * step.head_size});
+  state.args.resize(num_layers);
+  for (size_t l = 0; l < num_layers; ++l) {
+    const std::optional<at::Tensor>* b = &layers.biases[l * kLinearsPerLayer];
+    const std::optional<at::Tensor>* p = &layers.packed[l * kLinearsPerLayer];
+    auto& a = state.args[l];
+    a[0] = checked_packed_linear_args(state.qkv, l == 0 ? state.normed : state.hidden, *p[0], b[0]);
+    a[1] = checked_packed_linear_args(state.o, attn_rows, *p[1], b[1]);
+    a[2] = checked_packed_linear_gated_args(state.gated, state.o, *p[2], b[2]);
+    a[3] = checked_packed_linear_args(state.hidden, state.gated, *p[3], b[3]);
+  }
+  const at::Tensor& kc0 = layers.key_caches[0];
+  state.cache_block_bytes = kc0.numel() / kc0.size(0) * kc0.element_size();
+  state.caches_contiguous = true;
+  state.key_caches.clear();
+  state.value_caches.clear();
+  state.input_norms.clear();
+  state.post_norms.clear();
+  for (size_t l = 0; l < num_layers; ++l) {
+    const at::Tensor* w = &layers.weights[l * kWeightsPerLayer];
+    state.caches_contiguous = state.caches_contiguous && layers.key_caches[l].is_contiguous() &&
+                              layers.value_caches[l].is_contiguous();
+    state.key_caches.push_back(static_cast<const char*>(layers.key_caches[l].data_ptr()));
+    state.value_caches.push_back(static_cast<const char*>(layers.value_caches[l].data_ptr()));
+    state.input_norms.push_back(static_cast<const char*>(w[0].data_ptr()));
+    state.post_norms.push_back(static_cast<const char*>(w[3].data_ptr()));
+  }
+  state.norm_bytes = w0[0].numel() * w0[0].element_size();
+  state.built = true;
+}
+
+}  // namespace
+
+bool one_row_loop_applies(const at::Tensor& hidden, const DecodeLayerTensors& layers,
+                          OneRowState& state) {
+  const cpu::KernelTable& kernels = cpu::active_kernels();
+  if (hidden.size(0) != 1 || hidden.scalar_type() != at::kBFloat16 || hidden.stride(1) != 1 ||
+      kernels.packed_linear == nullptr || kernels.packed_linear_gated == nullptr ||
+      kernels.packed_linear_range == nullptr || kernels.packed_linear_gated_range == nullptr ||
+      omp_get_max_threads() < 2 || omp_in_parallel()) {
+    return false;
+  }
+  std::lock_guard<std::mutex> lock(state.mutex);
+  if (!state.weights_fit.has_value()) state.weights_fit = layers_fit_one_row(layers);
+  return *state.weights_fit;
+}
+
+std::tuple<at::Tensor, at::Tensor> one_row_layers(const at::Tensor& hidden_in,
+                                                  const DecodeLayerTensors& layers,
+                                                  const DecodeStep& step, OneRowState& state) {
+  std::lock_guard<std::mutex> lock(state.mutex);
+  if (!state.built || state.residual.size(1) != hidden_in.size(1)) {
+    build_one_row_state(hidden_in, layers, step, state);
+  }
+  const size_t num_layers = layers.key_caches.size();
+  const at::Tensor* w0 = &layers.weights[0];
   const int64_t q_size = step.num_heads * step.head_size;
   const int64_t kv_size = step.num_kv_heads * step.head_size;
   const at::Tensor unit_scale = at::ones({}, at::TensorOptions().dtype(at::kFloat));
 
-  // One buffer per intermediate, for every layer; the caller's hidden_in is
-  // never written.
-  at::Tensor residual = hidden_in.clone();
-  at::Tensor normed = at::empty_like(hidden_in);  // layer 0's normalised input
-  at::Tensor qkv = at::empty({1, w0[1].size(0)}, options);
-  at::Tensor attn = at::empty({1, step.num_heads, step.head_size}, options);
-  at::Tensor attn_rows = attn.view({1, q_size});
-  at::Tensor o = at::empty({1, w0[2].size(0)}, options);
-  at::Tensor gated = at::empty({1, w0[4].size(0) / 2}, options);
-  at::Tensor hidden = at::empty({1, w0[5].size(0)}, options);  // down's: the next layer's input
-  at::Tensor q = qkv.narrow(1, 0, q_size);
-  const std::optional<at::Tensor> k = qkv.narrow(1, q_size, kv_size);
+  // The state's buffers, one per intermediate for every layer; the caller's
+  // hidden_in is never written.
+  at::Tensor& residual = state.residual;
+  residual.copy_(hidden_in);
+  at::Tensor& normed = state.normed;
+  at::Tensor& attn = state.attn;
+  at::Tensor& o = state.o;
+  at::Tensor& hidden = state.hidden;
+  at::Tensor q = state.qkv.narrow(1, 0, q_size);
+  const std::optional<at::Tensor> k = state.qkv.narrow(1, q_size, kv_size);
   const at::Tensor q_heads = q.view({1, step.num_heads, step.head_size});
   const at::Tensor k_heads = k->view({1, step.num_kv_heads, step.head_size});
-  const at::Tensor v_heads =
-      qkv.narrow(1, q_size + kv_size, kv_size).view({1, step.num_kv_heads, step.head_size});
-
-  // Every projection's arguments, checked before the region.
-  std::vector<std::array<cpu::LinearArgs, kLinearsPerLayer>> args(num_layers);
-  for (size_t l = 0; l < num_layers; ++l) {
-    const std::optional<at::Tensor>* b = &layers.biases[l * kLinearsPerLayer];
-    const std::optional<at::Tensor>* p = &layers.packed[l * kLinearsPerLayer];
-    args[l][0] = checked_packed_linear_args(qkv, l == 0 ? normed : hidden, *p[0], b[0]);
-    args[l][1] = checked_packed_linear_args(o, attn_rows, *p[1], b[1]);
-    args[l][2] = checked_packed_linear_gated_args(gated, o, *p[2], b[2]);
-    args[l][3] = checked_packed_linear_args(hidden, gated, *p[3], b[3]);
-  }
+  const at::Tensor v_heads = state.qkv.narrow(1, q_size + kv_size, kv_size)
+                                 .view({1, step.num_kv_heads, step.head_size});
+  const std::vector<std::array<cpu::LinearArgs, kLinearsPerLayer>>& args = state.args;
   const cpu::Activation kind = gated_activation_kind(step.activation);
   const cpu::KernelTable& kernels = cpu::active_kernels();
   int64_t widest_k = 0;
@@ -233,43 +279,36 @@ std::tuple<at::Tensor, at::Tensor> one_row_layers(const at::Tensor& hidden_in,
   // the projection before. Attention: the sequence's K and V blocks and the
   // position's cos/sin row; the norms: their weights. (Per layer, alternated
   // in one process: the cache write 6.5 -> 4.5 us, attention 9.7 -> 6.7.)
-  using Ranges = std::vector<std::pair<const char*, int64_t>>;
-  std::vector<Ranges> warm_attention(num_layers), warm_post_norm(num_layers),
-      warm_input_norm(num_layers);
-  {
-    const at::Tensor& kc0 = layers.key_caches[0];
-    const int64_t block_bytes = kc0.numel() / kc0.size(0) * kc0.element_size();
-    const bool tables_ok = step.block_tables.scalar_type() == at::kInt &&
-                           step.seq_lens.scalar_type() == at::kInt &&
-                           step.positions.scalar_type() == at::kLong && kc0.is_contiguous();
-    const int32_t* table = tables_ok ? step.block_tables.data_ptr<int32_t>() : nullptr;
-    const int64_t blocks =
-        tables_ok ? (int64_t(step.seq_lens.data_ptr<int32_t>()[0]) + step.block_size - 1) /
-                        step.block_size
-                  : 0;
-    const int64_t row_bytes = step.cos_sin_cache.size(-1) * step.cos_sin_cache.element_size();
-    const char* cos_sin =
-        tables_ok ? static_cast<const char*>(step.cos_sin_cache.data_ptr()) +
-                        step.positions.data_ptr<int64_t>()[0] * row_bytes
-                  : nullptr;
-    for (size_t l = 0; l < num_layers; ++l) {
-      const char* kb = static_cast<const char*>(layers.key_caches[l].data_ptr());
-      const char* vb = static_cast<const char*>(layers.value_caches[l].data_ptr());
-      for (int64_t i = 0; i < blocks && i < step.block_tables.size(1); ++i) {
-        warm_attention[l].emplace_back(kb + int64_t(table[i]) * block_bytes, block_bytes);
-        warm_attention[l].emplace_back(vb + int64_t(table[i]) * block_bytes, block_bytes);
+  const bool tables_ok = state.caches_contiguous && step.block_tables.scalar_type() == at::kInt &&
+                         step.seq_lens.scalar_type() == at::kInt &&
+                         step.positions.scalar_type() == at::kLong;
+  const int32_t* table = tables_ok ? step.block_tables.data_ptr<int32_t>() : nullptr;
+  int64_t blocks = tables_ok ? (int64_t(step.seq_lens.data_ptr<int32_t>()[0]) + step.block_size - 1) /
+                                   step.block_size
+                             : 0;
+  if (blocks > step.block_tables.size(-1)) blocks = step.block_tables.size(-1);
+  const int64_t cos_sin_bytes = step.cos_sin_cache.size(-1) * step.cos_sin_cache.element_size();
+  const char* cos_sin = tables_ok ? static_cast<const char*>(step.cos_sin_cache.data_ptr()) +
+                                        step.positions.data_ptr<int64_t>()[0] * cos_sin_bytes
+                                  : nullptr;
+  auto prefetch_bytes = [](const char* p, int64_t bytes) {  // never faults, whatever the address
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 2);
+  };
+  // What the serial section after projection `proj` (0-3) of layer l reads.
+  auto warm = [&](size_t l, int proj) {
+    if (proj == 0) {
+      for (int64_t i = 0; i < blocks; ++i) {
+        const int64_t offset = int64_t(table[i]) * state.cache_block_bytes;
+        prefetch_bytes(state.key_caches[l] + offset, state.cache_block_bytes);
+        prefetch_bytes(state.value_caches[l] + offset, state.cache_block_bytes);
       }
-      if (cos_sin != nullptr) warm_attention[l].emplace_back(cos_sin, row_bytes);
-      const at::Tensor* w = &layers.weights[l * kWeightsPerLayer];
-      warm_post_norm[l].emplace_back(static_cast<const char*>(w[3].data_ptr()),
-                                     w[3].numel() * w[3].element_size());
-      if (l + 1 < num_layers) {
-        const at::Tensor& next_norm = layers.weights[(l + 1) * kWeightsPerLayer];
-        warm_input_norm[l].emplace_back(static_cast<const char*>(next_norm.data_ptr()),
-                                        next_norm.numel() * next_norm.element_size());
-      }
+      if (cos_sin != nullptr) prefetch_bytes(cos_sin, cos_sin_bytes);
+    } else if (proj == 1) {
+      prefetch_bytes(state.post_norms[l], state.norm_bytes);
+    } else if (proj == 3 && l + 1 < num_layers) {
+      prefetch_bytes(state.input_norms[l + 1], state.norm_bytes);
     }
-  }
+  };
   constexpr void (*kNoWork)() = nullptr;
   std::atomic<int64_t> finished{0};  // threads done with a projection, over all projections
   std::atomic<int64_t> done{0};      // serial sections finished
@@ -331,17 +370,14 @@ std::tuple<at::Tensor, at::Tensor> one_row_layers(const at::Tensor& hidden_in,
     // widen_x)`: the holder first runs the units it holds in cache (the last
     // ones), then the rest is dealt out; then this thread's finishing order.
     auto run_units = [&](int64_t units, std::pair<int, int64_t> cached, auto&& compute,
-                         const Ranges* warm) {
+                         size_t layer, int proj) {
       const int64_t rest = units - cached.second;
       bool widen_x = true;
       if (t == cached.first && cached.second > 0) {
         compute(rest, units, units, widen_x);
         widen_x = false;
       }
-      if (t == 0 && warm != nullptr) {  // (a prefetch never faults, whatever the address)
-        for (const auto& [base, bytes] : *warm)
-          for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(base + b, 0, 2);
-      }
+      if (t == 0) warm(layer, proj);
       deal.open(t, rest * t / threads, rest * (t + 1) / threads);
       int64_t unit, end;
       while (deal.take_own(t, &unit, &end)) {
@@ -355,19 +391,19 @@ std::tuple<at::Tensor, at::Tensor> one_row_layers(const at::Tensor& hidden_in,
       ++projections;
       order = int(finished.fetch_add(1, std::memory_order_acq_rel) - (projections - 1) * threads);
     };
-    auto plain = [&](const cpu::LinearArgs& a, std::pair<int, int64_t> cached,
-                     const Ranges* warm) {
+    auto plain = [&](const cpu::LinearArgs& a, std::pair<int, int64_t> cached, size_t layer,
+                     int proj) {
       run_units((a.n + kPanel - 1) / kPanel, cached,
                 [&](int64_t p0, int64_t p1, int64_t stream_end, bool widen_x) {
                   kernels.packed_linear_range(a, p0, p1, stream_end, scratch.data(), widen_x);
-                }, warm);
+                }, layer, proj);
     };
-    auto gated_mlp = [&](const cpu::LinearArgs& a, std::pair<int, int64_t> cached) {
+    auto gated_mlp = [&](const cpu::LinearArgs& a, std::pair<int, int64_t> cached, size_t layer) {
       run_units((a.n / 2 + kPanel - 1) / kPanel, cached,
                 [&](int64_t j0, int64_t j1, int64_t stream_end, bool widen_x) {
                   kernels.packed_linear_gated_range(a, kind, j0, j1, stream_end, scratch.data(),
                                                     widen_x);
-                }, nullptr);
+                }, layer, 2);
     };
     for (size_t l = 0; l < num_layers; ++l) {
       const at::Tensor* w = &layers.weights[l * kWeightsPerLayer];
@@ -391,16 +427,17 @@ std::tuple<at::Tensor, at::Tensor> one_row_layers(const at::Tensor& hidden_in,
       auto post_attention_norm = [&] { fused_add_rms_norm(o, residual, w[3], step.epsilon); };
       const Stream qkv_s = plain_stream(a[0]), o_s = plain_stream(a[1]),
                    gate_up_s = gated_stream(a[2]), down_s = plain_stream(a[3]);
-      plain(a[0], between(&input_norm, &qkv_s), &warm_attention[l]);
-      plain(a[1], between(&attention, &o_s), &warm_post_norm[l]);
-      gated_mlp(a[2], between(&post_attention_norm, &gate_up_s));
-      plain(a[3], between(kNoWork, &down_s), &warm_input_norm[l]);
+      plain(a[0], between(&input_norm, &qkv_s), l, 0);
+      plain(a[1], between(&attention, &o_s), l, 1);
+      gated_mlp(a[2], between(&post_attention_norm, &gate_up_s), l);
+      plain(a[3], between(kNoWork, &down_s), l, 3);
     }
     // the last down projection's output complete before the region ends
     between(kNoWork, nullptr);
   }
   if (error) std::rethrow_exception(error);
-  return {hidden, residual};
+  // the state's buffers serve the next call
+  return {hidden.clone(), residual.clone()};
 }
 
 }  // namespace vllm::cpu_ops

@@ -2,12 +2,16 @@
 // parallel region (decode_one_row.cpp).
 #pragma once
 
+#include <array>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
+
+#include "kernel_table.h"
 
 namespace vllm::cpu_ops {
 
@@ -47,14 +51,35 @@ struct DecodeStep {
   const std::string& activation;
 };
 
+// What the one-row loop keeps from one call to the next of a registered
+// set of layers (fused_decode_plan): the verdict on the layers' weights,
+// the intermediates' buffers and every projection's checked arguments. Why:
+// built per call, they cost ~100 us of a ~8 ms batch-1 step (120 sets of
+// arguments read from cold tensor metadata, ~10 allocations).
+struct OneRowState {
+  std::mutex mutex;                 // one call at a time on the buffers
+  std::optional<bool> weights_fit;  // the layers' side of one_row_loop_applies
+  bool built = false;
+  at::Tensor residual, normed, qkv, attn, o, gated, hidden;
+  std::vector<std::array<cpu::LinearArgs, kLinearsPerLayer>> args;
+  // per layer: its K and V caches' and its two norm weights' first bytes
+  std::vector<const char*> key_caches, value_caches, input_norms, post_norms;
+  int64_t cache_block_bytes = 0, norm_bytes = 0;
+  bool caches_contiguous = false;
+};
+
 // Whether the one-row loop takes this call: one decode row of bf16, every
 // projection on our packed kernels (qkv, o and down 4-D pair-packed, gate/up
 // 5-D interleaved), the layers of one shape, and more than one thread.
-bool one_row_loop_applies(const at::Tensor& hidden, const DecodeLayerTensors& layers);
+// The verdict on the layers is kept in `state`.
+bool one_row_loop_applies(const at::Tensor& hidden, const DecodeLayerTensors& layers,
+                          OneRowState& state);
 
 // (hidden, residual) after the last layer, the same bits as the general loop.
+// `state` holds the buffers, built at the first call (the layers must be
+// the same ones at every call with one state).
 std::tuple<at::Tensor, at::Tensor> one_row_layers(const at::Tensor& hidden_in,
                                                   const DecodeLayerTensors& layers,
-                                                  const DecodeStep& step);
+                                                  const DecodeStep& step, OneRowState& state);
 
 }  // namespace vllm::cpu_ops

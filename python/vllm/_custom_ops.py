@@ -325,6 +325,41 @@ def fused_decode_layers(hidden: torch.Tensor, positions: torch.Tensor,
         output_rows, output_query_start_loc, quant_int8_max_rows)
 
 
+def fused_decode_plan(weights: list[torch.Tensor], biases: list[torch.Tensor | None],
+                      packed: list[torch.Tensor | None], small_m_max_rows: int,
+                      key_caches: list[torch.Tensor], value_caches: list[torch.Tensor],
+                      cos_sin_cache: torch.Tensor, num_heads: int, num_kv_heads: int,
+                      head_size: int, epsilon: float, scale: float, is_neox: bool,
+                      activation: str) -> int:
+    """fused_decode_layers' per-model arguments registered once (CPU builds):
+    the id names them in fused_decode_planned until fused_decode_plan_release.
+    A step then passes its own inputs only (the ~480 tensors of a 30-layer
+    model cost ~0.2 ms a call to pass), and the one-row loop keeps its
+    buffers between steps."""
+    return torch.ops._C.fused_decode_plan(
+        weights, biases, packed, small_m_max_rows, key_caches, value_caches, cos_sin_cache,
+        num_heads, num_kv_heads, head_size, epsilon, scale, is_neox, activation)
+
+
+def fused_decode_plan_release(plan: int) -> None:
+    torch.ops._C.fused_decode_plan_release(plan)
+
+
+def fused_decode_planned(plan: int, hidden: torch.Tensor, positions: torch.Tensor,
+                         slot_mapping: torch.Tensor, block_tables: torch.Tensor,
+                         seq_lens: torch.Tensor, block_size: int, max_seq_len: int,
+                         query_start_loc: torch.Tensor | None = None,
+                         output_rows: torch.Tensor | None = None,
+                         output_query_start_loc: torch.Tensor | None = None,
+                         quant_int8_max_rows: int = QUANT_INT8_MAX_ROWS,
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """fused_decode_layers on a registered plan (fused_decode_plan); writes
+    the plan's caches."""
+    return torch.ops._C.fused_decode_planned(
+        plan, hidden, positions, slot_mapping, block_tables, seq_lens, block_size, max_seq_len,
+        query_start_loc, output_rows, output_query_start_loc, quant_int8_max_rows)
+
+
 # ---------------------------------------------------------------- MoE
 def has_kernel(op: str, device: torch.device) -> bool:
     """Whether this build registered `op` ("namespace::name") for the

@@ -245,3 +245,59 @@ def test_bad_arguments_are_clear_errors():
     with pytest.raises(RuntimeError, match="activation 'relu'"):
         ops.fused_decode_layers(x, pos, [x] * 6, [None] * 4, [None] * 4, 3, [cache], [cache],
                                 activation="relu", **common)
+
+
+def reset_caches(model, caches) -> None:
+    for attn, (k, v) in zip(model.attention_layers(), caches):
+        attn.kv_cache[0].copy_(k)
+        attn.kv_cache[1].copy_(v)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_steps_on_one_registered_plan_match_the_layer_by_layer_path(cpu_isa, rows):
+    """The model registers its layers once (fused_decode_plan) and every
+    step runs on that plan, whose one-row loop keeps its buffers from call
+    to call: step after step (other positions, other block tables), the
+    same bits as the modules, and an earlier step's result is not
+    overwritten by a later one."""
+    model = random_model(LlamaForCausalLM, "silu", torch.bfloat16, 384)
+    fused = model.model.fused_decode
+    results, plans = [], set()
+    for _ in range(4):
+        md, positions = decode_metadata(rows)
+        ids = torch.randint(0, 300, (rows,))
+        before = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+        expected = run(model, ids, positions, md, fused=False)
+        expected_caches = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+        reset_caches(model, before)
+        got = run(model, ids, positions, md, fused=True)
+        assert torch.equal(got, expected)
+        for attn, (k, v) in zip(model.attention_layers(), expected_caches):
+            assert torch.equal(attn.kv_cache[0], k) and torch.equal(attn.kv_cache[1], v)
+        results.append((got, got.clone()))
+        plans.add(fused._plan)
+    assert len(plans) == 1 and None not in plans  # one registration for every step
+    for got, copy in results:
+        assert torch.equal(got, copy)
+
+
+def test_new_caches_get_a_new_plan_and_a_released_plan_is_an_error(cpu_isa):
+    model = random_model(LlamaForCausalLM, "silu", torch.bfloat16, 384)
+    fused = model.model.fused_decode
+    md, positions = decode_metadata(1)
+    ids = torch.randint(0, 300, (1,))
+    run(model, ids, positions, md, fused=True)
+    old_plan = fused._plan
+    shapes = kv_cache_shapes(NUM_BLOCKS, BLOCK, 2, 64)
+    for attn in model.attention_layers():  # as a worker that allocates the caches anew
+        attn.kv_cache = (torch.randn(shapes.key).to(torch.bfloat16),
+                         torch.randn(shapes.value).to(torch.bfloat16))
+    before = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+    expected = run(model, ids, positions, md, fused=False)
+    reset_caches(model, before)
+    assert torch.equal(run(model, ids, positions, md, fused=True), expected)
+    assert fused._plan != old_plan
+    with pytest.raises(RuntimeError, match=f"no plan {old_plan}"):
+        ops.fused_decode_planned(old_plan, torch.zeros(1, 192, dtype=torch.bfloat16), positions,
+                                 md.slot_mapping, md.block_tables, md.seq_lens, BLOCK,
+                                 md.max_seq_len)

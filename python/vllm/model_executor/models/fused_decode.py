@@ -26,9 +26,16 @@ class FusedDecode:
 
     def __init__(self, layers) -> None:
         self.layers = layers
-        self._args: tuple | None = None
-        self._bound_cache = None  # the layer-0 cache the argument lists were built for
+        self._plan: int | None = None  # the layers registered with fused_decode_plan
+        self._bound_cache = None  # the layer-0 cache the plan was made with
         self._reorders_inputs: bool | None = None  # decided at the first step
+
+    def __del__(self) -> None:
+        if self._plan is not None:
+            try:
+                ops.fused_decode_plan_release(self._plan)
+            except Exception:  # interpreter shutdown: the op may be gone already
+                pass
 
     def applicable(self, hidden: torch.Tensor, md: AttentionMetadata | None) -> bool:
         if not (_AVAILABLE and self.enabled and md is not None):
@@ -42,9 +49,11 @@ class FusedDecode:
                 and hidden.dtype in (torch.bfloat16, torch.float16)
                 and attn.backend is PagedAttentionBackend and attn.kv_cache is not None)
 
-    def _arguments(self) -> tuple:
+    def _current_plan(self) -> int:
+        """The layers' weights, caches and constants, registered once (made
+        again if the caches were replaced)."""
         cache = self.layers[0].self_attn.attn.kv_cache
-        if self._args is None or self._bound_cache is not cache:
+        if self._plan is None or self._bound_cache is not cache:
             weights, biases, packed, key_caches, value_caches = [], [], [], [], []
             for layer in self.layers:
                 attn, mlp = layer.self_attn, layer.mlp
@@ -57,25 +66,25 @@ class FusedDecode:
                 key_caches.append(attn.attn.kv_cache[0])
                 value_caches.append(attn.attn.kv_cache[1])
             first = self.layers[0]
-            self._args = (weights, biases, packed, key_caches, value_caches,
-                          first.self_attn.rotary_emb.cos_sin_cache)
-            self._bound_cache = cache
-        return self._args
+            attn = first.self_attn
+            plan = ops.fused_decode_plan(
+                weights, biases, packed, SMALL_M_MAX_ROWS, key_caches, value_caches,
+                attn.rotary_emb.cos_sin_cache, attn.num_heads, attn.num_kv_heads,
+                attn.head_size, first.input_layernorm.eps, attn.attn.scale,
+                attn.rotary_emb.is_neox_style, first.mlp.act.name)
+            if self._plan is not None:
+                ops.fused_decode_plan_release(self._plan)
+            self._plan, self._bound_cache = plan, cache
+        return self._plan
 
     def run(self, hidden: torch.Tensor, positions: torch.Tensor, md: AttentionMetadata,
             prune_rows: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """`prune_rows`: the last layer serves md.output_rows only (off on a
         pipeline stage before the last: the next stage needs every row)."""
         output_rows = md.output_rows if prune_rows else None
-        weights, biases, packed, key_caches, value_caches, cos_sin = self._arguments()
-        first = self.layers[0]
-        attn = first.self_attn
-        return ops.fused_decode_layers(
-            hidden, positions, weights, biases, packed, SMALL_M_MAX_ROWS, key_caches,
-            value_caches, cos_sin,
-            md.slot_mapping, md.block_tables, md.seq_lens, md.block_size, md.max_seq_len,
-            attn.num_heads, attn.num_kv_heads, attn.head_size, first.input_layernorm.eps,
-            attn.attn.scale, attn.rotary_emb.is_neox_style, first.mlp.act.name,
+        return ops.fused_decode_planned(
+            self._current_plan(), hidden, positions, md.slot_mapping, md.block_tables,
+            md.seq_lens, md.block_size, md.max_seq_len,
             None if md.decode_only and output_rows is None else md.query_start_loc,
             output_rows,
             md.output_query_start_loc if output_rows is not None else None,
