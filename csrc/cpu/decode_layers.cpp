@@ -18,6 +18,7 @@
 #include <ATen/ops/linear.h>
 #include <ATen/ops/ones.h>
 
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -253,6 +254,10 @@ struct DecodePlan {
   double epsilon, scale;
   bool is_neox;
   std::string activation;
+  // the model's ends, for steps that fold them in: token ids -> rows of
+  // `embedding`, and the final norm (with its own epsilon) after the layers
+  std::optional<at::Tensor> embedding, final_norm;
+  double final_norm_eps = 0;
   OneRowState one_row;
 };
 
@@ -277,8 +282,15 @@ int64_t fused_decode_plan(const std::vector<at::Tensor>& weights,
                           const std::vector<at::Tensor>& value_caches,
                           const at::Tensor& cos_sin_cache, int64_t num_heads,
                           int64_t num_kv_heads, int64_t head_size, double epsilon, double scale,
-                          bool is_neox, const std::string& activation) {
+                          bool is_neox, const std::string& activation,
+                          const std::optional<at::Tensor>& embedding,
+                          const std::optional<at::Tensor>& final_norm, double final_norm_eps) {
   activation_kernel(activation);  // a bad name fails here, not at the first step
+  TORCH_CHECK(!embedding.has_value() ||
+                  (embedding->dim() == 2 && embedding->stride(1) == 1 &&
+                   embedding->scalar_type() == weights[0].scalar_type()),
+              "fused_decode_plan: the embedding must be a [vocab, hidden] table with contiguous "
+              "rows, in the layers' dtype");
   auto plan = std::make_shared<DecodePlan>();
   plan->weights = weights;
   plan->biases = biases;
@@ -294,6 +306,9 @@ int64_t fused_decode_plan(const std::vector<at::Tensor>& weights,
   plan->scale = scale;
   plan->is_neox = is_neox;
   plan->activation = activation;
+  plan->embedding = embedding;
+  plan->final_norm = final_norm;
+  plan->final_norm_eps = final_norm_eps;
   std::lock_guard<std::mutex> lock(plans_mutex);
   const int64_t id = next_plan_id++;
   plans.emplace(id, std::move(plan));
@@ -310,32 +325,66 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_planned(
     const at::Tensor& slot_mapping, const at::Tensor& block_tables, const at::Tensor& seq_lens,
     int64_t block_size, int64_t max_seq_len, const std::optional<at::Tensor>& query_start_loc,
     const std::optional<at::Tensor>& output_rows,
-    const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows) {
+    const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows,
+    bool embed, bool final_norm) {
   const std::shared_ptr<DecodePlan> plan = find_plan(id);  // alive to the end, released or not
   const DecodePlan& p = *plan;
-  return decode_layers(hidden, positions, p.weights, p.biases, p.packed, p.small_m_max_rows,
-                       p.key_caches, p.value_caches, p.cos_sin_cache, slot_mapping, block_tables,
-                       seq_lens, block_size, max_seq_len, p.num_heads, p.num_kv_heads,
-                       p.head_size, p.epsilon, p.scale, p.is_neox, p.activation, query_start_loc,
-                       output_rows, output_query_start_loc, quant_int8_max_rows, plan->one_row);
+  at::Tensor rows = hidden;
+  if (embed) {
+    // `hidden` holds the token ids: their rows of the table (a copy, as
+    // nn.Embedding's)
+    TORCH_CHECK(p.embedding.has_value(), "fused_decode_planned: embed=True on a plan made "
+                                         "without an embedding");
+    TORCH_CHECK(hidden.dim() == 1 && hidden.scalar_type() == at::kLong,
+                "fused_decode_planned: with embed=True, hidden holds int64 token ids");
+    const at::Tensor& table = *p.embedding;
+    const int64_t n = hidden.size(0), vocab = table.size(0), width = table.size(1);
+    const int64_t row_bytes = width * table.element_size();
+    rows = at::empty({n, width}, table.options());
+    const at::Tensor ids = hidden.contiguous();
+    const int64_t* id = ids.data_ptr<int64_t>();
+    const char* src = static_cast<const char*>(table.data_ptr());
+    char* dst = static_cast<char*>(rows.data_ptr());
+    for (int64_t i = 0; i < n; ++i) {
+      TORCH_CHECK(id[i] >= 0 && id[i] < vocab, "fused_decode_planned: token id ", id[i],
+                  " is outside the embedding's ", vocab, " rows");
+      std::memcpy(dst + i * row_bytes, src + id[i] * table.stride(0) * table.element_size(),
+                  row_bytes);
+    }
+  }
+  TORCH_CHECK(!final_norm || p.final_norm.has_value(),
+              "fused_decode_planned: final_norm=True on a plan made without a final norm");
+  auto [out, residual] =
+      decode_layers(rows, positions, p.weights, p.biases, p.packed, p.small_m_max_rows,
+                    p.key_caches, p.value_caches, p.cos_sin_cache, slot_mapping, block_tables,
+                    seq_lens, block_size, max_seq_len, p.num_heads, p.num_kv_heads, p.head_size,
+                    p.epsilon, p.scale, p.is_neox, p.activation, query_start_loc, output_rows,
+                    output_query_start_loc, quant_int8_max_rows, plan->one_row);
+  if (final_norm) fused_add_rms_norm(out, residual, *p.final_norm, p.final_norm_eps);
+  return {out, residual};
 }
 
 TORCH_LIBRARY_FRAGMENT(_C, ops) {
   // fused_decode_layers' layers and model constants registered once; the
   // returned id names them in fused_decode_planned (a step's inputs only,
   // otherwise the same op: the caches it writes are the registered ones)
-  // until fused_decode_plan_release.
+  // until fused_decode_plan_release. With an embedding and a final norm
+  // registered, a step may fold them in: embed=True takes token ids in
+  // `hidden`, final_norm=True returns the normalised hidden states (and
+  // their sum with the residual), as the model's forward would.
   ops.def(
       "fused_decode_plan(Tensor[] weights, Tensor?[] biases, Tensor?[] packed, "
       "int small_m_max_rows, Tensor[] key_caches, Tensor[] value_caches, Tensor cos_sin_cache, "
       "int num_heads, int num_kv_heads, int head_size, float epsilon, float scale, bool is_neox, "
-      "str activation) -> int");
+      "str activation, Tensor? embedding=None, Tensor? final_norm=None, "
+      "float final_norm_eps=0.0) -> int");
   ops.def("fused_decode_plan_release(int plan) -> ()");
   ops.def(
       "fused_decode_planned(int plan, Tensor hidden, Tensor positions, Tensor slot_mapping, "
       "Tensor block_tables, Tensor seq_lens, int block_size, int max_seq_len, "
       "Tensor? query_start_loc=None, Tensor? output_rows=None, "
-      "Tensor? output_query_start_loc=None, int quant_int8_max_rows=1073741824) -> (Tensor, Tensor)");
+      "Tensor? output_query_start_loc=None, int quant_int8_max_rows=1073741824, "
+      "bool embed=False, bool final_norm=False) -> (Tensor, Tensor)");
 }
 
 // Registered without a dispatch key: they take no tensor to dispatch on

@@ -330,15 +330,19 @@ def fused_decode_plan(weights: list[torch.Tensor], biases: list[torch.Tensor | N
                       key_caches: list[torch.Tensor], value_caches: list[torch.Tensor],
                       cos_sin_cache: torch.Tensor, num_heads: int, num_kv_heads: int,
                       head_size: int, epsilon: float, scale: float, is_neox: bool,
-                      activation: str) -> int:
+                      activation: str, embedding: torch.Tensor | None = None,
+                      final_norm: torch.Tensor | None = None,
+                      final_norm_eps: float = 0.0) -> int:
     """fused_decode_layers' per-model arguments registered once (CPU builds):
     the id names them in fused_decode_planned until fused_decode_plan_release.
     A step then passes its own inputs only (the ~480 tensors of a 30-layer
     model cost ~0.2 ms a call to pass), and the one-row loop keeps its
-    buffers between steps."""
+    buffers between steps. `embedding` and `final_norm`: the model's token
+    table and final RMSNorm weight, for steps that fold them in."""
     return torch.ops._C.fused_decode_plan(
         weights, biases, packed, small_m_max_rows, key_caches, value_caches, cos_sin_cache,
-        num_heads, num_kv_heads, head_size, epsilon, scale, is_neox, activation)
+        num_heads, num_kv_heads, head_size, epsilon, scale, is_neox, activation, embedding,
+        final_norm, final_norm_eps)
 
 
 def fused_decode_plan_release(plan: int) -> None:
@@ -351,13 +355,16 @@ def fused_decode_planned(plan: int, hidden: torch.Tensor, positions: torch.Tenso
                          query_start_loc: torch.Tensor | None = None,
                          output_rows: torch.Tensor | None = None,
                          output_query_start_loc: torch.Tensor | None = None,
-                         quant_int8_max_rows: int = QUANT_INT8_MAX_ROWS,
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
+                         quant_int8_max_rows: int = QUANT_INT8_MAX_ROWS, embed: bool = False,
+                         final_norm: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """fused_decode_layers on a registered plan (fused_decode_plan); writes
-    the plan's caches."""
+    the plan's caches. `embed`: `hidden` holds int64 token ids, looked up in
+    the plan's embedding; `final_norm`: the plan's final norm applied to the
+    result (returns the normalised hidden states and their residual sum)."""
     return torch.ops._C.fused_decode_planned(
         plan, hidden, positions, slot_mapping, block_tables, seq_lens, block_size, max_seq_len,
-        query_start_loc, output_rows, output_query_start_loc, quant_int8_max_rows)
+        query_start_loc, output_rows, output_query_start_loc, quant_int8_max_rows, embed,
+        final_norm)
 
 
 # ---------------------------------------------------------------- MoE

@@ -301,3 +301,24 @@ def test_new_caches_get_a_new_plan_and_a_released_plan_is_an_error(cpu_isa):
         ops.fused_decode_planned(old_plan, torch.zeros(1, 192, dtype=torch.bfloat16), positions,
                                  md.slot_mapping, md.block_tables, md.seq_lens, BLOCK,
                                  md.max_seq_len)
+
+
+def test_a_step_from_token_ids_folds_in_the_embedding_and_the_final_norm(cpu_isa):
+    """With both ends of the model on this rank, the model's forward is one
+    call from the token ids (run_from_ids): the same bits as embedding,
+    layers and final norm run apart; a token id outside the table is a clear
+    error, not a read past it."""
+    model = random_model(LlamaForCausalLM, "silu", torch.bfloat16, 384)
+    fused = model.model.fused_decode
+    md, positions = decode_metadata(2)
+    ids = torch.randint(0, 300, (2,))
+    assert fused.applicable_to_ids(ids, md)
+    before = [tuple(c.clone() for c in a.kv_cache) for a in model.attention_layers()]
+    with torch.inference_mode(), set_forward_context(md):
+        hidden, residual = fused.run(model.model.embed_tokens(ids), positions, md)
+        expected, _ = model.model.norm(hidden, residual)
+        reset_caches(model, before)
+        got = fused.run_from_ids(ids, positions, md)
+        assert torch.equal(got, expected)
+        with pytest.raises(RuntimeError, match="token id 300 is outside the embedding's 300 rows"):
+            fused.run_from_ids(torch.tensor([5, 300]), positions, md)

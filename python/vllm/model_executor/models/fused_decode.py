@@ -24,8 +24,17 @@ class FusedDecode:
     # the reference this one must match.
     enabled = True
 
-    def __init__(self, layers) -> None:
+    def __init__(self, layers, embed_tokens=None, norm=None) -> None:
+        """`embed_tokens` / `norm`: the model's embedding and final norm when
+        this rank holds both ends of the model; a step then folds them into
+        the call too (run_from_ids)."""
         self.layers = layers
+        table = getattr(embed_tokens, "weight", None)
+        folds = (type(embed_tokens) is torch.nn.Embedding and norm is not None
+                 and table is not None and table.dim() == 2 and table.stride(1) == 1
+                 and table.stride(0) == table.shape[1])
+        self.embedding = table if folds else None
+        self.norm = norm if folds else None
         self._plan: int | None = None  # the layers registered with fused_decode_plan
         self._bound_cache = None  # the layer-0 cache the plan was made with
         self._reorders_inputs: bool | None = None  # decided at the first step
@@ -49,6 +58,12 @@ class FusedDecode:
                 and hidden.dtype in (torch.bfloat16, torch.float16)
                 and attn.backend is PagedAttentionBackend and attn.kv_cache is not None)
 
+    def applicable_to_ids(self, input_ids: torch.Tensor, md: AttentionMetadata | None) -> bool:
+        """Whether run_from_ids takes this step (the embedding, the layers
+        and the final norm in one call)."""
+        return (self.embedding is not None and input_ids.dim() == 1
+                and self.applicable(self.embedding[:0], md))
+
     def _current_plan(self) -> int:
         """The layers' weights, caches and constants, registered once (made
         again if the caches were replaced)."""
@@ -71,7 +86,9 @@ class FusedDecode:
                 weights, biases, packed, SMALL_M_MAX_ROWS, key_caches, value_caches,
                 attn.rotary_emb.cos_sin_cache, attn.num_heads, attn.num_kv_heads,
                 attn.head_size, first.input_layernorm.eps, attn.attn.scale,
-                attn.rotary_emb.is_neox_style, first.mlp.act.name)
+                attn.rotary_emb.is_neox_style, first.mlp.act.name, self.embedding,
+                None if self.norm is None else self.norm.weight,
+                0.0 if self.norm is None else self.norm.eps)
             if self._plan is not None:
                 ops.fused_decode_plan_release(self._plan)
             self._plan, self._bound_cache = plan, cache
@@ -89,3 +106,16 @@ class FusedDecode:
             output_rows,
             md.output_query_start_loc if output_rows is not None else None,
             quant_int8_max_rows())
+
+    def run_from_ids(self, input_ids: torch.Tensor, positions: torch.Tensor,
+                     md: AttentionMetadata) -> torch.Tensor:
+        """The model's forward on this rank in one call: the embedding of
+        `input_ids`, every layer (the last on md.output_rows, if named) and
+        the final norm; returns the final hidden states."""
+        hidden, _ = ops.fused_decode_planned(
+            self._current_plan(), input_ids, positions, md.slot_mapping, md.block_tables,
+            md.seq_lens, md.block_size, md.max_seq_len,
+            None if md.decode_only and md.output_rows is None else md.query_start_loc,
+            md.output_rows, md.output_query_start_loc if md.output_rows is not None else None,
+            quant_int8_max_rows(), embed=True, final_norm=True)
+        return hidden

@@ -209,8 +209,11 @@ class LlamaModel(nn.Module):
                              "SmolLM2), its MoE models (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) "
                              "and DeepSeek; this model's layers do not split across ranks")
         # the C++ layer loop has no all-reduce: one rank only
-        self.fused_decode = (FusedDecode(self.local_layers)
-                             if plain and self.tp_size == 1 else None)
+        self.fused_decode = (
+            FusedDecode(self.local_layers,
+                        self.embed_tokens if self.is_first_stage else None,
+                        self.norm if self.is_last_stage else None)
+            if plain and self.tp_size == 1 else None)
 
     @property
     def local_layers(self) -> list[LlamaDecoderLayer]:
@@ -222,11 +225,17 @@ class LlamaModel(nn.Module):
         """Final hidden states of every row, or of md.output_rows only when
         the step's metadata names them; a stage before the last returns its
         layers' output for the next stage instead."""
+        md = get_attn_metadata_or_none()
+        if (intermediate_tensors is None and self.fused_decode is not None
+                and self.fused_decode.applicable_to_ids(input_ids, md)):
+            # embedding, layers and final norm in one call: no torch op
+            # between them from Python (each ~25-45 us cold after a step's
+            # weights went through the caches)
+            return self.fused_decode.run_from_ids(input_ids, positions, md)
         if self.is_first_stage:
             hidden = self.embed_tokens(input_ids)
         else:
             hidden = intermediate_tensors["hidden_states"]
-        md = get_attn_metadata_or_none()
         if self.fused_decode is not None and self.fused_decode.applicable(hidden, md):
             hidden, residual = self.fused_decode.run(hidden, positions, md,
                                                      prune_rows=self.is_last_stage)
