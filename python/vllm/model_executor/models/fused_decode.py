@@ -9,6 +9,8 @@ fp32, another attention backend, or the switch off: the layer-by-layer
 path."""
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from vllm import _custom_ops as ops
@@ -24,19 +26,16 @@ class FusedDecode:
     # the reference this one must match.
     enabled = True
 
-    def __init__(self, layers, embed_tokens=None, norm=None) -> None:
-        """`embed_tokens` / `norm`: the model's embedding and final norm when
-        this rank holds both ends of the model; a step then folds them into
-        the call too (run_from_ids)."""
+    def __init__(self, layers, model=None) -> None:
+        """`model`: the LlamaModel that owns these layers; when this rank holds
+        both its ends, a step folds the embedding and the final norm into the
+        call too (run_from_ids). Read at each plan, not here: a quantized
+        checkpoint replaces the embedding module at load."""
         self.layers = layers
-        table = getattr(embed_tokens, "weight", None)
-        folds = (type(embed_tokens) is torch.nn.Embedding and norm is not None
-                 and table is not None and table.dim() == 2 and table.stride(1) == 1
-                 and table.stride(0) == table.shape[1])
-        self.embedding = table if folds else None
-        self.norm = norm if folds else None
+        self._model = weakref.ref(model) if model is not None else None
         self._plan: int | None = None  # the layers registered with fused_decode_plan
         self._bound_cache = None  # the layer-0 cache the plan was made with
+        self._bound_table = None  # the embedding table the plan holds, if any
         self._reorders_inputs: bool | None = None  # decided at the first step
 
     def __del__(self) -> None:
@@ -58,17 +57,32 @@ class FusedDecode:
                 and hidden.dtype in (torch.bfloat16, torch.float16)
                 and attn.backend is PagedAttentionBackend and attn.kv_cache is not None)
 
+    def _ends(self) -> tuple[torch.Tensor, torch.nn.Module] | None:
+        """The model's embedding table and final norm, when this rank holds
+        both and the embedding is a plain table lookup."""
+        model = self._model() if self._model is not None else None
+        if model is None or not (model.is_first_stage and model.is_last_stage):
+            return None
+        table = getattr(model.embed_tokens, "weight", None)
+        if (type(model.embed_tokens) is not torch.nn.Embedding or table is None
+                or table.dim() != 2 or table.stride() != (table.shape[1], 1)):
+            return None
+        return table, model.norm
+
     def applicable_to_ids(self, input_ids: torch.Tensor, md: AttentionMetadata | None) -> bool:
         """Whether run_from_ids takes this step (the embedding, the layers
         and the final norm in one call)."""
-        return (self.embedding is not None and input_ids.dim() == 1
-                and self.applicable(self.embedding[:0], md))
+        ends = self._ends()
+        return (ends is not None and input_ids.dim() == 1
+                and self.applicable(ends[0][:0], md))
 
     def _current_plan(self) -> int:
         """The layers' weights, caches and constants, registered once (made
         again if the caches were replaced)."""
         cache = self.layers[0].self_attn.attn.kv_cache
-        if self._plan is None or self._bound_cache is not cache:
+        ends = self._ends()
+        table = None if ends is None else ends[0]
+        if self._plan is None or self._bound_cache is not cache or self._bound_table is not table:
             weights, biases, packed, key_caches, value_caches = [], [], [], [], []
             for layer in self.layers:
                 attn, mlp = layer.self_attn, layer.mlp
@@ -86,12 +100,11 @@ class FusedDecode:
                 weights, biases, packed, SMALL_M_MAX_ROWS, key_caches, value_caches,
                 attn.rotary_emb.cos_sin_cache, attn.num_heads, attn.num_kv_heads,
                 attn.head_size, first.input_layernorm.eps, attn.attn.scale,
-                attn.rotary_emb.is_neox_style, first.mlp.act.name, self.embedding,
-                None if self.norm is None else self.norm.weight,
-                0.0 if self.norm is None else self.norm.eps)
+                attn.rotary_emb.is_neox_style, first.mlp.act.name, table,
+                None if ends is None else ends[1].weight, 0.0 if ends is None else ends[1].eps)
             if self._plan is not None:
                 ops.fused_decode_plan_release(self._plan)
-            self._plan, self._bound_cache = plan, cache
+            self._plan, self._bound_cache, self._bound_table = plan, cache, table
         return self._plan
 
     def run(self, hidden: torch.Tensor, positions: torch.Tensor, md: AttentionMetadata,

@@ -209,11 +209,8 @@ class LlamaModel(nn.Module):
                              "SmolLM2), its MoE models (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE) "
                              "and DeepSeek; this model's layers do not split across ranks")
         # the C++ layer loop has no all-reduce: one rank only
-        self.fused_decode = (
-            FusedDecode(self.local_layers,
-                        self.embed_tokens if self.is_first_stage else None,
-                        self.norm if self.is_last_stage else None)
-            if plain and self.tp_size == 1 else None)
+        self.fused_decode = (FusedDecode(self.local_layers, self)
+                             if plain and self.tp_size == 1 else None)
 
     @property
     def local_layers(self) -> list[LlamaDecoderLayer]:
