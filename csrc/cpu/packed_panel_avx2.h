@@ -12,9 +12,9 @@
 // 2 widened weight vectors and 1 broadcast; per k pair 4 weight loads,
 // 12 broadcasts, 4 shifts/ands and 24 FMAs, so the FMA ports, not loads,
 // set the pace. Blocks of 4-6 rows run as assembly
-// (packed_panel_avx2_asm.h); smaller ones, the intrinsics below. A 48-column panel is three such 16-column passes (each
-// reads one cache line of every 3 a k pair occupies; the panel stays in L2
-// between them). One row (batch-1 decode, bandwidth-bound) takes the whole
+// (packed_panel_avx2_asm.h); smaller ones, the intrinsics below. A
+// 48-column panel is three such 16-column passes (each reads one cache line
+// of every 3 a k pair occupies; the panel stays in L2 between them). One row (batch-1 decode, bandwidth-bound) takes the whole
 // panel in one pass instead, so the weights stream strictly in order.
 #pragma once
 
