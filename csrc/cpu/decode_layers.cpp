@@ -107,23 +107,59 @@ struct Workspace {
   }
 };
 
+// A model's layers and constants as fused_decode_layers takes them: built
+// for one call by that op, or registered once (fused_decode_plan) and named
+// by id in fused_decode_planned.
+struct DecodePlan {
+  DecodePlan(const std::vector<at::Tensor>& weights,
+             const std::vector<std::optional<at::Tensor>>& biases,
+             const std::vector<std::optional<at::Tensor>>& packed, int64_t small_m_max_rows,
+             const std::vector<at::Tensor>& key_caches,
+             const std::vector<at::Tensor>& value_caches, const at::Tensor& cos_sin_cache,
+             int64_t num_heads, int64_t num_kv_heads, int64_t head_size, double epsilon,
+             double scale, bool is_neox, const std::string& activation)
+      : weights(weights), biases(biases), packed(packed), key_caches(key_caches),
+        value_caches(value_caches), cos_sin_cache(cos_sin_cache),
+        small_m_max_rows(small_m_max_rows), num_heads(num_heads), num_kv_heads(num_kv_heads),
+        head_size(head_size), epsilon(epsilon), scale(scale), is_neox(is_neox),
+        activation(activation) {}
+
+  std::vector<at::Tensor> weights;
+  std::vector<std::optional<at::Tensor>> biases, packed;
+  std::vector<at::Tensor> key_caches, value_caches;
+  at::Tensor cos_sin_cache;
+  int64_t small_m_max_rows, num_heads, num_kv_heads, head_size;
+  double epsilon, scale;
+  bool is_neox;
+  std::string activation;
+  // the model's ends, for steps that fold them in: token ids -> rows of
+  // `embedding`, and the final norm (with its own epsilon) after the layers
+  std::optional<at::Tensor> embedding, final_norm;
+  double final_norm_eps = 0;
+  OneRowState one_row;  // the one-row loop's buffers, kept between steps
+};
+
 }  // namespace
 
-// fused_decode_layers, with the one-row loop's state (a registered plan's,
-// or one for this call).
+// The layers of `plan` for one step (fused_decode_layers' semantics).
 std::tuple<at::Tensor, at::Tensor> decode_layers(
-    const at::Tensor& hidden_in, const at::Tensor& positions, const std::vector<at::Tensor>& weights,
-    const std::vector<std::optional<at::Tensor>>& biases,
-    const std::vector<std::optional<at::Tensor>>& packed, int64_t small_m_max_rows,
-    const std::vector<at::Tensor>& key_caches,
-    const std::vector<at::Tensor>& value_caches, const at::Tensor& cos_sin_cache,
+    DecodePlan& plan, const at::Tensor& hidden_in, const at::Tensor& positions,
     const at::Tensor& slot_mapping, const at::Tensor& block_tables, const at::Tensor& seq_lens,
-    int64_t block_size, int64_t max_seq_len, int64_t num_heads, int64_t num_kv_heads,
-    int64_t head_size, double epsilon, double scale, bool is_neox, const std::string& activation,
-    const std::optional<at::Tensor>& query_start_loc, const std::optional<at::Tensor>& output_rows,
-    const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows,
-    OneRowState& one_row) {
+    int64_t block_size, int64_t max_seq_len, const std::optional<at::Tensor>& query_start_loc,
+    const std::optional<at::Tensor>& output_rows,
+    const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows) {
   constexpr const char* op = "fused_decode_layers";
+  const std::vector<at::Tensor>& weights = plan.weights;
+  const std::vector<std::optional<at::Tensor>>& biases = plan.biases;
+  const std::vector<std::optional<at::Tensor>>& packed = plan.packed;
+  const std::vector<at::Tensor>& key_caches = plan.key_caches;
+  const std::vector<at::Tensor>& value_caches = plan.value_caches;
+  const at::Tensor& cos_sin_cache = plan.cos_sin_cache;
+  const int64_t small_m_max_rows = plan.small_m_max_rows, num_heads = plan.num_heads,
+                num_kv_heads = plan.num_kv_heads, head_size = plan.head_size;
+  const double epsilon = plan.epsilon, scale = plan.scale;
+  const bool is_neox = plan.is_neox;
+  const std::string& activation = plan.activation;
   const size_t layers = key_caches.size();
   TORCH_CHECK(layers > 0 && value_caches.size() == layers, op,
               ": one key and one value cache per layer");
@@ -145,12 +181,12 @@ std::tuple<at::Tensor, at::Tensor> decode_layers(
               op, ": output_rows and output_query_start_loc come together, with query_start_loc");
   const ActFn act = activation_kernel(activation);
   const DecodeLayerTensors tensors{weights, biases, packed, key_caches, value_caches};
-  if (!prefill && one_row_loop_applies(hidden_in, tensors, one_row)) {
+  if (!prefill && one_row_loop_applies(hidden_in, tensors, plan.one_row)) {
     return one_row_layers(hidden_in, tensors,
                           DecodeStep{positions, cos_sin_cache, slot_mapping, block_tables,
                                      seq_lens, block_size, max_seq_len, num_heads, num_kv_heads,
                                      head_size, epsilon, scale, is_neox, activation},
-                          one_row);
+                          plan.one_row);
   }
   const int64_t m = hidden_in.size(0);
   const int64_t q_size = num_heads * head_size, kv_size = num_kv_heads * head_size;
@@ -229,12 +265,12 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_layers(
     int64_t head_size, double epsilon, double scale, bool is_neox, const std::string& activation,
     const std::optional<at::Tensor>& query_start_loc, const std::optional<at::Tensor>& output_rows,
     const std::optional<at::Tensor>& output_query_start_loc, int64_t quant_int8_max_rows) {
-  OneRowState one_row;
-  return decode_layers(hidden_in, positions, weights, biases, packed, small_m_max_rows, key_caches,
-                       value_caches, cos_sin_cache, slot_mapping, block_tables, seq_lens,
-                       block_size, max_seq_len, num_heads, num_kv_heads, head_size, epsilon,
-                       scale, is_neox, activation, query_start_loc, output_rows,
-                       output_query_start_loc, quant_int8_max_rows, one_row);
+  DecodePlan plan(weights, biases, packed, small_m_max_rows, key_caches, value_caches,
+                  cos_sin_cache, num_heads, num_kv_heads, head_size, epsilon, scale, is_neox,
+                  activation);
+  return decode_layers(plan, hidden_in, positions, slot_mapping, block_tables, seq_lens,
+                       block_size, max_seq_len, query_start_loc, output_rows,
+                       output_query_start_loc, quant_int8_max_rows);
 }
 
 namespace {
@@ -245,22 +281,6 @@ namespace {
 // us to release, each a reference count on cold tensor metadata, ~2% of a
 // batch-1 step; and the one-row loop keeps its buffers and checked
 // arguments here (OneRowState).
-struct DecodePlan {
-  std::vector<at::Tensor> weights;
-  std::vector<std::optional<at::Tensor>> biases, packed;
-  std::vector<at::Tensor> key_caches, value_caches;
-  at::Tensor cos_sin_cache;
-  int64_t small_m_max_rows, num_heads, num_kv_heads, head_size;
-  double epsilon, scale;
-  bool is_neox;
-  std::string activation;
-  // the model's ends, for steps that fold them in: token ids -> rows of
-  // `embedding`, and the final norm (with its own epsilon) after the layers
-  std::optional<at::Tensor> embedding, final_norm;
-  double final_norm_eps = 0;
-  OneRowState one_row;
-};
-
 std::mutex plans_mutex;
 std::unordered_map<int64_t, std::shared_ptr<DecodePlan>> plans;
 int64_t next_plan_id = 1;
@@ -291,21 +311,9 @@ int64_t fused_decode_plan(const std::vector<at::Tensor>& weights,
                    embedding->scalar_type() == weights[0].scalar_type()),
               "fused_decode_plan: the embedding must be a [vocab, hidden] table with contiguous "
               "rows, in the layers' dtype");
-  auto plan = std::make_shared<DecodePlan>();
-  plan->weights = weights;
-  plan->biases = biases;
-  plan->packed = packed;
-  plan->key_caches = key_caches;
-  plan->value_caches = value_caches;
-  plan->cos_sin_cache = cos_sin_cache;
-  plan->small_m_max_rows = small_m_max_rows;
-  plan->num_heads = num_heads;
-  plan->num_kv_heads = num_kv_heads;
-  plan->head_size = head_size;
-  plan->epsilon = epsilon;
-  plan->scale = scale;
-  plan->is_neox = is_neox;
-  plan->activation = activation;
+  auto plan = std::make_shared<DecodePlan>(weights, biases, packed, small_m_max_rows, key_caches,
+                                           value_caches, cos_sin_cache, num_heads, num_kv_heads,
+                                           head_size, epsilon, scale, is_neox, activation);
   plan->embedding = embedding;
   plan->final_norm = final_norm;
   plan->final_norm_eps = final_norm_eps;
@@ -355,11 +363,9 @@ std::tuple<at::Tensor, at::Tensor> fused_decode_planned(
   TORCH_CHECK(!final_norm || p.final_norm.has_value(),
               "fused_decode_planned: final_norm=True on a plan made without a final norm");
   auto [out, residual] =
-      decode_layers(rows, positions, p.weights, p.biases, p.packed, p.small_m_max_rows,
-                    p.key_caches, p.value_caches, p.cos_sin_cache, slot_mapping, block_tables,
-                    seq_lens, block_size, max_seq_len, p.num_heads, p.num_kv_heads, p.head_size,
-                    p.epsilon, p.scale, p.is_neox, p.activation, query_start_loc, output_rows,
-                    output_query_start_loc, quant_int8_max_rows, plan->one_row);
+      decode_layers(*plan, rows, positions, slot_mapping, block_tables, seq_lens, block_size,
+                    max_seq_len, query_start_loc, output_rows, output_query_start_loc,
+                    quant_int8_max_rows);
   if (final_norm) fused_add_rms_norm(out, residual, *p.final_norm, p.final_norm_eps);
   return {out, residual};
 }

@@ -46,6 +46,12 @@ class FusedDecode:
                 pass
 
     def applicable(self, hidden: torch.Tensor, md: AttentionMetadata | None) -> bool:
+        return hidden.dim() == 2 and self._takes(hidden.dtype, hidden.device, md)
+
+    def _takes(self, dtype: torch.dtype, device: torch.device,
+               md: AttentionMetadata | None) -> bool:
+        """Whether the C++ loop takes a step whose hidden rows have this
+        dtype and device."""
         if not (_AVAILABLE and self.enabled and md is not None):
             return False
         attn = self.layers[0].self_attn.attn
@@ -53,8 +59,8 @@ class FusedDecode:
             self._reorders_inputs = any(
                 getattr(m, "input_order", None) is not None
                 for layer in self.layers for m in layer.modules())
-        return (not self._reorders_inputs and hidden.device.type == "cpu" and hidden.dim() == 2
-                and hidden.dtype in (torch.bfloat16, torch.float16)
+        return (not self._reorders_inputs and device.type == "cpu"
+                and dtype in (torch.bfloat16, torch.float16)
                 and attn.backend is PagedAttentionBackend and attn.kv_cache is not None)
 
     def _ends(self) -> tuple[torch.Tensor, torch.nn.Module] | None:
@@ -74,7 +80,7 @@ class FusedDecode:
         and the final norm in one call)."""
         ends = self._ends()
         return (ends is not None and input_ids.dim() == 1
-                and self.applicable(ends[0][:0], md))
+                and self._takes(ends[0].dtype, ends[0].device, md))
 
     def _current_plan(self) -> int:
         """The layers' weights, caches and constants, registered once (made
@@ -111,24 +117,22 @@ class FusedDecode:
             prune_rows: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """`prune_rows`: the last layer serves md.output_rows only (off on a
         pipeline stage before the last: the next stage needs every row)."""
-        output_rows = md.output_rows if prune_rows else None
-        return ops.fused_decode_planned(
-            self._current_plan(), hidden, positions, md.slot_mapping, md.block_tables,
-            md.seq_lens, md.block_size, md.max_seq_len,
-            None if md.decode_only and output_rows is None else md.query_start_loc,
-            output_rows,
-            md.output_query_start_loc if output_rows is not None else None,
-            quant_int8_max_rows())
+        return self._planned(hidden, positions, md, md.output_rows if prune_rows else None)
 
     def run_from_ids(self, input_ids: torch.Tensor, positions: torch.Tensor,
                      md: AttentionMetadata) -> torch.Tensor:
         """The model's forward on this rank in one call: the embedding of
         `input_ids`, every layer (the last on md.output_rows, if named) and
         the final norm; returns the final hidden states."""
-        hidden, _ = ops.fused_decode_planned(
-            self._current_plan(), input_ids, positions, md.slot_mapping, md.block_tables,
-            md.seq_lens, md.block_size, md.max_seq_len,
-            None if md.decode_only and md.output_rows is None else md.query_start_loc,
-            md.output_rows, md.output_query_start_loc if md.output_rows is not None else None,
-            quant_int8_max_rows(), embed=True, final_norm=True)
+        hidden, _ = self._planned(input_ids, positions, md, md.output_rows, ends=True)
         return hidden
+
+    def _planned(self, rows: torch.Tensor, positions: torch.Tensor, md: AttentionMetadata,
+                 output_rows: torch.Tensor | None,
+                 ends: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        return ops.fused_decode_planned(
+            self._current_plan(), rows, positions, md.slot_mapping, md.block_tables,
+            md.seq_lens, md.block_size, md.max_seq_len,
+            None if md.decode_only and output_rows is None else md.query_start_loc,
+            output_rows, md.output_query_start_loc if output_rows is not None else None,
+            quant_int8_max_rows(), embed=ends, final_norm=ends)
